@@ -1,0 +1,131 @@
+"""Start and stop Azurite (Blob + Queue) as a subprocess on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# The well-known development account every Azurite install accepts; not a secret.
+ACCOUNT_NAME = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def azurite_binary() -> str:
+    local = REPO_ROOT / "node_modules" / ".bin" / "azurite"
+    if local.exists():
+        return str(local)
+    found = shutil.which("azurite")
+    if not found:
+        raise FileNotFoundError("azurite not found: run `make install` (npm ci) first")
+    return found
+
+
+@dataclass
+class Azurite:
+    blob_port: int = field(default_factory=free_port)
+    queue_port: int = field(default_factory=free_port)
+    table_port: int = field(default_factory=free_port)
+    location: str | None = None  # None: in-memory persistence
+    _proc: subprocess.Popen | None = None
+    _tmp: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def blob_endpoint(self) -> str:
+        return f"http://{HOST}:{self.blob_port}/{ACCOUNT_NAME}"
+
+    @property
+    def queue_endpoint(self) -> str:
+        return f"http://{HOST}:{self.queue_port}/{ACCOUNT_NAME}"
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint={self.blob_endpoint};QueueEndpoint={self.queue_endpoint};"
+        )
+
+    def start(self, timeout: float = 30.0) -> Azurite:
+        if self._proc is not None:
+            return self
+        # Azurite writes its config/debug files in the working dir, even in memory mode.
+        self._tmp = tempfile.TemporaryDirectory(prefix="azurite-")
+        args = [
+            azurite_binary(),
+            "--blobHost", HOST, "--blobPort", str(self.blob_port),
+            "--queueHost", HOST, "--queuePort", str(self.queue_port),
+            "--tableHost", HOST, "--tablePort", str(self.table_port),
+            "--skipApiVersionCheck", "--loose", "--silent",
+        ]
+        args += ["--location", self.location] if self.location else ["--inMemoryPersistence"]
+        log.info("azurite.start", extra={"blob_port": self.blob_port, "queue_port": self.queue_port})
+        self._proc = subprocess.Popen(
+            args,
+            cwd=self._tmp.name,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env={**os.environ, "NODE_OPTIONS": os.environ.get("NODE_OPTIONS", "")},
+        )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {self.blob_port, self.queue_port}
+        while pending:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace")[-2000:] if self._proc.stderr else ""
+                raise RuntimeError(f"azurite exited with {self._proc.returncode}: {err}")
+            for port in list(pending):
+                try:
+                    with socket.create_connection((HOST, port), timeout=0.5):
+                        pending.discard(port)
+                except OSError:
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"azurite not listening on {sorted(pending)} after {timeout}s")
+            if pending:
+                time.sleep(0.1)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if proc is not None and proc.stderr:
+            proc.stderr.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Azurite:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,70 @@
+"""Fixed development account and the emulator's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+API_VERSION = "2025-06-01"
+# Older api-versions whose wire format for the operations served here is the same.
+SUPPORTED_API_VERSIONS = frozenset(
+    {"2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2023-11-01.18.0", "2023-05-01.17.0"}
+)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8090
+DEV_ACCOUNT_NAME = "devbatchaccount"
+# Public development key, documented in the README. It only protects the local emulator.
+DEV_ACCOUNT_KEY = "ZGV2YmF0Y2hhY2NvdW50LWxvY2FsLWVtdWxhdG9yLWtleS1ub3Qtc2VjcmV0LTAxMjM0NTY3ODk="
+
+DEFAULT_ACTIVE_JOB_QUOTA = 300
+MAX_TASKS_PER_COLLECTION = 100
+PAGE_SIZE_DEFAULT = 1000
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool to create at start-up: `id:nodes[:slots]` on the command line."""
+
+    pool_id: str
+    nodes: int = 2
+    slots_per_node: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> PoolSpec:
+        parts = text.split(":")
+        if not 1 <= len(parts) <= 3 or not parts[0]:
+            raise ValueError(f"pool spec {text!r}: expected ID[:NODES[:SLOTS]], e.g. pool-1:2:4")
+        try:
+            nodes = int(parts[1]) if len(parts) > 1 else 2
+            slots = int(parts[2]) if len(parts) > 2 else 1
+        except ValueError as exc:
+            raise ValueError(f"pool spec {text!r}: NODES and SLOTS must be whole numbers") from exc
+        if nodes < 0 or slots < 1:
+            raise ValueError(f"pool spec {text!r}: NODES must be >= 0 and SLOTS >= 1")
+        return cls(parts[0], nodes, slots)
+
+
+@dataclass
+class Faults:
+    """Opt-in fault injection; changeable at run time through the emulator's control endpoint."""
+
+    rate: float = 0.0
+    statuses: tuple[int, ...] = (503,)
+    latency_ms: float = 0.0
+    retry_after_s: int = 1
+    seed: int | None = None
+
+
+@dataclass
+class EmulatorConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workspace: Path = field(default_factory=lambda: Path(".workspace/batch"))
+    account_name: str = DEV_ACCOUNT_NAME
+    account_key: str = DEV_ACCOUNT_KEY
+    pools: list[PoolSpec] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
+    active_job_quota: int = DEFAULT_ACTIVE_JOB_QUOTA
+    # Seconds a rebooting node stays in `rebooting` before it is idle again.
+    reboot_seconds: float = 0.2

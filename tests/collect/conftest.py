@@ -1,0 +1,20 @@
+import uuid
+
+import pytest
+from azure.storage.blob import ContainerClient
+
+from shared.collector import CLIENT_KWARGS
+
+
+@pytest.fixture
+def containers(azurite):
+    """A fresh (job-logs, job-reports) pair per test, created with the collector's client settings."""
+    suffix = uuid.uuid4().hex[:12]
+    pair = []
+    for name in (f"logs-{suffix}", f"reports-{suffix}"):
+        client = ContainerClient.from_connection_string(azurite.connection_string, name, **CLIENT_KWARGS)
+        client.create_container()
+        pair.append(client)
+    yield tuple(pair)
+    for client in pair:
+        client.delete_container()
