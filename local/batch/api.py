@@ -102,6 +102,7 @@ def _page(request: web.Request, items: Iterable[tuple[int, dict]], kind: str,
             next_link = f"{_account(request).base_url}{request.path}?{urlencode(params, quote_via=quote)}"
             break
         page.append(apply_select(wire, select))
+        last = seq
     body = {"odata.metadata": f"{_account(request).base_url}/$metadata#{kind}", "value": page}
     if next_link:
         body["odata.nextLink"] = next_link

@@ -8,11 +8,13 @@ task's placement token when they resume, because a reboot or a terminate may hav
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,6 +54,7 @@ class Account:
         self._runs: dict[tuple[str, str], asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
+        self._spawner = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spawn")
 
     # ----- lifecycle -------------------------------------------------------------------------------
 
@@ -69,6 +72,7 @@ class Account:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._spawner.shutdown(wait=False, cancel_futures=True)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -526,7 +530,14 @@ class Account:
         rel = f"workitems/{job.id}/job-1/{task_id}"
         task_dir = node.root / rel
         wd = task_dir / "wd"
-        wd.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(task_dir)  # the common case costs two syscalls: a new task dir in an existing job dir
+        except FileNotFoundError:
+            os.makedirs(task_dir, exist_ok=True)
+        except FileExistsError:
+            pass
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(wd)
         return task_dir, wd, rel
 
     def _env(self, job: Job, node: Node, task_id: str, task_dir: Path, wd: Path, own: list | None) -> dict:
@@ -558,19 +569,32 @@ class Account:
             env[item["name"]] = item.get("value") or ""
         return env
 
-    async def _execute(self, job: Job, node: Node, task_id: str, spec: dict, timeout: timedelta | None,
-                       key: tuple) -> tuple[process.Outcome, Path]:
+    def _prepare(self, job: Job, node: Node, task_id: str, spec: dict) -> tuple[Path, Path, dict]:
         task_dir, wd, _ = self._dirs(node, job, task_id)
+        return task_dir, wd, self._env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
+
+    async def _execute(self, job: Job, node: Node, task_id: str, spec: dict, timeout: timedelta | None,
+                       key: tuple, live=lambda: True) -> tuple[process.Outcome, Path]:
+        """Run one task-like command on a node. Directory set-up and fork/exec happen on worker threads,
+        so a slow file system or a burst of short tasks does not stall the event loop."""
+        loop = asyncio.get_running_loop()
+        task_dir, wd, env = await loop.run_in_executor(self._spawner, self._prepare, job, node, task_id, spec)
         try:
             await transfer.download_resource_files(spec.get("resourceFiles") or [], wd)
         except transfer.TransferError as err:
             return process.Outcome(None, err.info), wd
-        env = self._env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
         seconds = None if timeout is None or timeout >= timedelta(days=3650) else timeout.total_seconds()
+        started = await loop.run_in_executor(self._spawner, process.spawn, spec["commandLine"], wd, env,
+                                             task_dir / "stdout.txt", task_dir / "stderr.txt")
+        if isinstance(started, process.Outcome):
+            return started, wd
+        def register(running: process.Running) -> None:
+            self._procs[key] = running
+            if not live():  # ended (terminate, reboot) while the spawn was on its worker thread
+                running.kill("ended before it started")
+
         try:
-            outcome = await process.run(spec["commandLine"], wd, env, task_dir / "stdout.txt",
-                                        task_dir / "stderr.txt", seconds,
-                                        on_start=lambda r: self._procs.__setitem__(key, r))
+            outcome = await process.wait(started, seconds, on_start=register)
         finally:
             self._procs.pop(key, None)
         return outcome, wd
@@ -581,8 +605,10 @@ class Account:
         task.execution.end_time = None
         task.execution.exit_code = None
         task.execution.failure = None
-        outcome, wd = await self._execute(job, node, task.id, task.spec, task.max_wall_clock,
-                                          (job.id, task.id, node.id))
+        outcome, wd = await self._execute(
+            job, node, task.id, task.spec, task.max_wall_clock, (job.id, task.id, node.id),
+            live=lambda: (job.state == "active" and task.run_token is token and node.generation == generation
+                          and not task.user_terminated))
         if task.run_token is not token or node.generation != generation:
             return  # a reboot or delete took the task away while it ran
         problems = await transfer.upload_output_files(task.spec.get("outputFiles") or [], wd,
@@ -632,7 +658,8 @@ class Account:
                                  constraints.get("maxWallClockTime"))
         while True:
             outcome, _ = await self._execute(job, node, spec.get("id", PREP_ID), spec, timeout,
-                                             (job.id, "#prep", node.id))
+                                             (job.id, "#prep", node.id),
+                                             live=lambda: job.state == "active" and node.generation == generation)
             if node.generation != generation:
                 return
             if outcome.failure is None or job.state != "active":

@@ -57,8 +57,8 @@ def _watch(proc: subprocess.Popen, loop: asyncio.AbstractEventLoop) -> asyncio.F
     return fut
 
 
-def start(command_line: str, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> Running | Outcome:
-    """Start the command, or return the failure Batch reports when it cannot start."""
+def spawn(command_line: str, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> subprocess.Popen | Outcome:
+    """Start the command (blocking; safe in a worker thread), or return the failure Batch reports."""
     try:
         argv = shlex.split(command_line)
     except ValueError as exc:
@@ -67,7 +67,7 @@ def start(command_line: str, cwd: Path, env: dict[str, str], stdout: Path, stder
         return Outcome(None, failure("CommandLineEmpty", "The command line is empty."))
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         try:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True, close_fds=True,
             )
@@ -79,18 +79,15 @@ def start(command_line: str, cwd: Path, env: dict[str, str], stdout: Path, stder
                                          f"The specified command program is not executable: {argv[0]}"))
         except OSError as exc:
             return Outcome(None, failure("CommandStartFailed", f"The command could not be started: {exc}"))
-    return Running(proc, _watch(proc, asyncio.get_running_loop()))
 
 
 def failure(code: str, message: str, category: str = "usererror") -> dict:
     return {"category": category, "code": code, "message": message}
 
 
-async def run(command_line: str, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path,
-              timeout: float | None, on_start=None) -> Outcome:
-    started = start(command_line, cwd, env, stdout, stderr)
-    if isinstance(started, Outcome):
-        return started
+async def wait(proc: subprocess.Popen, timeout: float | None, on_start=None) -> Outcome:
+    """Wait for a spawned process on the event loop, killing it (and its group) at the time limit."""
+    started = Running(proc, _watch(proc, asyncio.get_running_loop()))
     if on_start:
         on_start(started)
     try:

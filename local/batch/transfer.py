@@ -138,6 +138,8 @@ async def upload_output_files(output_files: list[dict], wd: Path, failed: bool) 
                 headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"}
                 for header in container.get("uploadHeaders") or []:
                     headers[header["name"]] = header.get("value", "")
+                # Put Blob needs a length: without it aiohttp sends chunked, which Blob storage does not take.
+                headers["Content-Length"] = str(os.path.getsize(path))
                 try:
                     with open(path, "rb") as fh:
                         async with session.put(_blob_url(url, name), data=fh, headers=headers) as resp:

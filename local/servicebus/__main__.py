@@ -1,0 +1,75 @@
+"""python -m local.servicebus: start the emulator and print SERVICEBUS_CONNECTION=... once listening."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from proton.reactor import Container
+
+from . import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEV_KEY, DEV_KEY_NAME, connection_string
+from .broker import Broker
+from .config import ConfigError, load_config, merge
+from .log import log
+from .queues import Namespace
+from .store import MemoryStore, SqliteStore
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local.servicebus", description=__doc__)
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="AMQP port (default %(default)s)")
+    parser.add_argument("--queue", action="append", default=[], metavar="NAME",
+                        help="declare a queue with default settings (repeatable)")
+    parser.add_argument("--config", metavar="FILE", help="JSON file declaring queues and their settings")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="SQLite folder (default %(default)s)")
+    parser.add_argument("--in-memory", action="store_true", help="keep messages in memory only")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        # House rule: local stand-ins never listen beyond this machine.
+        print(f"error: --host must be a loopback address, got {args.host!r}", file=sys.stderr)
+        return 2
+    try:
+        queues = merge(load_config(args.config) if args.config else [], args.queue)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not queues:
+        print("error: no queues declared; pass --queue NAME or --config FILE", file=sys.stderr)
+        return 2
+    store = MemoryStore() if args.in_memory else SqliteStore(args.data_dir)
+    namespace = Namespace(queues, store, lambda: int(time.time() * 1000))
+    connection = connection_string(args.host, args.port)
+
+    def announce() -> None:
+        log("ready", store=store.location, connection=connection)
+        sys.stdout.write(f"SERVICEBUS_CONNECTION={connection}\n")
+        sys.stdout.flush()
+
+    broker = Broker(namespace, args.host, args.port, DEV_KEY_NAME, DEV_KEY, on_listening=announce)
+
+    def request_stop(signum, _frame) -> None:
+        log("stopping", signal=signal.Signals(signum).name)
+        broker.stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        Container(broker).run()
+    finally:
+        store.close()
+    if broker.startup_error is not None:
+        print(f"error: cannot listen on {args.host}:{args.port}: {broker.startup_error}", file=sys.stderr)
+        return 1
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""Queue semantics of Service Bus, independent of AMQP: enqueue, lock, settle, expire.
+
+Time comes in as milliseconds from the caller's clock so the rules can be reasoned about (and
+driven) without a network. Every change is written to the store before the method returns.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import codec
+from .config import QueueConfig
+from .store import ACTIVE, DEFERRED, SCHEDULED, Record, Store
+
+MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
+EXPIRED_REASON = "TTLExpiredException"
+DEAD_LETTER_QUEUE = "$deadletterqueue"
+
+
+class EntityNotFound(LookupError):
+    pass
+
+
+class LockLost(LookupError):
+    """The lock token is unknown or its lock has expired."""
+
+
+class MessageNotFound(LookupError):
+    pass
+
+
+@dataclass(slots=True, eq=False)
+class Lock:
+    token: uuid.UUID
+    record: Record
+    until_ms: int
+    # The proton delivery waiting for the client's disposition, when the message went out on a link.
+    delivery: object | None = None
+    live: bool = True
+
+
+class SubQueue:
+    """The active part of a queue or its dead-letter queue: records plus a FIFO of those ready to deliver."""
+
+    def __init__(self, queue: Queue, dead_letter: bool) -> None:
+        self.queue = queue
+        self.dead_letter = dead_letter
+        self.records: dict[int, Record] = {}
+        self._ready: list[int] = []
+        self._ready_set: set[int] = set()
+        self.consumers: list = []  # proton sender links, managed by the broker
+
+    @property
+    def path(self) -> str:
+        return f"{self.queue.config.name}/$DeadLetterQueue" if self.dead_letter else self.queue.config.name
+
+    def make_ready(self, record: Record) -> None:
+        if record.seq not in self._ready_set:
+            self._ready_set.add(record.seq)
+            heapq.heappush(self._ready, record.seq)
+
+    def pop_ready(self) -> Record | None:
+        while self._ready:
+            seq = heapq.heappop(self._ready)
+            self._ready_set.discard(seq)
+            record = self.records.get(seq)
+            if record is not None and record.state == ACTIVE and record.lock is None:
+                return record
+        return None
+
+    def has_ready(self) -> bool:
+        return bool(self._ready_set)
+
+    def discard(self, record: Record) -> None:
+        self.records.pop(record.seq, None)
+        self._ready_set.discard(record.seq)  # the heap entry is skipped lazily
+
+
+class Queue:
+    def __init__(self, config: QueueConfig) -> None:
+        self.config = config
+        self.key = config.name.lower()
+        self.main = SubQueue(self, dead_letter=False)
+        self.dlq = SubQueue(self, dead_letter=True)
+        self.seen_ids: dict[str, int] = {}  # message id -> first seen, oldest first
+        self.scheduled: list[tuple[int, int]] = []  # (visible_ms, seq)
+        self.expiring: list[tuple[int, int]] = []  # (expires_ms, seq)
+
+    def sub(self, dead_letter: bool) -> SubQueue:
+        return self.dlq if dead_letter else self.main
+
+
+def _app_props_with_reason(app_raw: bytes, reason: str | None, description: str | None) -> bytes:
+    extra = {}
+    if reason is not None:
+        extra["DeadLetterReason"] = reason
+    if description is not None:
+        extra["DeadLetterErrorDescription"] = description
+    return codec.with_application_properties(app_raw, extra) if extra else app_raw
+
+
+class Namespace:
+    """All queues, their messages and the outstanding locks."""
+
+    def __init__(self, configs: Iterable[QueueConfig], store: Store, clock_ms: Callable[[], int]) -> None:
+        self.store = store
+        self.clock_ms = clock_ms
+        self.queues = {q.name.lower(): Queue(q) for q in configs}
+        self.locks: dict[uuid.UUID, Lock] = {}
+        self._lock_expiry: list[tuple[int, uuid.UUID]] = []
+        self.dirty: set[SubQueue] = set()  # sub-queues with newly ready messages, for the broker to dispatch
+        records, seen, self.next_seq = store.load()
+        now = clock_ms()
+        for record in records:
+            queue = self.queues.get(record.queue)
+            if queue is None:
+                continue  # a queue dropped from the configuration keeps its rows but is not served
+            self._place(queue, record, now)
+        for name, ids in seen.items():
+            if name in self.queues:
+                self.queues[name].seen_ids.update(ids)
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def queue(self, name: str) -> Queue:
+        queue = self.queues.get(name.lower())
+        if queue is None:
+            raise EntityNotFound(name)
+        return queue
+
+    def resolve(self, path: str) -> SubQueue:
+        """'jobs' or 'jobs/$DeadLetterQueue' to its sub-queue."""
+        name, _, rest = path.partition("/")
+        queue = self.queue(name)
+        if not rest:
+            return queue.main
+        if rest.lower() == DEAD_LETTER_QUEUE:
+            return queue.dlq
+        raise EntityNotFound(path)
+
+    # -- enqueue ------------------------------------------------------------------------------
+
+    def enqueue(self, queue: Queue, messages: list[codec.Parsed]) -> list[int]:
+        """Accept messages; duplicates inside the detection window are acknowledged and dropped."""
+        now = self.clock_ms()
+        new: list[Record] = []
+        new_ids: list[tuple[str, int]] = []
+        seqs: list[int] = []
+        for parsed in messages:
+            message_id = None if parsed.message_id is None else str(parsed.message_id)
+            if queue.config.duplicate_detection and message_id is not None:
+                self._trim_seen(queue, now)
+                if message_id in queue.seen_ids:
+                    continue
+                queue.seen_ids[message_id] = now
+                new_ids.append((message_id, now))
+            annotations = {k: v for k, v in parsed.annotations.items() if str(k) not in _BROKER_ANNOTATIONS}
+            scheduled_ms = annotations.get(_SCHEDULED_KEY)
+            visible = max(now, int(scheduled_ms)) if scheduled_ms is not None else now
+            ttl_candidates = [t for t in (parsed.ttl_ms, _seconds_ms(queue.config.default_ttl_s)) if t]
+            ttl = min(ttl_candidates) if ttl_candidates else None
+            record = Record(
+                seq=self.next_seq, queue=queue.key, dead_letter=False,
+                state=SCHEDULED if visible > now else ACTIVE,
+                enqueued_ms=now, visible_ms=visible, expires_ms=(visible + ttl) if ttl else 0,
+                delivery_count=0, message_id=message_id, durable=parsed.durable, priority=parsed.priority,
+                ttl_ms=ttl, annotations=codec.encode_value(annotations),
+                properties=parsed.properties_raw, app_properties=parsed.app_raw, body=parsed.body_raw,
+            )
+            self.next_seq += 1
+            new.append(record)
+            seqs.append(record.seq)
+        if new:
+            self.store.add(new, self.next_seq)
+        if new_ids:
+            self.store.remember_ids(queue.key, new_ids)
+        for record in new:
+            self._place(queue, record, now)
+        return seqs
+
+    def _place(self, queue: Queue, record: Record, now: int) -> None:
+        sub = queue.sub(record.dead_letter)
+        sub.records[record.seq] = record
+        if record.state == SCHEDULED:
+            heapq.heappush(queue.scheduled, (record.visible_ms, record.seq))
+        elif record.state == ACTIVE:
+            sub.make_ready(record)
+            self.dirty.add(sub)
+        if record.expires_ms and not record.dead_letter:
+            heapq.heappush(queue.expiring, (record.expires_ms, record.seq))
+
+    def _trim_seen(self, queue: Queue, now: int) -> None:
+        horizon = now - int(queue.config.duplicate_window_s * 1000)
+        stale = [mid for mid, ms in queue.seen_ids.items() if ms < horizon] if queue.seen_ids else []
+        if stale:
+            for mid in stale:
+                del queue.seen_ids[mid]
+            self.store.forget_ids_before(queue.key, horizon)
+
+    def cancel_scheduled(self, queue: Queue, seqs: Iterable[int]) -> None:
+        gone = []
+        for seq in seqs:
+            record = queue.main.records.get(int(seq))
+            if record is not None and record.state == SCHEDULED:
+                queue.main.discard(record)
+                gone.append(record.seq)
+        if gone:
+            self.store.remove(gone)
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def take(self, sub: SubQueue) -> Record | None:
+        """Next deliverable message, expiring any that outlived their TTL on the way."""
+        now = self.clock_ms()
+        while True:
+            record = sub.pop_ready()
+            if record is None:
+                return None
+            if record.expires_ms and record.expires_ms <= now and not record.dead_letter:
+                self._expire(sub.queue, record)
+                continue
+            return record
+
+    def lock(self, record: Record, delivery: object | None = None) -> Lock:
+        queue = self.queues[record.queue]
+        until = self.clock_ms() + int(queue.config.lock_duration_s * 1000)
+        lock = Lock(token=uuid.uuid4(), record=record, until_ms=until, delivery=delivery)
+        record.lock = lock
+        self.locks[lock.token] = lock
+        heapq.heappush(self._lock_expiry, (until, lock.token))
+        return lock
+
+    def delete_delivered(self, record: Record) -> None:
+        """RECEIVE_AND_DELETE: gone as soon as it is sent."""
+        self.queues[record.queue].sub(record.dead_letter).discard(record)
+        self.store.remove([record.seq])
+
+    def live_lock(self, token: uuid.UUID) -> Lock:
+        lock = self.locks.get(token)
+        if lock is None or not lock.live or lock.until_ms <= self.clock_ms():
+            raise LockLost(str(token))
+        return lock
+
+    def _unlock(self, lock: Lock) -> Record:
+        lock.live = False
+        self.locks.pop(lock.token, None)
+        lock.record.lock = None
+        return lock.record
+
+    def complete(self, lock: Lock) -> None:
+        record = self._unlock(lock)
+        self.queues[record.queue].sub(record.dead_letter).discard(record)
+        self.store.remove([record.seq])
+
+    def release(self, lock: Lock) -> None:
+        """The client never looked at it (prefetch given back): no delivery attempt is counted."""
+        record = self._unlock(lock)
+        self._back(record)
+
+    def abandon(self, lock: Lock) -> None:
+        record = self._unlock(lock)
+        self._failed_attempt(record)
+
+    def defer(self, lock: Lock) -> None:
+        record = self._unlock(lock)
+        record.state = DEFERRED
+        self.store.update(record)
+
+    def dead_letter(self, lock: Lock, reason: str | None, description: str | None) -> None:
+        record = self._unlock(lock)
+        self._to_dead_letter(record, reason, description)
+
+    def renew(self, token: uuid.UUID) -> int:
+        lock = self.live_lock(token)
+        queue = self.queues[lock.record.queue]
+        lock.until_ms = self.clock_ms() + int(queue.config.lock_duration_s * 1000)
+        heapq.heappush(self._lock_expiry, (lock.until_ms, lock.token))
+        return lock.until_ms
+
+    def _back(self, record: Record) -> None:
+        sub = self.queues[record.queue].sub(record.dead_letter)
+        if record.seq in sub.records and record.state == ACTIVE:
+            sub.make_ready(record)
+            self.dirty.add(sub)
+
+    def _failed_attempt(self, record: Record) -> None:
+        queue = self.queues[record.queue]
+        record.delivery_count += 1
+        if not record.dead_letter and record.delivery_count >= queue.config.max_delivery_count:
+            self._to_dead_letter(
+                record,
+                MAX_DELIVERY_REASON,
+                f"Message could not be consumed after {queue.config.max_delivery_count} delivery attempts.",
+            )
+            return
+        self.store.update(record)
+        self._back(record)
+
+    def _to_dead_letter(self, record: Record, reason: str | None, description: str | None) -> None:
+        queue = self.queues[record.queue]
+        queue.sub(record.dead_letter).discard(record)
+        if not record.dead_letter:
+            record.dead_letter_source = queue.config.name
+        record.dead_letter = True
+        record.state = ACTIVE
+        record.expires_ms = 0
+        record.app_properties = _app_props_with_reason(record.app_properties, reason, description)
+        self.store.update(record)
+        queue.dlq.records[record.seq] = record
+        queue.dlq.make_ready(record)
+        self.dirty.add(queue.dlq)
+
+    def _expire(self, queue: Queue, record: Record) -> None:
+        if queue.config.dead_letter_on_expiry:
+            self._to_dead_letter(record, EXPIRED_REASON, "The message expired and was dead lettered.")
+        else:
+            queue.main.discard(record)
+            self.store.remove([record.seq])
+
+    # -- management ---------------------------------------------------------------------------
+
+    def peek(self, sub: SubQueue, from_seq: int, count: int) -> list[Record]:
+        seqs = sorted(s for s in sub.records if s >= from_seq)
+        return [sub.records[s] for s in seqs[:count]]
+
+    def deferred(self, sub: SubQueue, seqs: Iterable[int]) -> list[Record]:
+        found = []
+        for seq in seqs:
+            record = sub.records.get(int(seq))
+            if record is None or record.state != DEFERRED or record.lock is not None:
+                raise MessageNotFound(f"deferred message with sequence number {seq} not found or locked")
+            found.append(record)
+        return found
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Expire locks, bring scheduled messages in and move messages past their TTL."""
+        now = self.clock_ms()
+        while self._lock_expiry and self._lock_expiry[0][0] <= now:
+            _, token = heapq.heappop(self._lock_expiry)
+            lock = self.locks.get(token)
+            if lock is not None and lock.live and lock.until_ms <= now:
+                self._failed_attempt(self._unlock(lock))
+        for queue in self.queues.values():
+            while queue.scheduled and queue.scheduled[0][0] <= now:
+                _, seq = heapq.heappop(queue.scheduled)
+                record = queue.main.records.get(seq)
+                if record is not None and record.state == SCHEDULED:
+                    record.state = ACTIVE
+                    self.store.update(record)
+                    self._back(record)
+            while queue.expiring and queue.expiring[0][0] <= now:
+                _, seq = heapq.heappop(queue.expiring)
+                record = queue.main.records.get(seq)
+                if record is None or record.dead_letter or not record.expires_ms or record.expires_ms > now:
+                    continue
+                if record.lock is not None:
+                    # Service Bus does not expire a message under lock; look again once the lock is over.
+                    heapq.heappush(queue.expiring, (record.lock.until_ms + 1, seq))
+                    continue
+                if record.state == SCHEDULED:
+                    continue
+                self._expire(queue, record)
+
+
+_SCHEDULED_KEY = "x-opt-scheduled-enqueue-time"
+_BROKER_ANNOTATIONS = frozenset(
+    {
+        "x-opt-sequence-number",
+        "x-opt-enqueued-time",
+        "x-opt-locked-until",
+        "x-opt-lock-token",
+        "x-opt-message-state",
+        "x-opt-deadletter-source",
+        "x-opt-enqueue-sequence-number",
+    }
+)
+
+
+def _seconds_ms(seconds: float | None) -> int | None:
+    return int(seconds * 1000) if seconds else None

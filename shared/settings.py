@@ -1,0 +1,113 @@
+"""App settings the function app reads, in one place, so a missing one fails at start-up by name.
+
+Locally the connections are connection strings and keys; in Azure they are identity-based
+(`<Connection>__fullyQualifiedNamespace`, `<Connection>__accountName`, DefaultAzureCredential for Batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+# Container and queue names are part of the contract (DESIGN.md), not settings.
+LOGS_CONTAINER = "job-logs"
+REPORTS_CONTAINER = "job-reports"
+TOOLS_CONTAINER = "tools"
+UPLOADER_BLOB = "log_uploader.py"
+
+# Names the bindings reference: `%JOB_REQUESTS_QUEUE%`, `%WATCHDOG_SCHEDULE%`, connection prefixes.
+SERVICE_BUS_CONNECTION = "ServiceBusConnection"
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+QUEUE_SETTING = "JOB_REQUESTS_QUEUE"
+SCHEDULE_SETTING = "WATCHDOG_SCHEDULE"
+DEFAULT_QUEUE = "job-requests"
+DEFAULT_SCHEDULE = "0 */1 * * * *"
+
+BATCH_ACCOUNT_URL = "BATCH_ACCOUNT_URL"
+BATCH_ACCOUNT_NAME = "BATCH_ACCOUNT_NAME"
+BATCH_ACCOUNT_KEY = "BATCH_ACCOUNT_KEY"  # local emulator only; Azure uses the app's managed identity
+ALLOWED_POOLS = "ALLOWED_POOLS"  # comma list; empty allows any pool that exists
+JOB_RETENTION_DAYS = "JOB_RETENTION_DAYS"
+MAX_SUBMIT_CONCURRENCY = "MAX_SUBMIT_CONCURRENCY"
+
+# Every setting an app may read, with whether Azure must set it (used by the infra consistency tests).
+APP_SETTINGS = {
+    BATCH_ACCOUNT_URL: True,
+    QUEUE_SETTING: True,
+    SCHEDULE_SETTING: True,
+    f"{SERVICE_BUS_CONNECTION}__fullyQualifiedNamespace": True,
+    f"{STORAGE_CONNECTION}__accountName": True,
+    ALLOWED_POOLS: False,
+    JOB_RETENTION_DAYS: False,
+    MAX_SUBMIT_CONCURRENCY: False,
+}
+
+
+class MissingSetting(RuntimeError):
+    def __init__(self, name: str, hint: str):
+        super().__init__(f"app setting {name} is missing: {hint}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch_url: str
+    batch_account: str | None
+    batch_key: str | None
+    storage_connection: str | None
+    storage_account: str | None
+    storage_blob_uri: str | None
+    service_bus_connection: str | None
+    service_bus_namespace: str | None
+    queue: str
+    allowed_pools: frozenset[str]
+    retention: timedelta
+    submit_concurrency: int
+
+    @property
+    def local(self) -> bool:
+        return self.batch_key is not None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MissingSetting(name, f"expected a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise MissingSetting(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    batch_url = env.get(BATCH_ACCOUNT_URL)
+    if not batch_url:
+        raise MissingSetting(BATCH_ACCOUNT_URL, "set it to the Batch account endpoint, e.g. "
+                             "https://<account>.<region>.batch.azure.com (or the emulator's BATCH_URL)")
+    storage = env.get(STORAGE_CONNECTION)
+    storage_account = env.get(f"{STORAGE_CONNECTION}__accountName")
+    if not storage and not storage_account:
+        raise MissingSetting(STORAGE_CONNECTION, f"set {STORAGE_CONNECTION} (connection string) or "
+                             f"{STORAGE_CONNECTION}__accountName (identity-based)")
+    key = env.get(BATCH_ACCOUNT_KEY) or None
+    if key and not env.get(BATCH_ACCOUNT_NAME):
+        raise MissingSetting(BATCH_ACCOUNT_NAME, f"{BATCH_ACCOUNT_KEY} is set, so the account name is needed too")
+    pools = frozenset(p.strip() for p in env.get(ALLOWED_POOLS, "").split(",") if p.strip())
+    return Settings(
+        batch_url=batch_url.rstrip("/"),
+        batch_account=env.get(BATCH_ACCOUNT_NAME) or None,
+        batch_key=key,
+        storage_connection=storage or None,
+        storage_account=storage_account or None,
+        storage_blob_uri=env.get(f"{STORAGE_CONNECTION}__blobServiceUri") or None,
+        service_bus_connection=env.get(SERVICE_BUS_CONNECTION) or None,
+        service_bus_namespace=env.get(f"{SERVICE_BUS_CONNECTION}__fullyQualifiedNamespace") or None,
+        queue=env.get(QUEUE_SETTING) or DEFAULT_QUEUE,
+        allowed_pools=pools,
+        retention=timedelta(days=_int(env, JOB_RETENTION_DAYS, 7, 1, 180)),
+        submit_concurrency=_int(env, MAX_SUBMIT_CONCURRENCY, 8, 1, 64),
+    )
