@@ -1,0 +1,124 @@
+// Function app on the Flex Consumption plan (FC1, Linux, Python 3.11) running as a user-assigned
+// managed identity. Every connection is identity-based; no app setting holds a key or a connection
+// string with a secret:
+//   AzureWebJobsStorage__*   host storage, the blob triggers, and the app's own blob code
+//   ServiceBusConnection__*  the `submit` Service Bus trigger
+//   BATCH_ACCOUNT_URL        Batch through DefaultAzureCredential, which picks the identity by AZURE_CLIENT_ID
+//   APPLICATIONINSIGHTS_*    telemetry with Entra auth (local auth is off on the component)
+// Flex Consumption sets the runtime in functionAppConfig.runtime: FUNCTIONS_WORKER_RUNTIME and
+// FUNCTIONS_EXTENSION_VERSION must not be app settings there.
+
+param location string
+param tags object
+param planName string
+param functionAppName string
+param appIdentityId string
+param appClientId string
+param storageAccountName string
+param blobEndpoint string
+param deploymentContainer string
+param appInsightsConnectionString string
+param serviceBusFullyQualifiedNamespace string
+param queueName string
+param batchAccountUrl string
+param watchdogSchedule string
+param allowedPools string
+param jobRetentionDays string
+param maxSubmitConcurrency string
+@description('Upper bound on Flex instances; the submit function is bounded by Batch throttling long before this.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: functionAppName
+  location: location
+  // azd finds the app to deploy the `api` service to by this tag.
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${appIdentityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    // Key Vault references (none today) would resolve with the app's identity.
+    keyVaultReferenceIdentity: appIdentityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainer}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: appIdentityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+
+  resource appSettings 'config' = {
+    name: 'appsettings'
+    properties: {
+      // Host storage, blob triggers (source EventGrid) and the app's blob code, with the app identity.
+      AzureWebJobsStorage__accountName: storageAccountName
+      AzureWebJobsStorage__credential: 'managedidentity'
+      AzureWebJobsStorage__clientId: appClientId
+      // Service Bus trigger of `submit`.
+      ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace
+      ServiceBusConnection__credential: 'managedidentity'
+      ServiceBusConnection__clientId: appClientId
+      // DefaultAzureCredential in the app's own code (Batch, and Blob for user delegation SAS).
+      AZURE_CLIENT_ID: appClientId
+      BATCH_ACCOUNT_URL: batchAccountUrl
+      JOB_REQUESTS_QUEUE: queueName
+      WATCHDOG_SCHEDULE: watchdogSchedule
+      ALLOWED_POOLS: allowedPools
+      JOB_RETENTION_DAYS: jobRetentionDays
+      MAX_SUBMIT_CONCURRENCY: maxSubmitConcurrency
+      APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${appClientId};Authorization=AAD'
+    }
+  }
+}
+
+output functionAppName string = functionApp.name
+output functionAppId string = functionApp.id
+output defaultHostName string = functionApp.properties.defaultHostName

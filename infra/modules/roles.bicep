@@ -1,0 +1,310 @@
+// Every role assignment of the deployment, least privilege first. Each says who gets what, where, and why.
+// Three principals:
+//   app      the function app's user-assigned identity (submit, watchdog, collect_*, job_report)
+//   pool     the Batch pool nodes' user-assigned identity (release-task uploads)
+//   operator optional: the person or CI principal running `azd up` and the orchestrator CLI
+
+param storageAccountName string
+param logsContainer string
+param reportsContainer string
+param toolsContainer string
+param hostContainers array
+param serviceBusNamespaceName string
+param queueName string
+param batchAccountName string
+param appInsightsName string
+param appPrincipalId string
+param poolPrincipalId string
+@description('Object id of the operator (user or CI principal) who runs the CLI against Azure; empty for none.')
+param operatorPrincipalId string = ''
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param operatorPrincipalType string = 'User'
+@description('true: the app issues the release-task upload SAS for job-logs (user delegation SAS), so it needs write there.')
+param appIssuesUploadSas bool = true
+@description('true: give the host Blob Data Owner on the whole account instead of on its own containers (fallback only).')
+param hostRolesAtAccountScope bool = false
+
+// Built-in role definition ids (the same in every tenant).
+var roles = {
+  blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  blobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+  blobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a'
+  queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  batchJobSubmitter: '48e5e92e-a480-4e71-aa9c-2778f4c13781'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+var withOperator = !empty(operatorPrincipalId)
+var hostOwnerContainers = hostRolesAtAccountScope ? [] : hostContainers
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource logs 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: logsContainer
+}
+
+resource reports 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: reportsContainer
+}
+
+resource tools 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: toolsContainer
+}
+
+resource hostContainerRefs 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for container in hostOwnerContainers: {
+  parent: blobService
+  name: container
+}]
+
+resource sbNamespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = {
+  name: serviceBusNamespaceName
+}
+
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' existing = {
+  parent: sbNamespace
+  name: queueName
+}
+
+resource batchAccount 'Microsoft.Batch/batchAccounts@2024-07-01' existing = {
+  name: batchAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+// ---------------------------------------------------------------------------------------------
+// App identity
+// ---------------------------------------------------------------------------------------------
+
+// app: Service Bus Data Receiver on the job-requests queue only. `submit` receives, completes,
+// abandons and dead-letters; it never sends, so no Sender. Without the Manage claim (Data Owner) the
+// Service Bus extension's scale monitor falls back from the exact queue length to the age of the
+// first message, which is fine for this load; Data Owner would also allow deleting the queue.
+resource appQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, appPrincipalId, roles.serviceBusDataReceiver)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Blob Data Contributor on job-reports only: the collect functions write reports there and
+// job_report reads them; retention deletes old ones.
+resource appReportsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(reports.id, appPrincipalId, roles.blobDataContributor)
+  scope: reports
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Blob Data Contributor on tools only: it publishes log_uploader.py there and signs read SAS
+// URLs for it as a release-task resource file (a user delegation SAS grants no more than the signer has).
+resource appToolsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(tools.id, appPrincipalId, roles.blobDataContributor)
+  scope: tools
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: on job-logs, Reader is all the collect functions need (the blob triggers read what the
+// release tasks uploaded). But the permissions of a user delegation SAS are the intersection of what
+// the SAS says and what the signing identity holds, so while the app signs the create+write upload
+// SAS that release tasks use (appIssuesUploadSas, the default: tools/log_uploader.py takes a SAS),
+// it needs Blob Data Contributor here. Set appIssuesUploadSas=false once uploads use the pool
+// identity only, and the app drops back to Reader.
+resource appLogsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(logs.id, appPrincipalId, appIssuesUploadSas ? roles.blobDataContributor : roles.blobDataReader)
+  scope: logs
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', appIssuesUploadSas ? roles.blobDataContributor : roles.blobDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Storage Blob Delegator on the account: lets it get a user delegation key (an account-level
+// operation, so it cannot be scoped to a container) to sign SAS URLs. It grants no data access itself.
+resource appDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appPrincipalId, roles.blobDelegator)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDelegator)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Storage Blob Data Owner, which the Functions docs list for an identity-based AzureWebJobsStorage,
+// scoped to the host's own containers only: azure-webjobs-hosts (timer singleton locks, host id
+// leases, blob-trigger bookkeeping), azure-webjobs-secrets (function and system keys, including the
+// blobs_extension key Event Grid calls with) and the Flex deployment container (the platform
+// downloads the app package with this identity). On the whole account it would silently widen the
+// container-scoped data roles above to every container. hostRolesAtAccountScope=true is a fallback
+// if a future host version needs an account-wide blob operation.
+resource appHostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (container, i) in hostOwnerContainers: {
+  name: guid(hostContainerRefs[i].id, appPrincipalId, roles.blobDataOwner)
+  scope: hostContainerRefs[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+// app: the same Blob Data Owner on the whole account, only when hostRolesAtAccountScope=true (fallback).
+resource appHostBlobOwnerAccount 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hostRolesAtAccountScope) {
+  name: guid(storage.id, appPrincipalId, roles.blobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Storage Queue Data Contributor on the account: the host's blob-trigger extension keeps its
+// poison queue (webjobs-blobtrigger-poison) and internal work queues in AzureWebJobsStorage and
+// creates them on demand, so they cannot be pre-scoped. No orchestrator data lives in storage queues
+// (requests come through Service Bus), so this exposes nothing else.
+resource appHostQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appPrincipalId, roles.queueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Azure Batch Job Submitter on the Batch account: create, patch, terminate, list and delete jobs
+// and their tasks (data actions jobs/* and jobSchedules/*) and read pools (the "unknown pool" check).
+// It cannot create, resize or delete pools, nor read account keys, unlike Contributor or
+// Azure Batch Data Contributor.
+resource appBatchJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(batchAccount.id, appPrincipalId, roles.batchJobSubmitter)
+  scope: batchAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.batchJobSubmitter)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Monitoring Metrics Publisher on the Application Insights component: telemetry ingestion with
+// Entra auth, since local (instrumentation key) auth is disabled on the component.
+resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, appPrincipalId, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pool identity
+// ---------------------------------------------------------------------------------------------
+
+// pool: Storage Blob Data Contributor on job-logs only, for release-task uploads through the node's
+// managed identity endpoint. Azure has no built-in "create and write only" data role (Contributor also
+// reads and deletes; a custom role with only blobs/write and blobs/add/action would need
+// role-definition rights at deploy time), so the container scope is the limit here. Locally, and
+// wherever the uploader runs with a SAS, the SAS itself carries only create+write.
+resource poolLogsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(logs.id, poolPrincipalId, roles.blobDataContributor)
+  scope: logs
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+    principalId: poolPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator (optional): the CLI pointed at Azure
+// ---------------------------------------------------------------------------------------------
+
+// operator: Service Bus Data Sender on the queue: `orchestrator submit` sends job requests.
+// (The CLI is the only sender; the app itself never needs Sender.)
+resource operatorQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withOperator) {
+  name: guid(queue.id, operatorPrincipalId, roles.serviceBusDataSender)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// operator: Blob Data Reader on job-reports: `orchestrator status` reads a job's report.
+resource operatorReportsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withOperator) {
+  name: guid(reports.id, operatorPrincipalId, roles.blobDataReader)
+  scope: reports
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataReader)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// operator: Blob Data Reader on job-logs: read the raw logs and crash dumps a report points to.
+resource operatorLogsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withOperator) {
+  name: guid(logs.id, operatorPrincipalId, roles.blobDataReader)
+  scope: logs
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataReader)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// operator: Blob Data Contributor on tools: publish a new log_uploader.py by hand.
+resource operatorToolsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withOperator) {
+  name: guid(tools.id, operatorPrincipalId, roles.blobDataContributor)
+  scope: tools
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// operator: Azure Batch Job Submitter on the Batch account: the CLI lists and inspects jobs and may
+// terminate one. Data actions are not included in Owner/Contributor, so even a subscription owner
+// needs this (or Azure Batch Data Contributor) to call the Batch data plane with Entra ID.
+resource operatorBatchJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withOperator) {
+  name: guid(batchAccount.id, operatorPrincipalId, roles.batchJobSubmitter)
+  scope: batchAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.batchJobSubmitter)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}

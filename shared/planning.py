@@ -1,0 +1,173 @@
+"""Turn a validated job request into the Batch REST bodies to submit. Pure: no I/O, time passed in.
+
+The bodies are REST-shaped dicts (camelCase, as on the wire); the Batch adapter wraps them in the SDK's
+models. Keeping them as plain data makes the plan easy to test and to hash.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared import metadata as md
+from shared.request import JobRequest, TaskSpec, expand_tasks
+
+PREP_ID = "jobpreparation"
+RELEASE_ID = "jobrelease"
+CHUNK = 100  # Batch's limit per add-task-collection call
+RELEASE_WINDOW = timedelta(minutes=15)  # the longest a release task may run
+# Batch ends the job itself this long after the deadline, in case the watchdog is not running.
+BACKSTOP = timedelta(minutes=10)
+UPLOADER_FILE = "log_uploader.py"
+CRASH_PSEUDO_NODE = "_tasks"  # failing tasks upload their own dumps here: the node id is unknown at submit
+NO_OP_PREP = "/bin/true"
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where the release task's uploader comes from and where nodes write (both SAS URLs)."""
+
+    uploader_url: str
+    logs_container_url: str
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job_id: str
+    job: dict
+    deadline: datetime
+    expected_tasks: int
+    request: JobRequest
+    links: Links
+
+    def task_chunks(self, size: int = CHUNK) -> Iterator[list[dict]]:
+        chunk: list[dict] = []
+        for spec in expand_tasks(self.request):
+            chunk.append(task_body(spec, self.request, self.job_id, self.links))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _env(values: dict[str, str]) -> list[dict]:
+    return [{"name": k, "value": v} for k, v in sorted(values.items())]
+
+
+def _duration(value: timedelta | None) -> str | None:
+    if value is None:
+        return None
+    seconds = int(value.total_seconds())
+    return f"PT{seconds}S"
+
+
+def _resource_files(files) -> list[dict]:
+    return [f.model_dump(by_alias=True, exclude_none=True) for f in files]
+
+
+def _constraints(max_retries: int, max_wall_clock: timedelta | None) -> dict:
+    out: dict = {"maxTaskRetryCount": max_retries}
+    if max_wall_clock is not None:
+        out["maxWallClockTime"] = _duration(max_wall_clock)
+    return out
+
+
+def release_command(user_command: str | None) -> str:
+    """Run the user's release command (not under a shell, as Batch would), then the uploader; keep the
+    user's exit code, since the release task's result is theirs to read."""
+    steps = []
+    if user_command:
+        steps.append(f"{shlex.join(shlex.split(user_command))}; rc=$?")
+    else:
+        steps.append("rc=0")
+    steps.append(f'python3 "$AZ_BATCH_TASK_WORKING_DIR/{UPLOADER_FILE}"')
+    steps.append("exit $rc")
+    return "/bin/bash -c " + shlex.quote("; ".join(steps))
+
+
+def job_body(request: JobRequest, job_id: str, meta: md.JobMetadata, links: Links, timeout: timedelta) -> dict:
+    prep = request.preparation
+    release = request.release
+    prep_body = {
+        "id": PREP_ID,
+        "commandLine": prep.command_line if prep else NO_OP_PREP,
+        "resourceFiles": _resource_files(prep.resource_files) if prep else [],
+        "environmentSettings": _env(prep.environment) if prep else [],
+        "waitForSuccess": prep.wait_for_success if prep else True,
+        "constraints": _constraints(prep.max_retries, prep.max_wall_clock) if prep else {"maxTaskRetryCount": 0},
+    }
+    release_env = dict(release.environment) if release else {}
+    release_env.update({
+        "ORCHESTRATOR_LOGS_SAS_URL": links.logs_container_url,
+        "ORCHESTRATOR_COLLECT_LOGS": json.dumps(list(request.collect.logs)),
+        "ORCHESTRATOR_COLLECT_CRASHDUMPS": json.dumps(list(request.collect.crash_dumps)),
+    })
+    release_body = {
+        "id": RELEASE_ID,
+        "commandLine": release_command(release.command_line if release else None),
+        "resourceFiles": [*(_resource_files(release.resource_files) if release else []),
+                          {"httpUrl": links.uploader_url, "filePath": UPLOADER_FILE}],
+        "environmentSettings": _env(release_env),
+        "maxWallClockTime": _duration(min(release.max_wall_clock, RELEASE_WINDOW) if release else RELEASE_WINDOW),
+    }
+    return {
+        "id": job_id,
+        "poolInfo": {"poolId": request.pool_id},
+        "priority": request.priority,
+        "onAllTasksComplete": "noaction",
+        "constraints": {"maxWallClockTime": _duration(timeout + BACKSTOP), "maxTaskRetryCount": 0},
+        "commonEnvironmentSettings": _env(request.environment),
+        "jobPreparationTask": prep_body,
+        "jobReleaseTask": release_body,
+        "metadata": md.to_items(md.encode(meta)),
+    }
+
+
+def task_body(spec: TaskSpec, request: JobRequest, job_id: str, links: Links) -> dict:
+    body = {
+        "id": spec.id,
+        "commandLine": spec.command_line,
+        "environmentSettings": _env(spec.environment),
+        "resourceFiles": _resource_files(spec.resource_files),
+        "constraints": _constraints(spec.max_retries, spec.max_wall_clock),
+    }
+    if request.collect.crash_dumps:
+        # A failing task ships its own dumps, so a node lost before its release task loses nothing.
+        body["outputFiles"] = [{
+            "filePattern": _task_pattern(pattern, spec.id),
+            "destination": {"container": {
+                "containerUrl": links.logs_container_url,
+                "path": f"{job_id}/{CRASH_PSEUDO_NODE}/crashdumps/{spec.id}",
+            }},
+            "uploadOptions": {"uploadCondition": "taskfailure"},
+        } for pattern in request.collect.crash_dumps]
+    return body
+
+
+def _task_pattern(pattern: str, task_id: str) -> str:
+    """Collect globs are relative to the job's folder on the node (workitems/{jobId}); outputFiles patterns
+    are relative to the task's working directory, three levels below. `job-1/*/...` narrows to this task."""
+    if pattern.startswith("/"):
+        return pattern
+    parts = pattern.split("/")
+    if len(parts) > 2 and parts[0] == "job-1" and parts[1] in ("*", "**"):
+        parts[1] = task_id
+    return "../../../" + "/".join(parts)
+
+
+def plan(request: JobRequest, job_id: str, request_hash: str, now: datetime, links: Links) -> JobPlan:
+    timeout = request.timeout
+    deadline = now + timeout
+    expected = request.task_count()
+    meta = md.JobMetadata(deadline=deadline, request_hash=request_hash, expected_tasks=expected)
+    return JobPlan(job_id=job_id, job=job_body(request, job_id, meta, links, timeout), deadline=deadline,
+                   expected_tasks=expected, request=request, links=links)
+
+
+def sas_expiry(deadline: datetime) -> datetime:
+    """Upload SAS tokens live until the last release task can have finished, and no longer."""
+    return deadline + BACKSTOP + RELEASE_WINDOW + timedelta(minutes=5)

@@ -1,0 +1,69 @@
+"""Builds the SDK clients and adapters from app settings, once per process.
+
+Locally: the Batch emulator's key, Azurite's connection string, the Service Bus emulator's connection
+string. In Azure: DefaultAzureCredential (the app's managed identity) for all three.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+from azure.storage.blob import BlobServiceClient
+
+from shared.batch import BatchAdapter
+from shared.settings import Settings, load
+from shared.store import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    batch: BatchAdapter
+    store: Store
+
+    def service_bus(self):
+        from azure.servicebus import ServiceBusClient
+
+        if self.settings.service_bus_connection:
+            return ServiceBusClient.from_connection_string(self.settings.service_bus_connection)
+        return ServiceBusClient(self.settings.service_bus_namespace, _credential())
+
+
+@functools.cache
+def _credential():
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def _account_key(connection: str) -> str | None:
+    parts = dict(p.split("=", 1) for p in connection.split(";") if "=" in p)
+    return parts.get("AccountKey")
+
+
+def build(settings: Settings) -> Services:
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from shared.collector import CLIENT_KWARGS
+
+    if settings.batch_key:
+        batch_credential = AzureNamedKeyCredential(settings.batch_account, settings.batch_key)
+    else:
+        batch_credential = _credential()
+    batch = BatchAdapter(BatchClient(settings.batch_url, batch_credential))
+    if settings.storage_connection:
+        service = BlobServiceClient.from_connection_string(settings.storage_connection, **CLIENT_KWARGS)
+        key = _account_key(settings.storage_connection)
+    else:
+        url = settings.storage_blob_uri or f"https://{settings.storage_account}.blob.core.windows.net"
+        service = BlobServiceClient(url, credential=_credential(), **CLIENT_KWARGS)
+        key = None
+    return Services(settings=settings, batch=batch, store=Store(service, account_key=key))
+
+
+@functools.cache
+def services() -> Services:
+    return build(load(os.environ))

@@ -1,0 +1,147 @@
+"""Submit one job request to Batch: validate, plan, create the job, add its tasks, then arm it.
+
+Order matters: the job is created with onAllTasksComplete=noaction (so an empty or half-filled job is not
+ended early), tasks go in chunks of 100, and only then one PATCH sets terminatejob and marks the
+submission finished. A crash at any point leaves a state the next delivery resumes (TaskExists counts
+as success) or the watchdog finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared import metadata as md
+from shared.batch import BatchAdapter, Refused, Transient
+from shared.planning import JobPlan, Links, plan, sas_expiry
+from shared.request import JobRequest, RequestInvalid, derive_job_id, parse_request, request_hash
+from shared.store import Store
+
+log = logging.getLogger("orchestrator.submit")
+CHUNK_RETRIES = 5
+
+Progress = Callable[[int, int], None]  # (tasks added so far, tasks expected)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    tasks: int
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class AlreadySubmitted:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    key: str
+    reason: str
+
+
+Result = Submitted | AlreadySubmitted | Rejected
+
+
+def rejection_key(message_id: str, now: datetime) -> str:
+    digest = hashlib.sha256(message_id.encode()).hexdigest()[:12]
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest}"
+
+
+def _reject(store: Store, raw: bytes, message_id: str, now: datetime, reason: str, errors=None,
+            job_id: str | None = None) -> Rejected:
+    key = rejection_key(message_id, now)
+    store.reject(key, raw, reason, errors, now, extra={"messageId": message_id, "jobId": job_id})
+    return Rejected(key, reason)
+
+
+def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: datetime, *,
+           allowed_pools: frozenset[str] = frozenset(), concurrency: int = 8,
+           progress: Progress | None = None) -> Result:
+    """Raises Transient or QuotaReached for the caller to retry later; every other failure is a Rejected."""
+    try:
+        request = parse_request(raw)
+    except RequestInvalid as exc:
+        return _reject(store, raw, message_id, now, f"invalid request: {exc}", exc.errors)
+    job_id = request.job_id or derive_job_id(message_id)
+    if allowed_pools and request.pool_id not in allowed_pools:
+        return _reject(store, raw, message_id, now,
+                       f"poolId: {request.pool_id!r} is not a pool this orchestrator may use "
+                       f"(ALLOWED_POOLS: {', '.join(sorted(allowed_pools))})", job_id=job_id)
+    digest = request_hash(request)
+
+    existing = batch.get_job(job_id)
+    if existing is None:
+        job_plan = _plan(request, job_id, digest, now, store)
+        store.save_request(job_id, raw, message_id)
+        created = batch.create_job(job_plan.job)
+        if created:
+            log.info("job created", extra={"job": job_id, "tasks": job_plan.expected_tasks})
+        else:
+            existing = batch.get_job(job_id)
+    if existing is not None:
+        metadata = md.as_dict(existing.get("metadata"))
+        try:
+            meta = md.decode(metadata)
+        except md.MetadataError:
+            meta = None
+        if meta is None or meta.request_hash != digest:
+            return _reject(store, raw, message_id, now,
+                           f"jobId: a different job {job_id!r} already exists; a request under an existing "
+                           "job id is refused, not merged. Use a new jobId.", job_id=job_id)
+        if meta.submitted or existing.get("state") not in ("active", "disabled"):
+            return AlreadySubmitted(job_id)
+        job_plan = _plan(request, job_id, digest, meta.deadline - request.timeout, store)
+    else:
+        metadata = md.as_dict(job_plan.job["metadata"])
+    try:
+        added = add_tasks(batch, job_plan, concurrency, progress)
+    except Refused as err:
+        # Validation let through something Batch will not take: end the job rather than leave it open.
+        batch.terminate(job_id, "SubmissionRefused")
+        return _reject(store, raw, message_id, now, f"Batch refused a task: {err}", job_id=job_id)
+    batch.finish_submission(job_id, md.to_items(md.mark_submitted(metadata)))
+    log.info("job submitted", extra={"job": job_id, "tasks": added, "resumed": existing is not None})
+    return Submitted(job_id, added, resumed=existing is not None)
+
+
+def _plan(request: JobRequest, job_id: str, digest: str, start: datetime, store: Store) -> JobPlan:
+    deadline = start + request.timeout
+    expiry = sas_expiry(deadline)
+    store.place_uploader()
+    links = Links(uploader_url=store.uploader_url(start, expiry), logs_container_url=store.logs_upload_url(start, expiry))
+    return plan(request, job_id, digest, start, links)
+
+
+def add_tasks(batch: BatchAdapter, job_plan: JobPlan, concurrency: int, progress: Progress | None = None) -> int:
+    """Add every task in chunks of 100, `concurrency` chunks at a time; retry what Batch could not take."""
+
+    def add(chunk: list[dict]) -> int:
+        pending = chunk
+        for _ in range(CHUNK_RETRIES):
+            retry = set(batch.add_tasks(job_plan.job_id, pending))
+            if not retry:
+                return len(chunk)
+            pending = [t for t in pending if t["id"] in retry]
+        raise Transient(f"Batch kept refusing {len(pending)} tasks with server errors")
+
+    added = 0
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="add-tasks") as pool:
+        # Bounded look-ahead: a 100,000-task sweep is expanded lazily, a few chunks at a time.
+        in_flight = []
+        for chunk in job_plan.task_chunks():
+            in_flight.append(pool.submit(add, chunk))
+            if len(in_flight) >= concurrency * 2:
+                added += in_flight.pop(0).result()
+                if progress:
+                    progress(added, job_plan.expected_tasks)
+        for future in in_flight:
+            added += future.result()
+            if progress:
+                progress(added, job_plan.expected_tasks)
+    return added

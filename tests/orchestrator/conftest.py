@@ -1,0 +1,76 @@
+"""The function app wired to the Batch emulator and Azurite, its functions invoked with the payload
+objects the Python worker would pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+
+import azure.functions as func
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+from shared import services as services_module
+
+
+@pytest.fixture(scope="session")
+def app_env(batch_emulator, azurite, servicebus):
+    values = {
+        "BATCH_ACCOUNT_URL": batch_emulator.url,
+        "BATCH_ACCOUNT_NAME": batch_emulator.account,
+        "BATCH_ACCOUNT_KEY": batch_emulator.key,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "ServiceBusConnection": servicebus.connection_string,
+        "JOB_REQUESTS_QUEUE": "scheduled",
+        "WATCHDOG_SCHEDULE": "*/5 * * * * *",
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    services_module.services.cache_clear()
+    services_module.services().store.ensure_containers()
+    yield values
+    services_module.services.cache_clear()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def app(app_env):
+    import function_app
+
+    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+
+
+@pytest.fixture
+def svc(app_env):
+    return services_module.services()
+
+
+def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | None = None) -> ServiceBusMessage:
+    raw = json.dumps(body).encode() if isinstance(body, dict) else body
+    return ServiceBusMessage(body=raw, message_id=message_id or uuid.uuid4().hex, application_properties=props or {},
+                             user_properties=props or {}, delivery_count=1, content_type="application/json",
+                             enqueued_time_utc=datetime.now(UTC))
+
+
+def blob_event(name: str) -> func.blob.InputStream:
+    # The collector streams the blob itself; the trigger payload only needs to carry the name.
+    return func.blob.InputStream(data=b"", name=f"job-logs/{name}", length=0)
+
+
+def request(job_id: str, pool: str = "pool-2x1", tasks: int = 4, **extra) -> dict:
+    body = {
+        "jobId": job_id, "poolId": pool, "timeout": "PT30M",
+        "preparation": {"commandLine": "/bin/bash -c 'echo $AZ_BATCH_NODE_ID > $AZ_BATCH_NODE_SHARED_DIR/prep.txt'"},
+        "release": {"commandLine": "/bin/bash -c 'cat $AZ_BATCH_NODE_SHARED_DIR/prep.txt'"},
+        "taskFactory": {"type": "parametricSweep", "start": 1, "end": tasks, "idFormat": "task-{0}",
+                        "commandLine": "/bin/bash -c 'echo task $AZ_BATCH_TASK_ID; echo ERROR sample >&2'"},
+        "collect": {"logs": ["job-1/*/wd/*.log"], "crashDumps": ["job-1/*/wd/core*"]},
+    }
+    body.update(extra)
+    return body

@@ -1,0 +1,72 @@
+"""Bad and conflicting requests are kept with their reason and settled; the quota only delays."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from azure.servicebus import ServiceBusClient
+
+from functions.submit import ORIGINAL_ID, QUOTA_ATTEMPTS
+from tests.orchestrator.conftest import blob_event, request, sb_message
+
+
+def rejected_for(svc, message_id: str) -> dict:
+    return next(r for r in svc.store.rejected() if r.get("messageId") == message_id)
+
+
+def test_malformed_json_is_kept_with_its_reason(app, svc):
+    message_id = uuid.uuid4().hex
+    app["submit"](sb_message(b"{not json", message_id))
+    record = rejected_for(svc, message_id)
+    assert record["request"] == "{not json"
+    assert "invalid request" in record["reason"]
+
+
+def test_schema_violation_names_field_and_rule(app, svc):
+    message_id = uuid.uuid4().hex
+    body = request("bad id!", tasks=1)
+    body["release"]["maxWallClock"] = "PT20M"
+    app["submit"](sb_message(body, message_id))
+    record = rejected_for(svc, message_id)
+    fields = {e["field"] for e in record["errors"]}
+    assert {"jobId", "release.maxWallClock"} <= fields
+
+
+def test_conflicting_request_under_existing_job_is_refused(app, svc):
+    job_id = f"conflict-{uuid.uuid4().hex[:8]}"
+    app["submit"](sb_message(request(job_id, pool="pool-empty", tasks=2)))
+    other = uuid.uuid4().hex
+    app["submit"](sb_message(request(job_id, pool="pool-empty", tasks=3), other))
+    record = rejected_for(svc, other)
+    assert "already exists" in record["reason"] and record["jobId"] == job_id
+    assert svc.batch.task_counts(job_id)["active"] == 2, "not merged"
+
+
+def test_quota_reached_schedules_the_request_again(app, svc, batch_emulator, servicebus):
+    live = sum(1 for j in svc.batch.list_jobs() if j["state"] in ("active", "terminating"))
+    batch_emulator.set_faults(activeJobQuota=live)
+    message_id = uuid.uuid4().hex
+    try:
+        app["submit"](sb_message(request(f"quota-{uuid.uuid4().hex[:8]}", pool="pool-empty", tasks=1), message_id))
+    finally:
+        batch_emulator.set_faults(activeJobQuota=300)
+    assert not any(r.get("messageId") == message_id for r in svc.store.rejected()), "never rejected for quota"
+    with ServiceBusClient.from_connection_string(servicebus.connection_string) as client, \
+            client.get_queue_receiver("scheduled") as receiver:
+        peeked = receiver.peek_messages(max_message_count=50)
+    again = [m for m in peeked if (m.application_properties or {}).get(ORIGINAL_ID.encode()) == message_id.encode()
+             or (m.application_properties or {}).get(ORIGINAL_ID) == message_id]
+    assert len(again) == 1
+    props = {(k.decode() if isinstance(k, bytes) else k): v for k, v in again[0].application_properties.items()}
+    assert props[QUOTA_ATTEMPTS] == 1
+    assert again[0].scheduled_enqueue_time_utc is not None
+
+
+def test_hostile_blob_names_get_records_not_crashes(app, svc):
+    for name in ["../../etc/passwd", "job/only-two", "a" * 300 + "/n/logs/x", "j1/n1/logs/\u202eevil.txt"]:
+        # Storage itself may refuse to hold such names; the trigger can still be handed one.
+        app["collect_log"](blob_event(name))
+    records = [b.name for b in svc.store.reports.list_blobs(name_starts_with="rejected-blobs/")]
+    assert len(records) >= 4
+    assert json.loads(svc.store.reports.download_blob(records[0]).readall())["rule"]

@@ -1,0 +1,72 @@
+"""The pure job planner: request in, Batch REST bodies out."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared import metadata as md
+from shared.planning import CRASH_PSEUDO_NODE, Links, _task_pattern, plan, release_command, sas_expiry
+from shared.request import parse_request
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+LINKS = Links(uploader_url="https://acct/tools/log_uploader.py?sig=r", logs_container_url="https://acct/job-logs?sig=w")
+
+
+def req(**extra) -> dict:
+    body = {"poolId": "p", "timeout": "PT1H", "tasks": [{"id": "a", "commandLine": "/bin/true"}]}
+    body.update(extra)
+    return body
+
+
+def test_job_body_starts_with_noaction_and_carries_metadata():
+    job_plan = plan(parse_request(req(jobId="j1")), "j1", "h" * 64, NOW, LINKS)
+    job = job_plan.job
+    assert job["onAllTasksComplete"] == "noaction"
+    meta = md.decode(md.as_dict(job["metadata"]))
+    assert (meta.deadline, meta.expected_tasks, meta.submitted) == (NOW + timedelta(hours=1), 1, False)
+    assert job["constraints"]["maxWallClockTime"] == "PT4200S", "Batch's own backstop: deadline + 10 minutes"
+    assert job["jobPreparationTask"]["commandLine"] == "/bin/true", "a release task needs a prep task"
+    assert {"httpUrl": LINKS.uploader_url, "filePath": "log_uploader.py"} in job["jobReleaseTask"]["resourceFiles"]
+
+
+@pytest.mark.parametrize(("user", "expected_script"), [
+    (None, 'rc=0; python3 "$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
+    ("rm -f a.txt", 'rm -f a.txt; rc=$?; python3 "$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
+    ("echo '$HOME; rm -rf /'", "echo '$HOME; rm -rf /'; rc=$?; python3 "
+                               '"$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
+])
+def test_release_command_keeps_user_exit_code_and_no_shell_semantics(user, expected_script):
+    argv = shlex.split(release_command(user))
+    assert argv[:2] == ["/bin/bash", "-c"]
+    assert argv[2] == expected_script
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("job-1/*/wd/core*", "../../../job-1/t7/wd/core*"),
+    ("job-1/**/wd/*.dmp", "../../../job-1/t7/wd/*.dmp"),
+    ("dumps/*.dmp", "../../../dumps/*.dmp"),
+    ("/var/crash/*", "/var/crash/*"),
+])
+def test_crash_globs_become_task_relative(pattern, expected):
+    assert _task_pattern(pattern, "t7") == expected
+
+
+def test_tasks_chunk_by_100_and_failing_tasks_ship_their_dumps():
+    body = req(tasks=None, taskFactory={"type": "parametricSweep", "start": 1, "end": 250, "idFormat": "t{0}",
+                                        "commandLine": "run {0}"}, collect={"crashDumps": ["job-1/*/wd/core*"]})
+    job_plan = plan(parse_request(body), "j2", "h", NOW, LINKS)
+    chunks = list(job_plan.task_chunks())
+    assert [len(c) for c in chunks] == [100, 100, 50]
+    first = chunks[0][0]
+    assert (first["id"], first["commandLine"]) == ("t1", "run 1")
+    (output,) = first["outputFiles"]
+    assert output["uploadOptions"]["uploadCondition"] == "taskfailure"
+    assert output["destination"]["container"]["path"] == f"j2/{CRASH_PSEUDO_NODE}/crashdumps/t1"
+
+
+def test_sas_outlives_the_last_release_task_only():
+    deadline = NOW + timedelta(hours=1)
+    assert sas_expiry(deadline) == deadline + timedelta(minutes=30)
