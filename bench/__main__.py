@@ -6,7 +6,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ["bench.bench_batch", "bench.bench_servicebus", "bench.bench_collect"]
+BENCHMARKS = ["bench.bench_batch", "bench.bench_orchestrator", "bench.bench_servicebus", "bench.bench_collect"]
 
 
 def main(names: list[str]) -> int:

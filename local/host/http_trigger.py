@@ -1,0 +1,143 @@
+"""HTTP trigger: an aiohttp server on 127.0.0.1 serving `/{routePrefix}/{route}` like Core Tools (no keys)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import azure.functions as func
+from aiohttp import web
+
+from .errors import HostConfigError
+from .invoker import Invoker
+from .loader import FunctionSpec
+from .payloads import http_request
+
+log = logging.getLogger("local.host.http")
+
+BIND = "127.0.0.1"
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+# ASP.NET route constraints that have a direct regex; the rest match one segment.
+_CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool": r"(?i:true|false)",
+                "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
+                "double": r"-?\d+(?:\.\d+)?", "float": r"-?\d+(?:\.\d+)?", "decimal": r"-?\d+(?:\.\d+)?"}
+_PARAM = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([^}?=]+))?(\?)?(?:=[^}]*)?\}")
+
+
+def aiohttp_routes(template: str) -> list[str]:
+    """The Functions route template as aiohttp paths; an optional or catch-all last segment also gives the
+    path without that segment."""
+
+    def convert(match: re.Match) -> str:
+        catch_all, name, constraint, _optional = match.groups()
+        if catch_all:
+            return f"{{{name}:.*}}"
+        regex = _CONSTRAINTS.get((constraint or "").split("(")[0].lower(), r"[^/]+")
+        return f"{{{name}:{regex}}}"
+
+    segments = template.strip("/").split("/")
+    paths = ["/".join(_PARAM.sub(convert, segment) for segment in segments)]
+    last = _PARAM.fullmatch(segments[-1])
+    if last and (last.group(1) or last.group(4)):
+        paths.append("/".join(_PARAM.sub(convert, segment) for segment in segments[:-1]))
+    return paths
+
+
+def _response(result: object) -> web.StreamResponse:
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, func.HttpResponse):
+        headers = {k: v for k, v in result.headers.items() if k.lower() != "content-type"}
+        content_type = result.headers.get("Content-Type") or result.mimetype or "text/plain"
+        response = web.Response(status=result.status_code, body=result.get_body(), headers=headers)
+        response.headers["Content-Type"] = (
+            content_type if "charset" in content_type or not result.charset
+            or not content_type.startswith(("text/", "application/json"))
+            else f"{content_type}; charset={result.charset}")
+        return response
+    if isinstance(result, str):
+        return web.Response(status=200, text=result)
+    if isinstance(result, bytes | bytearray):
+        return web.Response(status=200, body=bytes(result))
+    raise TypeError(f"an HTTP function must return func.HttpResponse, str or bytes, not {type(result).__name__}")
+
+
+class HttpServer:
+    def __init__(self, specs: list[FunctionSpec], route_prefix: str, invoker: Invoker, port: int,
+                 host_id: str) -> None:
+        self.specs = specs
+        self.route_prefix = route_prefix
+        self.invoker = invoker
+        self.requested_port = port
+        self.host_id = host_id
+        self.port: int | None = None
+        self.ready = False
+        self.runner: web.AppRunner | None = None
+        self.routes: list[tuple[str, list[str], str]] = []
+        self.all_specs: list[FunctionSpec] = []
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app.router.add_get("/", self._root)
+        app.router.add_get("/admin/host/status", self._status)
+        app.router.add_get("/admin/functions", self._functions)
+        prefix = f"/{self.route_prefix}" if self.route_prefix else ""
+        for spec in self.specs:
+            methods = [str(m).upper() for m in (spec.trigger.get("methods") or ALL_METHODS)]
+            for path in aiohttp_routes(spec.trigger.get("route") or spec.name):
+                url_path = f"{prefix}/{path}".rstrip("/") or "/"
+                resource = app.router.add_resource(url_path)
+                for method in methods:
+                    if method == "HEAD" and "GET" in methods:
+                        continue  # aiohttp answers HEAD for GET routes itself
+                    resource.add_route(method, self._handler(spec))
+            self.routes.append((spec.name, methods, f"{prefix}/{spec.trigger.get('route') or spec.name}"))
+        return app
+
+    def _handler(self, spec: FunctionSpec):
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            req = http_request(request.method, str(request.url), dict(request.headers),
+                               dict(request.query), dict(request.match_info), body)
+            try:
+                result = await self.invoker.invoke(spec, req, f"Reason='HTTP {request.method} {request.path}'",
+                                                   method=request.method, path=request.path)
+                return _response(result)
+            except Exception:
+                # Like the host: the details are in the log, the client gets a bare 500.
+                return web.Response(status=500)
+
+        return handle
+
+    async def _root(self, _request: web.Request) -> web.Response:
+        return web.Response(text="Functions dev host is running\n")
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        return web.json_response({"id": self.host_id, "state": "Running" if self.ready else "Initialized",
+                                  "version": "local"})
+
+    async def _functions(self, _request: web.Request) -> web.Response:
+        return web.json_response([{"name": s.name, "trigger": s.trigger_type} for s in self.all_specs])
+
+    async def start(self, all_specs: list[FunctionSpec], shutdown_timeout: float) -> int:
+        self.all_specs = all_specs
+        # shutdown_timeout: on stop, requests in progress get this long to finish.
+        self.runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                                    shutdown_timeout=shutdown_timeout)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, BIND, self.requested_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            raise HostConfigError(f"cannot listen on {BIND}:{self.requested_port} ({exc.strerror}); another "
+                                  "host may be running: stop it or pass --port") from None
+        self.port = site._server.sockets[0].getsockname()[1]
+        for name, methods, path in self.routes:
+            log.info("http function", extra={"function": name, "methods": ",".join(methods),
+                                             "url": f"http://{BIND}:{self.port}{path}"})
+        return self.port
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()

@@ -1,0 +1,80 @@
+"""A tiny Functions app for the dev host's tests: each function appends what it received to
+`$RECORD_DIR/<function>.jsonl`, so tests can wait on the file instead of sleeping."""
+
+import asyncio
+import json
+import os
+import threading
+import time
+
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+_lock = threading.Lock()
+
+
+def record(function: str, **fields) -> None:
+    line = json.dumps({"at": time.time(), **fields}, default=str)
+    with _lock, open(os.path.join(os.environ["RECORD_DIR"], f"{function}.jsonl"), "a") as out:
+        out.write(line + "\n")
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%OK_QUEUE%", connection="ServiceBusConnection")
+def sb_echo(msg: func.ServiceBusMessage, context: func.Context) -> None:
+    record("sb_echo", body=msg.get_body().decode(), message_id=msg.message_id, delivery_count=msg.delivery_count,
+           content_type=msg.content_type, correlation_id=msg.correlation_id, subject=msg.subject,
+           properties=msg.application_properties, enqueued=msg.enqueued_time_utc.isoformat(),
+           sequence_number=msg.sequence_number, function_name=context.function_name,
+           invocation_id=context.invocation_id, is_message=isinstance(msg, func.ServiceBusMessage))
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%FAIL_QUEUE%", connection="ServiceBusConnection")
+async def sb_fail(msg: func.ServiceBusMessage) -> None:
+    record("sb_fail", message_id=msg.message_id, delivery_count=msg.delivery_count)
+    raise RuntimeError("this function always fails")
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%SLOW_QUEUE%", connection="ServiceBusConnection")
+def sb_slow(msg: func.ServiceBusMessage) -> None:
+    started = time.time()
+    time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))  # longer than the queue's lock duration
+    record("sb_slow", message_id=msg.message_id, delivery_count=msg.delivery_count, start=started, end=time.time())
+
+
+@app.timer_trigger(schedule="*/1 * * * * *", arg_name="timer", use_monitor=True)
+def tick(timer: func.TimerRequest) -> None:
+    started = time.time()
+    time.sleep(float(os.environ.get("TICK_SECONDS", "1.2")))  # overruns the next occurrence on purpose
+    record("tick", past_due=timer.past_due, status=timer.schedule_status, start=started, end=time.time())
+
+
+@app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
+def hourly(timer: func.TimerRequest) -> None:
+    record("hourly", past_due=timer.past_due, status=timer.schedule_status)
+
+
+@app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", run_on_startup=True)
+async def on_startup(timer: func.TimerRequest) -> None:
+    await asyncio.sleep(0)
+    record("on_startup", past_due=timer.past_due)
+
+
+@app.blob_trigger(arg_name="blob", path="%BLOB_CONTAINER%/{name}", connection="AzureWebJobsStorage")
+def blob_seen(blob: func.InputStream) -> None:
+    fields = {"name": blob.name, "length": blob.length, "uri": blob.uri, "etag": blob.blob_properties["ETag"]}
+    if "read" in blob.name:
+        fields["content"] = blob.read().decode()
+    fields["loaded"] = getattr(blob, "loaded", True)
+    record("blob_seen", **fields)
+    if "fail" in blob.name:
+        raise RuntimeError(f"cannot handle {blob.name}")
+
+
+@app.route(route="items/{id:int}/{name?}", methods=["GET", "POST"])
+def http_items(req: func.HttpRequest) -> func.HttpResponse:
+    if req.params.get("boom"):
+        raise ValueError("asked to fail")
+    payload = {"method": req.method, "route": dict(req.route_params), "query": dict(req.params),
+               "body": req.get_body().decode(), "header": req.headers.get("x-test"), "url": req.url}
+    return func.HttpResponse(json.dumps(payload), status_code=201 if req.method == "POST" else 200,
+                             mimetype="application/json")

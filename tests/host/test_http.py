@@ -1,0 +1,38 @@
+"""HTTP trigger on 127.0.0.1: route parameters and constraints, query, body, status and errors."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+
+def call(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_route_params_query_body_and_errors(app_dir, start_host):
+    host = start_host(app_dir, "http_items")
+    assert host.url.startswith("http://127.0.0.1:")
+
+    status, headers, body = call(f"{host.url}/api/items/42/widget?colour=red", headers={"X-Test": "yes"})
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    got = json.loads(body)
+    assert got["route"] == {"id": "42", "name": "widget"}
+    assert got["query"] == {"colour": "red"} and got["header"] == "yes" and got["method"] == "GET"
+    assert got["url"] == f"{host.url}/api/items/42/widget?colour=red"
+
+    status, _, body = call(f"{host.url}/api/items/7", method="POST", body=b"payload")
+    assert status == 201
+    assert json.loads(body)["route"] == {"id": "7"} and json.loads(body)["body"] == "payload"
+
+    assert call(f"{host.url}/api/items/not-a-number")[0] == 404  # {id:int} constraint
+    assert call(f"{host.url}/api/items/1", method="DELETE")[0] == 405
+    assert call(f"{host.url}/api/items/1?boom=1")[0] == 500
+    status, _, body = call(f"{host.url}/admin/host/status")
+    assert status == 200 and json.loads(body)["state"] == "Running"

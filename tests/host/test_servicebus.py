@@ -1,0 +1,95 @@
+"""Service Bus trigger: payload, completion, abandon/redelivery/dead-letter, lock renewal, concurrency."""
+
+from __future__ import annotations
+
+import uuid
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
+
+from tests.host.conftest import read_records
+from tests.waiting import wait_until
+
+
+def send(connection: str, queue: str, *messages: ServiceBusMessage) -> None:
+    with ServiceBusClient.from_connection_string(connection) as client, client.get_queue_sender(queue) as sender:
+        sender.send_messages(list(messages))
+
+
+def queue_is_empty(connection: str, queue: str) -> bool:
+    with ServiceBusClient.from_connection_string(connection) as client, client.get_queue_receiver(queue) as receiver:
+        return not receiver.peek_messages(max_message_count=10)
+
+
+def test_message_reaches_function_as_worker_payload_and_is_completed(app_dir, start_host, records,
+                                                                      host_servicebus):
+    conn = host_servicebus.connection_string
+    start_host(app_dir, "sb_echo")
+    message_id = uuid.uuid4().hex
+    send(conn, "host-ok", ServiceBusMessage(
+        b'{"poolId": "p1"}', message_id=message_id, content_type="application/json", correlation_id="corr-1",
+        subject="job-request", application_properties={"source": "test", "attempt": 1}))
+
+    [got] = wait_until(lambda: read_records(records, "sb_echo"), timeout=15, what="sb_echo invocation")
+    assert got["is_message"] is True
+    assert got["body"] == '{"poolId": "p1"}'
+    assert got["message_id"] == message_id
+    assert got["delivery_count"] == 1  # first delivery counts 1, as the .NET host reports it
+    assert got["content_type"] == "application/json"
+    assert got["correlation_id"] == "corr-1"
+    assert got["subject"] == "job-request"
+    assert got["properties"] == {"source": "test", "attempt": 1}
+    assert got["enqueued"].endswith("+00:00")
+    assert got["sequence_number"] >= 1
+    assert got["function_name"] == "sb_echo" and got["invocation_id"]
+    wait_until(lambda: queue_is_empty(conn, "host-ok"), timeout=10, what="message completed")
+
+
+def test_failing_message_is_abandoned_redelivered_then_dead_lettered(app_dir, start_host, records,
+                                                                      host_servicebus):
+    conn = host_servicebus.connection_string
+    start_host(app_dir, "sb_fail")
+    message_id = uuid.uuid4().hex
+    send(conn, "host-fail", ServiceBusMessage(b"poison", message_id=message_id))
+
+    with ServiceBusClient.from_connection_string(conn) as client, client.get_queue_receiver(
+            "host-fail", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+        dead = wait_until(lambda: dlq.receive_messages(max_message_count=1, max_wait_time=1), timeout=20,
+                          what="message in the dead-letter queue")
+        assert dead[0].message_id == message_id
+        assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+        dlq.complete_message(dead[0])
+    attempts = [r["delivery_count"] for r in read_records(records, "sb_fail") if r["message_id"] == message_id]
+    assert attempts == [1, 2, 3]  # the queue's maxDeliveryCount is 3
+
+
+def test_lock_is_renewed_and_max_concurrent_calls_is_honoured(app_dir, start_host, records, host_servicebus):
+    conn = host_servicebus.connection_string
+    start_host(app_dir, "sb_slow", env={"SLOW_SECONDS": "5.5"})  # lock is 5 s; host.json allows 2 at once
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    send(conn, "host-slow", *(ServiceBusMessage(b"slow", message_id=i) for i in ids))
+
+    done = wait_until(lambda: len(read_records(records, "sb_slow")) >= 3 and read_records(records, "sb_slow"),
+                      timeout=30, what="3 slow invocations")
+    assert sorted(r["message_id"] for r in done) == sorted(ids)
+    assert all(r["delivery_count"] == 1 for r in done), "a lock expired: renewal did not keep it"
+    events = sorted([(r["start"], 1) for r in done] + [(r["end"], -1) for r in done])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == 2
+    wait_until(lambda: queue_is_empty(conn, "host-slow"), timeout=10, what="slow messages completed")
+
+
+def test_stop_waits_for_the_running_invocation_then_completes_it(app_dir, start_host, records, host_servicebus):
+    conn = host_servicebus.connection_string
+    host = start_host(app_dir, "sb_slow", env={"SLOW_SECONDS": "1.5"})
+    message_id = uuid.uuid4().hex
+    send(conn, "host-slow", ServiceBusMessage(b"in flight at shutdown", message_id=message_id))
+    listener = host._listeners[0]
+    wait_until(lambda: listener.in_flight, timeout=10, what="invocation running")
+
+    host.stop()  # returns only once the running invocation has finished and its message is settled
+
+    assert [r["message_id"] for r in read_records(records, "sb_slow")] == [message_id]
+    assert queue_is_empty(conn, "host-slow")
