@@ -53,7 +53,7 @@ def build(settings: Settings) -> Services:
         batch_credential = AzureNamedKeyCredential(settings.batch_account, settings.batch_key)
     else:
         batch_credential = _credential()
-    batch = BatchAdapter(BatchClient(settings.batch_url, batch_credential))
+    batch = BatchAdapter(BatchClient(settings.batch_url, batch_credential, retry_total=settings.batch_max_retries))
     if settings.storage_connection:
         service = BlobServiceClient.from_connection_string(settings.storage_connection, **CLIENT_KWARGS)
         key = _account_key(settings.storage_connection)

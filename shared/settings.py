@@ -30,6 +30,8 @@ BATCH_ACCOUNT_KEY = "BATCH_ACCOUNT_KEY"  # local emulator only; Azure uses the a
 ALLOWED_POOLS = "ALLOWED_POOLS"  # comma list; empty allows any pool that exists
 JOB_RETENTION_DAYS = "JOB_RETENTION_DAYS"
 MAX_SUBMIT_CONCURRENCY = "MAX_SUBMIT_CONCURRENCY"
+# Retries inside one invocation; past them the message is abandoned and Service Bus redelivers it.
+BATCH_MAX_RETRIES = "BATCH_MAX_RETRIES"
 
 # Every setting an app may read, with whether Azure must set it (used by the infra consistency tests).
 APP_SETTINGS = {
@@ -41,6 +43,7 @@ APP_SETTINGS = {
     ALLOWED_POOLS: False,
     JOB_RETENTION_DAYS: False,
     MAX_SUBMIT_CONCURRENCY: False,
+    BATCH_MAX_RETRIES: False,
 }
 
 
@@ -64,6 +67,7 @@ class Settings:
     allowed_pools: frozenset[str]
     retention: timedelta
     submit_concurrency: int
+    batch_max_retries: int
 
     @property
     def local(self) -> bool:
@@ -110,4 +114,5 @@ def load(env: Mapping[str, str]) -> Settings:
         allowed_pools=pools,
         retention=timedelta(days=_int(env, JOB_RETENTION_DAYS, 7, 1, 180)),
         submit_concurrency=_int(env, MAX_SUBMIT_CONCURRENCY, 8, 1, 64),
+        batch_max_retries=_int(env, BATCH_MAX_RETRIES, 3, 0, 10),
     )

@@ -1,0 +1,161 @@
+"""The whole local stand-in: Azurite, the Batch emulator, the Service Bus emulator and the dev host
+running function_app.py, each a child process on 127.0.0.1, started in order and stopped in reverse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from azure.storage.blob import BlobServiceClient
+
+from local.azurite import Azurite, free_port
+from local.batch.control import EmulatorProcess, Endpoint
+from shared.settings import DEFAULT_QUEUE
+from shared.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+ENDPOINTS_FILE = REPO / ".data" / "endpoints.json"
+Progress = Callable[[str], None]
+
+
+class ReadyProcess:
+    """A child that prints one `PREFIX...` line on stdout once it serves."""
+
+    def __init__(self, name: str, args: list[str], ready_prefix: str, log_path: Path, env: dict | None = None):
+        self.name, self.args, self.prefix, self.log_path = name, args, ready_prefix, log_path
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.line = ""
+
+    def start(self, timeout: float = 60) -> str:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+            self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith(self.prefix):
+                self.line = line.strip()
+                return self.line[len(self.prefix):]
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s; its log ({self.log_path}) ends:\n{tail}")
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+@dataclass
+class StackOptions:
+    workdir: Path = REPO / ".data" / "local"
+    pool: str = "demo-pool:2:1"
+    http_port: int = 7071
+    batch_port: int = 8090
+    servicebus_port: int = 5672
+    persistent: bool = True  # keep queue messages and blobs across restarts (`orchestrator up`)
+    watchdog_schedule: str = "*/5 * * * * *"
+    extra_env: dict = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, options: StackOptions | None = None, progress: Progress | None = None):
+        self.options = options or StackOptions()
+        self.progress = progress or (lambda _msg: None)
+        self.azurite: Azurite | None = None
+        self.batch: EmulatorProcess | None = None
+        self.batch_endpoint: Endpoint | None = None
+        self.servicebus: ReadyProcess | None = None
+        self.servicebus_connection = ""
+        self.host: ReadyProcess | None = None
+        self.host_url = ""
+
+    def app_settings(self) -> dict[str, str]:
+        assert self.azurite and self.batch_endpoint
+        return {
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "ServiceBusConnection": self.servicebus_connection,
+            "JOB_REQUESTS_QUEUE": DEFAULT_QUEUE,
+            "WATCHDOG_SCHEDULE": self.options.watchdog_schedule,
+            "BATCH_ACCOUNT_URL": self.batch_endpoint.url,
+            "BATCH_ACCOUNT_NAME": self.batch_endpoint.account,
+            "BATCH_ACCOUNT_KEY": self.batch_endpoint.key,
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            **self.options.extra_env,
+        }
+
+    def start(self) -> Stack:
+        o = self.options
+        work = o.workdir
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            self.progress("starting Azurite (blob and queue storage)")
+            self.azurite = Azurite(location=str(work / "azurite") if o.persistent else None).start(timeout=60)
+            # In Azure the Bicep creates the containers; here the stack does, before the host polls them.
+            Store(BlobServiceClient.from_connection_string(self.azurite.connection_string)).ensure_containers()
+            self.progress(f"starting the Batch emulator with pool {o.pool}")
+            self.batch = EmulatorProcess(work / "batch", [o.pool], port=o.batch_port, log_file=work / "batch.log")
+            self.batch_endpoint = self.batch.start()
+            self.progress(f"starting the Service Bus emulator with queue {DEFAULT_QUEUE}")
+            config = work / "servicebus.json"
+            config.write_text(json.dumps({"queues": [{
+                "name": DEFAULT_QUEUE, "maxDeliveryCount": 5, "lockDuration": "PT60S",
+                "requiresDuplicateDetection": True, "duplicateDetectionHistoryTimeWindow": "PT10M",
+                "deadLetteringOnMessageExpiration": True}]}))
+            storage = ["--data-dir", str(work / "servicebus")] if o.persistent else ["--in-memory"]
+            self.servicebus = ReadyProcess("Service Bus emulator", [
+                sys.executable, "-m", "local.servicebus", "--port", str(o.servicebus_port or free_port()),
+                "--config", str(config),
+                *storage], "SERVICEBUS_CONNECTION=", work / "servicebus.log")
+            self.servicebus_connection = self.servicebus.start()
+            self.progress("starting the dev host with function_app.py")
+            self.host = ReadyProcess("dev host", [
+                sys.executable, "-m", "local.host", "--app-dir", str(REPO), "--port", str(o.http_port),
+                "--host-id", "local-stack"], "HOST_URL=", work / "host.log", env=self.app_settings())
+            self.host_url = self.host.start()
+            self.progress(f"all up: functions at {self.host_url}")
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for part in (self.host, self.servicebus):
+            if part:
+                part.stop()
+        if self.batch:
+            self.batch.stop()
+        if self.azurite:
+            self.azurite.stop()
+
+    def write_endpoints(self, path: Path = ENDPOINTS_FILE) -> None:
+        """Let `orchestrator submit/status/...` find this stack. Only public development keys are in it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**self.app_settings(), "HOST_URL": self.host_url}, indent=2))
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

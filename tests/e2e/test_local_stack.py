@@ -1,0 +1,102 @@
+"""End to end through the dev host: Service Bus -> submit -> Batch -> release uploads -> collect -> report."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
+
+from local.batch.control import Endpoint
+from local.stack import Stack, StackOptions
+from shared.services import build
+from shared.settings import load
+from tests.waiting import wait_until
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "job-request.json"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    options = StackOptions(workdir=tmp_path_factory.mktemp("stack"), pool="demo-pool:2:1", http_port=0,
+                           batch_port=0, servicebus_port=0, persistent=False, watchdog_schedule="*/2 * * * * *",
+                           extra_env={"BATCH_MAX_RETRIES": "0"})
+    with Stack(options) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def services(stack):
+    return build(load(stack.app_settings()))
+
+
+def send(stack, body: bytes, message_id: str | None = None) -> str:
+    message_id = message_id or uuid.uuid4().hex
+    with ServiceBusClient.from_connection_string(stack.servicebus_connection) as client, \
+            client.get_queue_sender("job-requests") as sender:
+        sender.send_messages(ServiceBusMessage(body, message_id=message_id, content_type="application/json"))
+    return message_id
+
+
+def request(job_id: str) -> bytes:
+    body = json.loads(EXAMPLE.read_text())
+    body["jobId"] = job_id
+    return json.dumps(body).encode()
+
+
+def report_done(services, job_id: str):
+    report = services.store.report(job_id)
+    return report if report and report.get("outcome") and report.get("collectionComplete") else None
+
+
+def test_request_on_the_queue_becomes_job_logs_and_report(stack, services):
+    job_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    send(stack, request(job_id))
+    report = wait_until(lambda: report_done(services, job_id), 90, 0.3, what="the job's report")
+    assert report["outcome"]["terminateReason"] == "AllTasksComplete"
+    assert report["outcome"]["taskCounts"]["succeeded"] == 8
+    assert len(report["nodes"]) == 2
+    assert all(n["prepExitCode"] == 0 and n["releaseExitCode"] == 0 and n["collected"] for n in report["nodes"])
+    assert sorted(t["id"] for n in report["nodes"] for t in n["tasks"]) == sorted(f"task-{i}" for i in range(1, 9))
+    with urllib.request.urlopen(f"{stack.host_url}/api/jobs/{job_id}", timeout=10) as resp:
+        assert json.loads(resp.read())["jobId"] == job_id
+
+
+def test_invalid_request_ends_rejected_with_its_reason(stack, services):
+    message_id = send(stack, b'{"poolId": "demo-pool", "timeout": "soon"}')
+    record = wait_until(lambda: next((r for r in services.store.rejected() if r.get("messageId") == message_id),
+                                     None), 30, 0.2, what="the rejection record")
+    fields = {e["field"] for e in record["errors"]}
+    assert "timeout" in fields
+
+
+def test_message_that_keeps_failing_ends_in_the_dead_letter_queue(stack, services):
+    endpoint = Endpoint(stack.batch_endpoint.url, stack.batch_endpoint.account, stack.batch_endpoint.key)
+    job_id = f"dlq-{uuid.uuid4().hex[:8]}"
+    endpoint.set_faults(rate=1.0, statuses=[503], retryAfter=0)
+    try:
+        message_id = send(stack, request(job_id))
+        with ServiceBusClient.from_connection_string(stack.servicebus_connection) as client, \
+                client.get_queue_receiver("job-requests", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            dead = wait_until(lambda: [m for m in dlq.peek_messages(max_message_count=20)
+                                       if m.message_id == message_id], 60, 0.3, what="the dead-lettered message")
+    finally:
+        endpoint.set_faults(rate=0.0)
+    assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+    assert dead[0].delivery_count >= 5
+
+
+def test_host_restart_mid_flow_loses_nothing_and_does_nothing_twice(stack, services):
+    job_id = f"restart-{uuid.uuid4().hex[:8]}"
+    send(stack, request(job_id))
+    wait_until(lambda: services.batch.get_job(job_id), 30, 0.1, what="the job to be created")
+    stack.host.stop()
+    stack.host.start()
+    report = wait_until(lambda: report_done(services, job_id), 90, 0.3, what="the job's report")
+    counts = services.batch.task_counts(job_id)
+    assert (counts["completed"], counts["succeeded"]) == (8, 8), "each task ran once"
+    assert len([j for j in services.batch.list_jobs() if j["id"] == job_id]) == 1
+    assert report["outcome"]["taskCounts"]["succeeded"] == 8
