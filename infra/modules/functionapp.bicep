@@ -113,6 +113,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ALLOWED_POOLS: allowedPools
       JOB_RETENTION_DAYS: jobRetentionDays
       MAX_SUBMIT_CONCURRENCY: maxSubmitConcurrency
+      // Retries inside one invocation; past them Service Bus redelivers the request.
+      BATCH_MAX_RETRIES: '3'
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${appClientId};Authorization=AAD'
     }

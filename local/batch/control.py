@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -14,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from local.batch import auth
+from local.child import ReadyProcess
 
 
 @dataclass(frozen=True)
@@ -55,36 +53,17 @@ class EmulatorProcess:
 
     def __init__(self, workspace: Path, pools: list[str], port: int = 0, extra: list[str] | None = None,
                  log_file: Path | None = None):
-        self.args = [sys.executable, "-m", "local.batch", "--port", str(port), "--workspace", str(workspace)]
+        args = [sys.executable, "-m", "local.batch", "--port", str(port), "--workspace", str(workspace)]
         for pool in pools:
-            self.args += ["--pool", pool]
-        self.args += extra or []
-        self.log_file = log_file
-        self.proc: subprocess.Popen | None = None
+            args += ["--pool", pool]
+        self.child = ReadyProcess("Batch emulator", args + (extra or []), "BATCH_URL=",
+                                  log_file or Path(workspace).parent / "batch-emulator.log")
         self.endpoint: Endpoint | None = None
 
     def start(self, timeout: float = 30) -> Endpoint:
-        stderr = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        root = Path(__file__).resolve().parents[2]
-        env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=stderr, cwd=root, env=env, text=True)
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line.startswith("BATCH_URL="):
-                self.endpoint = Endpoint.parse(line)
-                return self.endpoint
-            if not line and self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"the Batch emulator did not start within {timeout:.0f}s; see {self.log_file}")
+        self.child.start(timeout)
+        self.endpoint = Endpoint.parse(self.child.line)
+        return self.endpoint
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.child.stop()

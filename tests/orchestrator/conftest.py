@@ -3,16 +3,20 @@ objects the Python worker would pass."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 from shared import services as services_module
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +45,11 @@ def app_env(batch_emulator, azurite, servicebus):
 
 @pytest.fixture(scope="session")
 def app(app_env):
-    import function_app
-
-    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+    # Loaded by path under its own name: other tests import test apps that are also called function_app.
+    spec = importlib.util.spec_from_file_location("orchestrator_function_app", REPO / "function_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {f.get_function_name(): f.get_user_function() for f in module.app.get_functions()}
 
 
 @pytest.fixture
