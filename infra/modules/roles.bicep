@@ -95,7 +95,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 // ---------------------------------------------------------------------------------------------
 
 // app: Service Bus Data Receiver on the job-requests queue only. `submit` receives, completes,
-// abandons and dead-letters; it never sends, so no Sender. Without the Manage claim (Data Owner) the
+// abandons and dead-letters. Without the Manage claim (Data Owner) the
 // Service Bus extension's scale monitor falls back from the exact queue length to the age of the
 // first message, which is fine for this load; Data Owner would also allow deleting the queue.
 resource appQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -103,6 +103,18 @@ resource appQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   scope: queue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Service Bus Data Sender on the job-requests queue only: when Batch's active-job quota is full,
+// `submit` schedules the request again later (a scheduled send) instead of failing or rejecting it.
+resource appQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, appPrincipalId, roles.serviceBusDataSender)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -309,7 +309,7 @@ def _task_root(request: web.Request) -> tuple[Path, str]:
     account = _account(request)
     job: Job = account.get_job(request.match_info["job"])
     task = account.get_task(job.id, request.match_info["task"])
-    node = account._node(job, task.node_id)
+    node = account.node_of(job, task.node_id)
     if node is None:
         raise BatchError(409, "TaskNotStarted" if task.state == "active" else "NodeNotFound",
                          "The task has not been placed on a node, so it has no files yet.")

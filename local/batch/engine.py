@@ -292,7 +292,7 @@ class Account:
         for rec in job.nodes.values():
             for task_id in rec.waiting:
                 task = job.tasks.get(task_id)
-                node = self._node(job, rec.node_id)
+                node = self.node_of(job, rec.node_id)
                 if task and node:
                     self._unplace(job, task, node)
                     self._set_task_state(job, task, "active")
@@ -303,7 +303,7 @@ class Account:
             # Release runs where the job ran: prep succeeded (or tasks ran beside it) and no reboot voided it.
             releases = [self._run_release(job, rec) for rec in job.nodes.values()
                         if rec.prep_state == "completed" and not rec.prep_needed
-                        and (rec.prep_succeeded or rec.ran_tasks) and self._node(job, rec.node_id)]
+                        and (rec.prep_succeeded or rec.ran_tasks) and self.node_of(job, rec.node_id)]
             await asyncio.gather(*releases, return_exceptions=True)
         job.end_time = now()
         if job.state != "deleting":
@@ -392,7 +392,7 @@ class Account:
         if running:
             running.kill("terminated by the user")
             return
-        node = self._node(job, task.node_id) if task.node_id else None
+        node = self.node_of(job, task.node_id) if task.node_id else None
         if node:
             self._unplace(job, task, node)
         self._complete_task(job, task, None, process.failure("TaskEnded", "The task was terminated by the user."))
@@ -403,7 +403,7 @@ class Account:
         running = self._procs.get((job.id, task.id, task.node_id))
         if running:
             running.kill("deleted")
-        node = self._node(job, task.node_id) if task.node_id else None
+        node = self.node_of(job, task.node_id) if task.node_id else None
         if node and task.run_token is not None:
             self._unplace(job, task, node)
         self._count(job, task, -1)
@@ -429,7 +429,7 @@ class Account:
         task.set_state(state)
         self._count(job, task, +1)
 
-    def _node(self, job: Job, node_id: str | None) -> Node | None:
+    def node_of(self, job: Job, node_id: str | None) -> Node | None:
         pool = self.pools.get(job.pool_id)
         return pool.nodes.get(node_id) if pool and node_id else None
 
@@ -691,7 +691,7 @@ class Account:
 
     async def _run_release(self, job: Job, rec: NodeJobRecord) -> None:
         spec = job.release_spec
-        node = self._node(job, rec.node_id)
+        node = self.node_of(job, rec.node_id)
         if spec is None or node is None:
             return
         limit = parse_duration("jobReleaseTask.maxWallClockTime", spec.get("maxWallClockTime"), RELEASE_LIMIT)

@@ -31,6 +31,8 @@ def test_prep_tasks_and_release_across_two_nodes(batch_client, job_id):
         lines = read_node_file(batch_client, node_id, "shared/job_prep_and_release.txt").split()
         assert lines[0] == node_id, "the prep task wrote the node id first"
         seen += lines[1:]
+        props = batch_client.get_node_file_properties(POOL, node_id, "shared/job_prep_and_release.txt")
+        assert (props.content_length, props.is_directory) == (len("\n".join(lines)) + 1, False)
     assert sorted(seen) == [f"task{i}" for i in range(1, 9)], "each task ran exactly once across the nodes"
     ran_on = {t.id: t.node_info.node_id for t in batch_client.list_tasks(job_id)}
     assert set(ran_on.values()) == set(nodes), "spread placement used both nodes"

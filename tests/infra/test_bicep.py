@@ -275,6 +275,7 @@ def _assignment(name):
     ("name", "principal", "scope", "roles"),
     [
         ("appQueueReceiver", "appPrincipalId", "queue", {"Azure Service Bus Data Receiver"}),
+        ("appQueueSender", "appPrincipalId", "queue", {"Azure Service Bus Data Sender"}),
         ("appReportsContributor", "appPrincipalId", "reports", {"Storage Blob Data Contributor"}),
         ("appToolsContributor", "appPrincipalId", "tools", {"Storage Blob Data Contributor"}),
         ("appLogsAccess", "appPrincipalId", "logs", {"Storage Blob Data Reader", "Storage Blob Data Contributor"}),
@@ -294,13 +295,13 @@ def test_role_assignment(name, principal, scope, roles):
     assert {BUILTIN_ROLES[r] for r in role_ids} == roles
 
 
-def test_app_never_sends_and_pool_only_touches_logs():
+def test_app_sends_only_to_its_queue_and_pool_only_touches_logs():
     doc, assignments = _role_assignments()
     sender = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
     for name, decl in assignments.items():
         principal = body(decl)["properties"]["principalId"]
-        if principal == "appPrincipalId":
-            assert sender not in _role_ids(doc, decl), name
+        if principal == "appPrincipalId" and sender in _role_ids(doc, decl):
+            assert _scope_name(decl) == "queue", name  # scheduled resend on the active-job quota
         if principal == "poolPrincipalId":
             assert name == "poolLogsWriter"
     # Blob Data Owner on the whole account only as the documented, off-by-default fallback.

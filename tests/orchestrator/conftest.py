@@ -27,7 +27,7 @@ def app_env(batch_emulator, azurite, servicebus):
         "BATCH_ACCOUNT_KEY": batch_emulator.key,
         "AzureWebJobsStorage": azurite.connection_string,
         "ServiceBusConnection": servicebus.connection_string,
-        "JOB_REQUESTS_QUEUE": "scheduled",
+        "JOB_REQUESTS_QUEUE": "job-requests",
         "WATCHDOG_SCHEDULE": "*/5 * * * * *",
     }
     saved = {k: os.environ.get(k) for k in values}

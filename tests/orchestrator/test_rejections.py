@@ -53,7 +53,7 @@ def test_quota_reached_schedules_the_request_again(app, svc, batch_emulator, ser
         batch_emulator.set_faults(activeJobQuota=300)
     assert not any(r.get("messageId") == message_id for r in svc.store.rejected()), "never rejected for quota"
     with ServiceBusClient.from_connection_string(servicebus.connection_string) as client, \
-            client.get_queue_receiver("scheduled") as receiver:
+            client.get_queue_receiver("job-requests") as receiver:
         peeked = receiver.peek_messages(max_message_count=50)
     again = [m for m in peeked if (m.application_properties or {}).get(ORIGINAL_ID.encode()) == message_id.encode()
              or (m.application_properties or {}).get(ORIGINAL_ID) == message_id]
