@@ -158,10 +158,14 @@ def show_status(s: Services, job_id: str) -> None:
         table.add_row(node["nodeId"], str(node.get("prepExitCode")), str(node.get("releaseExitCode")),
                       ", ".join(t["id"] for t in node.get("tasks") or []))
     console.print(table)
-    files = Table("node", "file", "size", "lines", "error lines", title="collected logs")
+    files = Table(title="collected logs")
+    for column in ("node", "file"):
+        files.add_column(column, overflow="fold")
+    for column in ("size", "lines", "error lines"):
+        files.add_column(column, justify="right")
     for f in report.get("files") or []:
-        files.add_row(f.get("nodeId", ""), f.get("path", ""), str(f.get("size", "")), str(f.get("lines", "")),
-                      str(f.get("errorLines", "")))
+        files.add_row(f.get("nodeId", ""), f.get("path", "").removeprefix("logs/"), str(f.get("size", "")),
+                      str(f.get("lines", "")), str(f.get("errorLines", "")))
     console.print(files)
     dumps = report.get("crashDumps") or []
     if dumps:

@@ -7,13 +7,12 @@ import signal
 import sys
 import time
 
-from proton.reactor import Container
-
 from . import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEV_KEY, DEV_KEY_NAME, connection_string
 from .broker import Broker
 from .config import ConfigError, load_config, merge
 from .log import log
 from .queues import Namespace
+from .server import Server
 from .store import MemoryStore, SqliteStore
 
 
@@ -47,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     namespace = Namespace(queues, store, lambda: int(time.time() * 1000))
     connection = connection_string(args.host, args.port)
 
-    def announce() -> None:
-        log("ready", store=store.location, connection=connection)
-        sys.stdout.write(f"SERVICEBUS_CONNECTION={connection}\n")
-        sys.stdout.flush()
-
-    broker = Broker(namespace, args.host, args.port, DEV_KEY_NAME, DEV_KEY, on_listening=announce)
+    broker = Broker(namespace, DEV_KEY_NAME, DEV_KEY)
+    server = Server(broker, args.host, args.port)
+    try:
+        server.listen()
+    except OSError as exc:
+        store.close()
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
 
     def request_stop(signum, _frame) -> None:
         log("stopping", signal=signal.Signals(signum).name)
@@ -60,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    log("listening", host=args.host, port=args.port, queues=",".join(q.config.name for q in namespace.queues.values()))
+    log("ready", store=store.location, connection=connection)
+    sys.stdout.write(f"SERVICEBUS_CONNECTION={connection}\n")
+    sys.stdout.flush()
     try:
-        Container(broker).run()
+        server.run(lambda: broker.stop_requested)
     finally:
         store.close()
-    if broker.startup_error is not None:
-        print(f"error: cannot listen on {args.host}:{args.port}: {broker.startup_error}", file=sys.stderr)
-        return 1
     log("stopped")
     return 0
 

@@ -1,6 +1,6 @@
 """The AMQP 1.0 side: proton events in, queue operations and settlements out.
 
-Everything runs on proton's single reactor thread. Every handler is guarded so a bad client
+Everything runs on the server's single thread (server.py). Every handler is guarded so a bad client
 costs only its own connection, and newly ready messages are dispatched after each event.
 """
 
@@ -54,55 +54,30 @@ def _usable(link: Link) -> bool:
 
 
 class Broker(Handler):
-    def __init__(self, namespace: Namespace, host: str, port: int, key_name: str, key: str,
-                 on_listening=None, tick_s: float = 0.05) -> None:
+    def __init__(self, namespace: Namespace, key_name: str, key: str) -> None:
         super().__init__()
         self.ns = namespace
         self.mgmt = Management(namespace)
-        self.host, self.port = host, port
         self.key_name, self.key = key_name, key
-        self.on_listening = on_listening
-        self.tick_s = tick_s
-        self.container = None
         self.stop_requested = False
-        self.startup_error: Exception | None = None
         self._tags = itertools.count(1)
         self._connections = itertools.count(1)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def on_reactor_init(self, event) -> None:
-        self.container = event.container
-        try:
-            self.acceptor = self.container.acceptor(self.host, self.port)
-        except Exception as exc:  # noqa: BLE001 - reported by __main__ with a clear message
-            self.startup_error = exc
-            self.container.stop()
-            return
-        self.container.schedule(self.tick_s, self)
-        log("listening", host=self.host, port=self.port, queues=",".join(q.config.name for q in self.ns.queues.values()))
-        if self.on_listening:
-            self.on_listening()
-
-    def on_timer_task(self, event) -> None:
-        if self.stop_requested:
-            self.acceptor.close()
-            self.container.stop()
-            return
+    def on_tick(self) -> None:
+        """Called by the server every tick_s: lock expiry, scheduled messages, TTL."""
         try:
             self.ns.tick()
             self._flush()
         except Exception as exc:  # noqa: BLE001
             log("tick_failed", "error", error=repr(exc), trace=traceback.format_exc(limit=5))
-        self.container.schedule(self.tick_s, self)
+
+    def before_output(self) -> None:
+        """Called by the server before it writes to any socket: commit the store's open transaction."""
+        self.ns.store.flush()
 
     # -- connections and sessions ---------------------------------------------------------------
-
-    def on_connection_bound(self, event) -> None:
-        # The SDK offers only SASL ANONYMOUS; access control is the CBS token, as in Service Bus.
-        sasl = event.transport.sasl()
-        sasl.allowed_mechs("ANONYMOUS")
-        event.transport.max_frame_size = 65536
 
     @_guarded
     def on_connection_remote_open(self, event) -> None:
@@ -315,8 +290,7 @@ class Broker(Handler):
             return self._reject(dlv, "amqp:link:message-size-exceeded",
                                 f"The message of {len(raw)} bytes is over the {MAX_MESSAGE_SIZE} byte limit.")
         try:
-            inner = codec.unpack_batch(raw)
-            parsed = [codec.parse_message(m) for m in inner] if inner else [codec.parse_message(raw)]
+            parsed = codec.parse_transfer(raw)
         except codec.DecodeError as exc:
             log("message_refused", "warning", conn=link.connection.sb_id, queue=sub.path, error=str(exc))
             return self._reject(dlv, "amqp:decode-error", f"Malformed message: {exc}")

@@ -156,13 +156,16 @@ class Parsed:
 
 
 def parse_message(raw: bytes | memoryview) -> Parsed:
-    parsed = Parsed(size=len(raw))
-    body = bytearray()
+    return _parse_sections(split_sections(raw), len(raw))
+
+
+def _parse_sections(sections: list[tuple[int, memoryview]], size: int) -> Parsed:
+    parsed = Parsed(size=size)
+    body = []
     saw_body = False
-    for code, section in split_sections(raw):
+    for code, section in sections:
         if code == HEADER:
-            fields = decode_value(section) or []
-            fields = list(fields) + [None] * (5 - len(fields))
+            fields = _header_fields(section)
             parsed.durable = bool(fields[0])
             parsed.priority = 4 if fields[1] is None else int(fields[1])
             parsed.ttl_ms = None if fields[2] is None else int(fields[2])
@@ -170,18 +173,93 @@ def parse_message(raw: bytes | memoryview) -> Parsed:
             parsed.annotations = dict(decode_value(section) or {})
         elif code == PROPERTIES:
             parsed.properties_raw = bytes(section)
-            fields = decode_value(section) or []
-            parsed.message_id = fields[0] if fields else None
+            parsed.message_id = _message_id(section)
         elif code == APPLICATION_PROPERTIES:
             parsed.app_raw = bytes(section)
         elif code in _BODY or code == FOOTER:
             saw_body = saw_body or code in _BODY
-            body += section
+            body.append(section)
         # delivery annotations are hop-by-hop and are not kept.
     if not saw_body:
         raise DecodeError("message has no body section")
-    parsed.body_raw = bytes(body)
+    parsed.body_raw = b"".join(body)
     return parsed
+
+
+# Fast paths for the sections every message has. They read the common encodings directly and
+# hand anything else to proton's decoder, so the result is the same either way.
+_HEADER_DEFAULT = (None, None, None, None, None)
+
+
+def _header_fields(section: memoryview) -> tuple:
+    """(durable, priority, ttl, first-acquirer, delivery-count) of a header section."""
+    if len(section) >= 4 and section[1] == 0x53:
+        code = section[3]
+        if code == 0x45:  # list0
+            return _HEADER_DEFAULT
+        if code == 0xC0 and len(section) >= 6:
+            fields: list = []
+            pos, end, count = 6, len(section), section[5]
+            while len(fields) < count and pos < end:
+                c = section[pos]
+                if c == 0x40:
+                    fields.append(None)
+                    pos += 1
+                elif c == 0x41 or c == 0x42:
+                    fields.append(c == 0x41)
+                    pos += 1
+                elif c == 0x56:
+                    fields.append(section[pos + 1] != 0)
+                    pos += 2
+                elif c == 0x50 or c == 0x52:  # ubyte, smalluint
+                    fields.append(section[pos + 1])
+                    pos += 2
+                elif c == 0x43:  # uint0
+                    fields.append(0)
+                    pos += 1
+                elif c == 0x70:
+                    fields.append(struct.unpack_from(">I", section, pos + 1)[0])
+                    pos += 5
+                else:
+                    break
+            else:
+                if len(fields) == count and pos == end:
+                    return tuple(fields) + (None,) * (5 - len(fields))
+    fields = decode_value(section) or []
+    return tuple(list(fields)[:5]) + (None,) * (5 - min(5, len(fields)))
+
+
+def _message_id(section: memoryview) -> Any:
+    """First field of a properties section (message-id)."""
+    if len(section) >= 7 and section[1] == 0x53 and section[3] in (0xC0, 0xD0):
+        pos = 6 if section[3] == 0xC0 else 12
+        count = section[5] if section[3] == 0xC0 else struct.unpack_from(">I", section, 8)[0]
+        if count == 0:
+            return None
+        if pos < len(section):
+            c = section[pos]
+            if c == 0x40:
+                return None
+            if c == 0xA1 and pos + 2 + section[pos + 1] <= len(section):
+                try:
+                    return bytes(section[pos + 2:pos + 2 + section[pos + 1]]).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DecodeError("message-id is not valid UTF-8") from exc
+    fields = decode_value(section) or []
+    return fields[0] if fields else None
+
+
+def _data_payload(section: memoryview) -> bytes | None:
+    """The bytes of a data section, or None if it is not a plain binary (let the caller decide)."""
+    if len(section) >= 5 and section[1] == 0x53:
+        code = section[3]
+        if code == 0xA0:
+            if 5 + section[4] == len(section):
+                return bytes(section[5:])
+        elif code == 0xB0 and len(section) >= 8 and 8 + struct.unpack_from(">I", section, 4)[0] == len(section):
+            return bytes(section[8:])
+    payload = decode_value(section)
+    return payload if isinstance(payload, bytes) else None
 
 
 def unpack_batch(raw: bytes | memoryview) -> list[bytes] | None:
@@ -190,23 +268,36 @@ def unpack_batch(raw: bytes | memoryview) -> list[bytes] | None:
     proton does not expose the transfer's message-format, so a batch is recognised by shape: its
     body is only data sections, each of which is itself a complete encoded message.
     """
-    sections = split_sections(raw)
+    batch = _unpack_batch(split_sections(raw))
+    return None if batch is None else [payload for payload, _ in batch]
+
+
+def _unpack_batch(sections: list[tuple[int, memoryview]]) -> list[tuple[bytes, list]] | None:
     data_sections = [s for code, s in sections if code == DATA]
     if not data_sections or any(code in (AMQP_VALUE, AMQP_SEQUENCE) for code, _ in sections):
         return None
-    inner: list[bytes] = []
+    inner: list[tuple[bytes, list]] = []
     for section in data_sections:
-        payload = decode_value(section)
-        if not isinstance(payload, bytes) or len(payload) < 3 or payload[:2] != b"\x00\x53":
+        payload = _data_payload(section)
+        if payload is None or len(payload) < 3 or payload[:2] != b"\x00\x53":
             return None
         try:
-            codes = [code for code, _ in split_sections(payload)]
+            inner_sections = split_sections(payload)
         except DecodeError:
             return None
-        if not any(code in _BODY for code in codes):
+        if not any(code in _BODY for code, _ in inner_sections):
             return None
-        inner.append(payload)
+        inner.append((payload, inner_sections))
     return inner
+
+
+def parse_transfer(raw: bytes | memoryview) -> list[Parsed]:
+    """The messages of one incoming transfer: the inner messages of a batch, or the message itself."""
+    sections = split_sections(raw)
+    batch = _unpack_batch(sections)
+    if batch is None:
+        return [_parse_sections(sections, len(raw))]
+    return [_parse_sections(inner_sections, len(payload)) for payload, inner_sections in batch]
 
 
 def with_application_properties(app_raw: bytes, extra: dict[str, Any]) -> bytes:

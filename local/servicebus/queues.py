@@ -167,7 +167,7 @@ class Namespace:
                 state=SCHEDULED if visible > now else ACTIVE,
                 enqueued_ms=now, visible_ms=visible, expires_ms=(visible + ttl) if ttl else 0,
                 delivery_count=0, message_id=message_id, durable=parsed.durable, priority=parsed.priority,
-                ttl_ms=ttl, annotations=codec.encode_value(annotations),
+                ttl_ms=ttl, annotations=codec.encode_value(annotations) if annotations else _EMPTY_MAP,
                 properties=parsed.properties_raw, app_properties=parsed.app_raw, body=parsed.body_raw,
             )
             self.next_seq += 1
@@ -253,7 +253,9 @@ class Namespace:
     def complete(self, lock: Lock) -> None:
         record = self._unlock(lock)
         self.queues[record.queue].sub(record.dead_letter).discard(record)
-        self.store.remove([record.seq])
+        # A completion lost in a crash only means the message is delivered again (at-least-once),
+        # so it may share a group commit instead of costing one of its own.
+        self.store.remove([record.seq], grouped=True)
 
     def release(self, lock: Lock) -> None:
         """The client never looked at it (prefetch given back): no delivery attempt is counted."""
@@ -368,6 +370,7 @@ class Namespace:
 
 
 _SCHEDULED_KEY = "x-opt-scheduled-enqueue-time"
+_EMPTY_MAP = codec.encode_value({})
 _BROKER_ANNOTATIONS = frozenset(
     {
         "x-opt-sequence-number",

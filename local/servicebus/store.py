@@ -1,17 +1,22 @@
 """Where messages live between restarts: SQLite under a data folder, or nowhere (in-memory runs).
 
 The broker keeps its working set in memory (see queues.py) and writes every change through to
-the store before it acknowledges the client, so a restart loads exactly what was acknowledged.
+the store. Changes made while handling one batch of network input share one SQLite transaction,
+which the server commits (flush) before it writes any reply to a socket, so a restart loads
+exactly what was acknowledged.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 ACTIVE, DEFERRED, SCHEDULED = 0, 1, 2
+# Completions committed together at most this long after the first of them (see SqliteStore.flush).
+GROUP_COMMIT_S = 0.05
 
 
 @dataclass(slots=True, eq=False)
@@ -42,15 +47,43 @@ class Store(Protocol):
     def load(self) -> tuple[list[Record], dict[str, dict[str, int]], int]:
         """Records, duplicate-detection history per queue, and the next sequence number."""
 
-    def add(self, records: list[Record], next_seq: int) -> None: ...
+    def add(self, records: list[Record], next_seq: int) -> None:
+        self._begin()
+        # A savepoint, so a failed insert leaves nothing of the refused send in the shared transaction.
+        self._db.execute("SAVEPOINT add_records")
+        try:
+            self._db.executemany(
+                f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                [
+                    (
+                        r.seq, r.queue, int(r.dead_letter), r.state, r.enqueued_ms, r.visible_ms, r.expires_ms,
+                        r.delivery_count, r.message_id, int(r.durable), r.priority, r.ttl_ms, r.annotations,
+                        r.properties, r.app_properties, r.body, r.dead_letter_source,
+                    )
+                    for r in records
+                ],
+            )
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('next_seq', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+                (next_seq, next_seq),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK TO add_records")
+            self._db.execute("RELEASE add_records")
+            raise
+        self._db.execute("RELEASE add_records")
 
     def update(self, record: Record) -> None: ...
 
-    def remove(self, seqs: list[int]) -> None: ...
+    def remove(self, seqs: list[int], grouped: bool = False) -> None:
+        """grouped: a completion, whose commit may wait for the next group commit (see flush)."""
 
     def remember_ids(self, queue: str, ids: list[tuple[str, int]]) -> None: ...
 
     def forget_ids_before(self, queue: str, ms: int) -> None: ...
+
+    def flush(self, force: bool = False) -> None:
+        """Make changes durable; called before any acknowledgement leaves the broker."""
 
     def close(self) -> None: ...
 
@@ -69,13 +102,16 @@ class MemoryStore:
     def update(self, record: Record) -> None:
         pass
 
-    def remove(self, seqs: list[int]) -> None:
+    def remove(self, seqs: list[int], grouped: bool = False) -> None:
         pass
 
     def remember_ids(self, queue: str, ids: list[tuple[str, int]]) -> None:
         pass
 
     def forget_ids_before(self, queue: str, ms: int) -> None:
+        pass
+
+    def flush(self, force: bool = False) -> None:
         pass
 
     def close(self) -> None:
@@ -100,7 +136,7 @@ _COLUMNS = (
 
 
 class SqliteStore:
-    """One SQLite file; each call is its own transaction, committed before the broker replies."""
+    """One SQLite file. Calls join an open transaction; flush() commits it (before the broker replies)."""
 
     def __init__(self, data_dir: str | Path) -> None:
         path = Path(data_dir)
@@ -111,6 +147,28 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._in_tx = False
+        self._must_commit = False  # the open transaction holds a change that is about to be acknowledged
+        self._tx_started = 0.0
+
+    def _begin(self, grouped: bool = False) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+            self._tx_started = time.monotonic()
+        if not grouped:
+            self._must_commit = True
+
+    def flush(self, force: bool = False) -> None:
+        """Commit before replies go out. A transaction holding only completions may stay open for up
+        to GROUP_COMMIT_S to share one commit: a crash in that window brings those messages back
+        (delivered again, at-least-once), it never loses one."""
+        if not self._in_tx:
+            return
+        if not (force or self._must_commit) and time.monotonic() - self._tx_started < GROUP_COMMIT_S:
+            return
+        self._in_tx = self._must_commit = False
+        self._db.execute("COMMIT")
 
     def load(self) -> tuple[list[Record], dict[str, dict[str, int]], int]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM messages ORDER BY seq").fetchall()
@@ -131,8 +189,8 @@ class SqliteStore:
         return records, seen, next_seq
 
     def add(self, records: list[Record], next_seq: int) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
+        self._begin()
+        if True:
             self._db.executemany(
                 f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                 [
@@ -150,6 +208,7 @@ class SqliteStore:
             )
 
     def update(self, record: Record) -> None:
+        self._begin()
         self._db.execute(
             "UPDATE messages SET dead_letter = ?, state = ?, visible_ms = ?, expires_ms = ?, delivery_count = ?, "
             "app_properties = ?, dead_letter_source = ? WHERE seq = ?",
@@ -159,22 +218,24 @@ class SqliteStore:
             ),
         )
 
-    def remove(self, seqs: list[int]) -> None:
+    def remove(self, seqs: list[int], grouped: bool = False) -> None:
+        self._begin(grouped)
         if len(seqs) == 1:
             self._db.execute("DELETE FROM messages WHERE seq = ?", (seqs[0],))
-            return
-        with self._db:
-            self._db.execute("BEGIN")
+        else:
             self._db.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in seqs])
 
     def remember_ids(self, queue: str, ids: list[tuple[str, int]]) -> None:
+        self._begin()
         self._db.executemany(
             "INSERT OR REPLACE INTO seen_ids (queue, message_id, seen_ms) VALUES (?, ?, ?)",
             [(queue, message_id, ms) for message_id, ms in ids],
         )
 
     def forget_ids_before(self, queue: str, ms: int) -> None:
+        self._begin()
         self._db.execute("DELETE FROM seen_ids WHERE queue = ? AND seen_ms < ?", (queue, ms))
 
     def close(self) -> None:
+        self.flush(force=True)
         self._db.close()

@@ -71,3 +71,58 @@ def test_malformed_and_batch_messages():
     batch = b"".join(codec.encode_section(codec.DATA, m) for m in inner)
     assert codec.unpack_batch(batch) == inner
     assert codec.unpack_batch(Message(body=b"not a batch").encode()) is None
+
+
+def test_fast_section_readers_agree_with_proton():
+    from uuid import UUID
+
+    for kwargs in ({"id": "m-1", "durable": True, "priority": 7, "ttl": 2.5}, {"id": 42}, {"id": UUID(int=5)},
+                   {"id": None}, {}, {"id": "é" * 300, "first_acquirer": True, "delivery_count": 3}):
+        message = Message(body=b"x", **kwargs)
+        parsed = codec.parse_message(message.encode())
+        assert parsed.message_id == kwargs.get("id")
+        assert parsed.durable == bool(kwargs.get("durable"))
+        assert parsed.priority == kwargs.get("priority", 4)
+        assert parsed.ttl_ms == (int(kwargs["ttl"] * 1000) if "ttl" in kwargs else None)
+    inner = [Message(body=b"y" * size).encode() for size in (10, 300)]  # short and long binary encodings
+    batch = b"".join(codec.encode_section(codec.DATA, m) for m in inner)
+    assert [p.body_raw for p in codec.parse_transfer(batch)] == [codec.parse_message(m).body_raw for m in inner]
+    assert len(codec.parse_transfer(Message(body=b"single").encode())) == 1
+
+
+def _record(seq: int):
+    from local.servicebus.store import ACTIVE, Record
+
+    return Record(seq=seq, queue="q", dead_letter=False, state=ACTIVE, enqueued_ms=1, visible_ms=1, expires_ms=0,
+                  delivery_count=0, message_id=None, durable=False, priority=4, ttl_ms=None, annotations=b"",
+                  properties=b"", app_properties=b"", body=b"\x00\x53\x77\x40")
+
+
+def test_sqlite_commits_before_replies_and_groups_only_completions(tmp_path):
+    import sqlite3
+
+    from local.servicebus.store import GROUP_COMMIT_S, SqliteStore
+
+    store = SqliteStore(tmp_path)
+    other = sqlite3.connect(store.location)  # what a restarted broker would load
+
+    def stored() -> list[int]:
+        return [seq for (seq,) in other.execute("SELECT seq FROM messages ORDER BY seq")]
+
+    store.add([_record(1), _record(2), _record(3)], 4)
+    store.flush()  # the server calls this before writing any reply
+    assert stored() == [1, 2, 3]
+    store.remove([1], grouped=True)  # a completion may wait for the group commit...
+    store.flush()
+    assert stored() == [1, 2, 3]
+    time.sleep(GROUP_COMMIT_S + 0.01)
+    store.flush()  # ...but no longer than GROUP_COMMIT_S
+    assert stored() == [2, 3]
+    store.remove([2], grouped=True)
+    store.remove([3])  # anything else is committed at once, and takes pending completions with it
+    store.flush()
+    assert stored() == []
+    store.remove([9], grouped=True)
+    store.close()  # a clean stop commits what is pending
+    assert stored() == []
+    other.close()

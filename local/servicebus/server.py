@@ -1,0 +1,320 @@
+"""The socket side: a small event loop that drives proton's AMQP engine directly.
+
+proton's Python Container wraps every engine event in several handler layers (selectables,
+global overrides, IO handler) and writes after each one; on a busy queue that bookkeeping cost
+more CPU than the broker itself. This loop does only what the broker needs: accept, read into
+each transport, hand the engine events the broker handles to it (the rest are popped without
+being wrapped), then write what the transports produced, once per pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import time
+import traceback
+
+from cproton import (
+    isnull,
+    pn_collector_peek,
+    pn_collector_pop,
+    pn_event_connection,
+    pn_event_delivery,
+    pn_event_link,
+    pn_event_session,
+    pn_event_transport,
+    pn_event_type,
+)
+from proton import Collector, Connection, Delivery, EventType, Link, Session, Transport
+
+from .log import log
+
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+MAX_FRAME_SIZE = 65536
+COALESCE_ROUNDS = 4
+
+
+class _Event:
+    """What the broker reads of an engine event, wrapped only when asked for.
+
+    proton's Event wraps the delivery, link, session, connection and transport of every event up
+    front; a settlement needs only its delivery. Valid while the event is being handled.
+    """
+
+    __slots__ = ("_raw", "type", "_delivery", "_link")
+
+    def __init__(self, raw, etype: EventType) -> None:
+        self._raw = raw
+        self.type = etype
+        self._delivery = self._link = None
+
+    @property
+    def delivery(self) -> Delivery | None:
+        if self._delivery is None:
+            self._delivery = Delivery.wrap(pn_event_delivery(self._raw))
+        return self._delivery
+
+    @property
+    def link(self) -> Link | None:
+        if self._link is None:
+            dlv = self.delivery
+            self._link = dlv.link if dlv is not None else Link.wrap(pn_event_link(self._raw))
+        return self._link
+
+    @property
+    def session(self) -> Session | None:
+        link = self.link
+        return link.session if link is not None else Session.wrap(pn_event_session(self._raw))
+
+    @property
+    def connection(self) -> Connection | None:
+        session = self.session
+        return session.connection if session is not None else Connection.wrap(pn_event_connection(self._raw))
+
+    @property
+    def transport(self) -> Transport | None:
+        return Transport.wrap(pn_event_transport(self._raw))
+
+
+class _Conn:
+    __slots__ = ("sock", "transport", "connection", "interest", "closed")
+
+    def __init__(self, sock: socket.socket, transport: Transport, connection: Connection) -> None:
+        self.sock = sock
+        self.transport = transport
+        self.connection = connection
+        self.interest = _READ
+        self.closed = False
+
+
+class Server:
+    """Runs a broker (a proton Handler-style object with on_<event> methods) on host:port."""
+
+    def __init__(self, broker, host: str, port: int, tick_s: float = 0.05) -> None:
+        self.broker = broker
+        self.host, self.port = host, port
+        self.tick_s = tick_s
+        self.selector = selectors.DefaultSelector()
+        self.collector = Collector()
+        self.conns: dict[int, _Conn] = {}
+        self.listener: socket.socket | None = None
+        # Only these engine events are wrapped and dispatched; the rest are popped unseen.
+        self.handlers = {}
+        for number, etype in EventType.TYPES.items():
+            method = getattr(broker, etype.method, None)
+            if method is not None and number < 10000:
+                self.handlers[number] = (method, etype)
+
+    def listen(self) -> None:
+        family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.listener = sock
+        self.selector.register(sock, _READ, None)
+
+    def run(self, should_stop) -> None:
+        """Serve until should_stop() is true (checked at least every tick)."""
+        next_tick = time.monotonic() + self.tick_s
+        while not should_stop():
+            timeout = max(0.0, next_tick - time.monotonic())
+            try:
+                ready = self.selector.select(timeout)
+            except InterruptedError:
+                ready = []
+            for _ in range(COALESCE_ROUNDS):
+                for key, mask in ready:
+                    conn = key.data
+                    if conn is None:
+                        self._accept()
+                        continue
+                    if mask & _READ:
+                        self._read(conn)
+                    if mask & _WRITE:
+                        self._write(conn)
+                self._process()
+                # More input already waiting (other clients' settlements, flows)? Take it in before
+                # writing, so one commit and one write per connection answer all of it.
+                if not ready:
+                    break
+                ready = self.selector.select(0)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + self.tick_s
+                self._timer(now)
+                self._process()
+            self._flush_output()
+        self.close()
+
+    def close(self) -> None:
+        for conn in list(self.conns.values()):
+            self._drop(conn)
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+        self.selector.close()
+
+    # -- sockets --------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        for _ in range(16):
+            try:
+                sock, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log("accept_failed", "warning", error=repr(exc))
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = Connection()
+            connection.collect(self.collector)
+            transport = Transport(Transport.SERVER)
+            # The SDK offers only SASL ANONYMOUS; access control is the CBS token, as in Service Bus.
+            transport.sasl().allowed_mechs("ANONYMOUS")
+            transport.max_frame_size = MAX_FRAME_SIZE
+            transport.bind(connection)
+            conn = _Conn(sock, transport, connection)
+            self.conns[sock.fileno()] = conn
+            self.selector.register(sock, _READ, conn)
+
+    def _read(self, conn: _Conn) -> None:
+        transport = conn.transport
+        try:
+            capacity = transport.capacity()
+        except Exception:  # noqa: BLE001 - a transport in error takes no more input
+            capacity = -1
+        if capacity <= 0:
+            if capacity < 0:
+                self._interest(conn, conn.interest & _WRITE)
+            return
+        try:
+            data = conn.sock.recv(capacity)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        try:
+            if data:
+                transport.push(data)
+            else:  # the peer went away: nothing more in, nothing more out
+                transport.close_tail()
+                transport.close_head()
+        except Exception:  # noqa: BLE001 - proton already recorded the error on the transport
+            self._close_transport(transport)
+
+    def _write(self, conn: _Conn) -> None:
+        transport = conn.transport
+        try:
+            pending = transport.pending()
+        except Exception:  # noqa: BLE001
+            pending = -1
+        if pending > 0:
+            try:
+                sent = conn.sock.send(transport.peek(pending))
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close_transport(transport)
+                return
+            transport.pop(sent)
+            try:
+                pending = transport.pending()
+            except Exception:  # noqa: BLE001
+                pending = -1
+        try:
+            reading = transport.capacity() > 0
+        except Exception:  # noqa: BLE001
+            reading = False
+        wanted = _READ if reading else 0
+        if pending > 0:
+            wanted |= _WRITE
+        self._interest(conn, wanted)
+
+    def _interest(self, conn: _Conn, wanted: int) -> None:
+        if conn.closed or wanted == conn.interest:
+            return
+        if conn.interest and wanted:
+            self.selector.modify(conn.sock, wanted, conn)
+        elif wanted:
+            self.selector.register(conn.sock, wanted, conn)
+        else:
+            self.selector.unregister(conn.sock)
+        conn.interest = wanted
+
+    def _close_transport(self, transport: Transport) -> None:
+        for call in (transport.close_tail, transport.close_head):
+            with contextlib.suppress(Exception):
+                call()
+
+    def _flush_output(self) -> None:
+        # Durability first: nothing the broker changed may be acknowledged before it is committed.
+        # If the store cannot commit, stop rather than acknowledge what is not stored.
+        self.broker.before_output()
+        for conn in list(self.conns.values()):
+            if conn.closed:
+                continue
+            self._write(conn)
+            if self._finished(conn.transport):
+                self._process()
+                self._drop(conn)
+
+    @staticmethod
+    def _finished(transport: Transport) -> bool:
+        """Nothing more will be read or written (both ends closed, or failed)."""
+        try:
+            return transport.closed or (transport.pending() < 0 and transport.capacity() < 0)
+        except Exception:  # noqa: BLE001 - a transport in error is finished
+            return True
+
+    def _drop(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self.conns.pop(conn.sock.fileno(), None)
+        if conn.interest:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        with contextlib.suppress(Exception):
+            conn.transport.unbind()
+
+    # -- engine events --------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        collector = self.collector
+        impl = collector._impl
+        handlers = self.handlers
+        while True:
+            raw = pn_collector_peek(impl)
+            if isnull(raw):
+                break
+            number = pn_event_type(raw)
+            entry = handlers.get(number)
+            if entry is not None:
+                handler, etype = entry
+                try:
+                    handler(_Event(raw, etype))
+                except Exception as exc:  # noqa: BLE001 - the broker guards its handlers; this is a backstop
+                    log("event_failed", "error", error=repr(exc), trace=traceback.format_exc(limit=5))
+            pn_collector_pop(impl)
+
+    def _timer(self, now: float) -> None:
+        try:
+            self.broker.on_tick()
+        except Exception as exc:  # noqa: BLE001
+            log("tick_failed", "error", error=repr(exc), trace=traceback.format_exc(limit=5))
+        for conn in list(self.conns.values()):
+            try:
+                conn.transport.tick(now)  # heartbeats and idle timeouts
+            except Exception:  # noqa: BLE001
+                self._close_transport(conn.transport)
