@@ -47,31 +47,7 @@ class Store(Protocol):
     def load(self) -> tuple[list[Record], dict[str, dict[str, int]], int]:
         """Records, duplicate-detection history per queue, and the next sequence number."""
 
-    def add(self, records: list[Record], next_seq: int) -> None:
-        self._begin()
-        # A savepoint, so a failed insert leaves nothing of the refused send in the shared transaction.
-        self._db.execute("SAVEPOINT add_records")
-        try:
-            self._db.executemany(
-                f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
-                [
-                    (
-                        r.seq, r.queue, int(r.dead_letter), r.state, r.enqueued_ms, r.visible_ms, r.expires_ms,
-                        r.delivery_count, r.message_id, int(r.durable), r.priority, r.ttl_ms, r.annotations,
-                        r.properties, r.app_properties, r.body, r.dead_letter_source,
-                    )
-                    for r in records
-                ],
-            )
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES ('next_seq', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
-                (next_seq, next_seq),
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK TO add_records")
-            self._db.execute("RELEASE add_records")
-            raise
-        self._db.execute("RELEASE add_records")
+    def add(self, records: list[Record], next_seq: int) -> None: ...
 
     def update(self, record: Record) -> None: ...
 
@@ -190,7 +166,9 @@ class SqliteStore:
 
     def add(self, records: list[Record], next_seq: int) -> None:
         self._begin()
-        if True:
+        # A savepoint, so a failed insert leaves nothing of the refused send in the shared transaction.
+        self._db.execute("SAVEPOINT add_records")
+        try:
             self._db.executemany(
                 f"INSERT INTO messages ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                 [
@@ -206,6 +184,11 @@ class SqliteStore:
                 "INSERT INTO meta (key, value) VALUES ('next_seq', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
                 (next_seq, next_seq),
             )
+        except BaseException:
+            self._db.execute("ROLLBACK TO add_records")
+            self._db.execute("RELEASE add_records")
+            raise
+        self._db.execute("RELEASE add_records")
 
     def update(self, record: Record) -> None:
         self._begin()
