@@ -11,9 +11,9 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
-from local.azurite import Azurite, free_port
+from local.azurite import Azurite
 from local.batch.control import EmulatorProcess, Endpoint
-from local.child import ReadyProcess
+from local.child import ReadyProcess, free_port
 from shared.settings import DEFAULT_QUEUE
 from shared.store import Store
 

@@ -39,31 +39,21 @@ class Refused(Exception):
         self.code = code
 
 
-def _error_model(response) -> Any:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    code = body.get("code") if isinstance(body, dict) else None
-    message = ((body.get("message") or {}).get("value") if isinstance(body, dict) else None) or ""
-    return type("BatchErrorBody", (), {"code": code, "message": message})()
-
-
-def _code(err: HttpResponseError) -> str:
-    error = getattr(err, "error", None)
-    return getattr(error, "code", None) or ""
+def _classify(status: int, code: str, message: str) -> Exception:
+    """One Batch error answer in the core's vocabulary, whichever way the call was made."""
+    if code == "ActiveJobAndScheduleQuotaReached":
+        return QuotaReached(code)
+    if status in TRANSIENT_STATUSES or code in ("OperationTimedOut", "ServerBusy"):
+        return Transient(f"Batch answered {status} {code}")
+    return Refused(code or str(status), message.split("\n")[0])
 
 
 def _translate(err: Exception) -> Exception:
     if isinstance(err, ServiceRequestError):
         return Transient(f"Batch unreachable: {err}")
     if isinstance(err, HttpResponseError):
-        code = _code(err)
-        if code == "ActiveJobAndScheduleQuotaReached":
-            return QuotaReached(code)
-        if err.status_code in TRANSIENT_STATUSES or code in ("OperationTimedOut", "ServerBusy"):
-            return Transient(f"Batch answered {err.status_code} {code}")
-        return Refused(code or str(err.status_code), (err.message or "").split("\n")[0])
+        code = getattr(getattr(err, "error", None), "code", None) or ""
+        return _classify(err.status_code, code, err.message or "")
     if isinstance(err, AzureError):
         return Transient(str(err))
     return err
@@ -172,10 +162,12 @@ class BatchAdapter:
         response = self._call(self.client.send_request, request)
         if response.status_code >= 400:
             try:
-                response.raise_for_status()
-            except HttpResponseError as err:
-                err.error = _error_model(response)
-                raise _translate(err) from err
+                body = response.json()
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            raise _classify(response.status_code, body.get("code") or "",
+                            (body.get("message") or {}).get("value") or "")
 
     def terminate(self, job_id: str, reason: str) -> bool:
         """Ask Batch to end the job (this is what runs the release tasks). Already ending counts as done."""

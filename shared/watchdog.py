@@ -125,11 +125,11 @@ class Watchdog:
             needs = wp.needs_details(snap, now, self.policy)
             if wp.TASK_COUNTS in needs:
                 counts = self.batch.task_counts(snap.job_id)
-                snap = _with(snap, task_counts=wp.TaskCounts(**{k: counts.get(k, 0) for k in
+                snap = replace(snap, task_counts=wp.TaskCounts(**{k: counts.get(k, 0) for k in
                                                               ("active", "running", "completed", "succeeded",
                                                                "failed")}))
             if wp.PREP_STATUS in needs:
-                snap = _with(snap, prep=prep_info(self.batch.prep_status(snap.job_id)))
+                snap = replace(snap, prep=prep_info(self.batch.prep_status(snap.job_id)))
             decision = wp.decide(snap, now, self.policy)
             self._act(job, snap, decision, now)
             return snap.job_id, type(decision).__name__, None
@@ -164,6 +164,3 @@ class Watchdog:
         submit(raw, saved.get("messageId", job_id), self.batch, self.store, now,
                allowed_pools=self.allowed_pools, concurrency=self.concurrency)
 
-
-def _with(snap: wp.JobSnapshot, **changes) -> wp.JobSnapshot:
-    return replace(snap, **changes)

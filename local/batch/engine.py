@@ -30,7 +30,6 @@ log = logging.getLogger("local.batch")
 PREP_ID = "jobpreparation"
 RELEASE_ID = "jobrelease"
 RELEASE_LIMIT = timedelta(minutes=15)
-ENDED_STATES = ("completed",)
 LIVE_JOB_STATES = ("active", "disabling", "disabled", "enabling", "terminating")
 # Environment a node starts with; the emulator's own variables (keys, tokens) are not passed on.
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "SYSTEMROOT")
@@ -246,18 +245,12 @@ class Account:
 
     def terminate_job(self, job_id: str, reason: str | None) -> None:
         job = self.get_job(job_id)
-        if job.state == "completed":
-            raise BatchError(409, "JobCompleted", "The specified job is already in a completed state.", JobId=job_id)
-        if job.state == "terminating":
-            raise BatchError(409, "JobBeingTerminated", "The specified job is being terminated.", JobId=job_id)
-        if job.state == "deleting":
-            raise BatchError(409, "JobBeingDeleted", "The specified job has been marked for deletion.", JobId=job_id)
+        _refuse_if_ending(job, ENDING_STATES)
         self._end_job(job, reason or "UserTerminate")
 
     def delete_job(self, job_id: str) -> None:
         job = self.get_job(job_id)
-        if job.state == "deleting":
-            raise BatchError(409, "JobBeingDeleted", "The specified job has been marked for deletion.", JobId=job_id)
+        _refuse_if_ending(job, ("deleting",))
         was_live = job.state != "completed"
         if was_live and job.finishing is None:
             self._end_job(job, job.terminate_reason or "UserTerminate", then_state="deleting")
@@ -299,7 +292,7 @@ class Account:
             rec.waiting.clear()
         runs = [t for (jid, _), t in list(self._runs.items()) if jid == job.id]
         await asyncio.gather(*runs, return_exceptions=True)
-        if job.release_spec is not None or job.prep_spec is not None:
+        if job.release_spec is not None:
             # Release runs where the job ran: prep succeeded (or tasks ran beside it) and no reboot voided it.
             releases = [self._run_release(job, rec) for rec in job.nodes.values()
                         if rec.prep_state == "completed" and not rec.prep_needed
@@ -317,26 +310,16 @@ class Account:
 
     # ----- tasks ----------------------------------------------------------------------------------
 
-    def _check_accepts_tasks(self, job: Job) -> None:
-        if job.state == "completed":
-            raise BatchError(409, "JobCompleted", "The specified job is already in a completed state.",
-                             JobId=job.id)
-        if job.state == "terminating":
-            raise BatchError(409, "JobBeingTerminated", "The specified job is being terminated.", JobId=job.id)
-        if job.state == "deleting":
-            raise BatchError(409, "JobBeingDeleted", "The specified job has been marked for deletion.",
-                             JobId=job.id)
-
     def add_task(self, job_id: str, body: dict) -> Task:
         job = self.get_job(job_id)
-        self._check_accepts_tasks(job)
+        _refuse_if_ending(job, ENDING_STATES)
         task = self._new_task(job, body)
         self._enqueue(job, task)
         return task
 
     def add_tasks(self, job_id: str, bodies: list) -> list[dict]:
         job = self.get_job(job_id)
-        self._check_accepts_tasks(job)
+        _refuse_if_ending(job, ENDING_STATES)
         results = []
         for body in bodies:
             task_id = body.get("id") if isinstance(body, dict) else None
@@ -734,6 +717,21 @@ class Account:
                 item["jobReleaseTaskExecutionInfo"] = info
             out.append(item)
         return out
+
+
+# What Batch answers when a job can no longer be terminated or take tasks.
+_ENDING_ERRORS = {
+    "completed": ("JobCompleted", "The specified job is already in a completed state."),
+    "terminating": ("JobBeingTerminated", "The specified job is being terminated."),
+    "deleting": ("JobBeingDeleted", "The specified job has been marked for deletion."),
+}
+ENDING_STATES = tuple(_ENDING_ERRORS)
+
+
+def _refuse_if_ending(job: Job, states: tuple[str, ...]) -> None:
+    if job.state in states:
+        code, message = _ENDING_ERRORS[job.state]
+        raise BatchError(409, code, message, JobId=job.id)
 
 
 def _log_crash(task: asyncio.Task) -> None:
