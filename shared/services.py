@@ -53,7 +53,10 @@ def build(settings: Settings) -> Services:
         batch_credential = AzureNamedKeyCredential(settings.batch_account, settings.batch_key)
     else:
         batch_credential = _credential()
-    batch = BatchAdapter(BatchClient(settings.batch_url, batch_credential, retry_total=settings.batch_max_retries))
+    # azure-core also caps retries on error statuses on its own (retry_status, default 3): set both, so
+    # BATCH_MAX_RETRIES is the bound it says it is.
+    retries = settings.batch_max_retries
+    batch = BatchAdapter(BatchClient(settings.batch_url, batch_credential, retry_total=retries, retry_status=retries))
     if settings.storage_connection:
         service = BlobServiceClient.from_connection_string(settings.storage_connection, **CLIENT_KWARGS)
         key = _account_key(settings.storage_connection)

@@ -8,13 +8,11 @@ task's placement token when they resume, because a reboot or a terminate may hav
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import logging
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,7 +51,8 @@ class Account:
         self._runs: dict[tuple[str, str], asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
-        self._spawner = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spawn")
+        self._agents: dict[tuple[str, str], process.NodeAgent] = {}
+        self._node_envs: dict[tuple[str, str], dict[str, str]] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------------
 
@@ -71,7 +70,8 @@ class Account:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._spawner.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(*(agent.close() for agent in self._agents.values()), return_exceptions=True)
+        self._agents.clear()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -96,6 +96,7 @@ class Account:
                 (root / sub).mkdir(parents=True, exist_ok=True)
             pool.nodes[node_id] = Node(id=node_id, pool_id=pool.id, root=root, slots=pool.slots_per_node,
                                        state="idle")
+            self._agent(pool.nodes[node_id]).boot()
         self.pools[pool.id] = pool
         log.info("pool created", extra={"pool": pool.id, "nodes": pool.target_nodes})
         self.wake()
@@ -125,6 +126,10 @@ class Account:
     async def _remove_pool(self, pool: Pool) -> None:
         await asyncio.sleep(0)
         self.pools.pop(pool.id, None)
+        for node_id in pool.nodes:
+            self._node_envs.pop((pool.id, node_id), None)
+        agents = [self._agents.pop((pool.id, node_id)) for node_id in pool.nodes if (pool.id, node_id) in self._agents]
+        await asyncio.gather(*(agent.close() for agent in agents), return_exceptions=True)
         await asyncio.to_thread(shutil.rmtree, self.workspace / "pools" / pool.id, True)
 
     def reboot_node(self, pool_id: str, node_id: str, option: str = "requeue") -> None:
@@ -509,78 +514,78 @@ class Account:
 
     # ----- running things on nodes ----------------------------------------------------------------
 
-    def _dirs(self, node: Node, job: Job, task_id: str) -> tuple[Path, Path, str]:
-        rel = f"workitems/{job.id}/job-1/{task_id}"
-        task_dir = node.root / rel
-        wd = task_dir / "wd"
-        try:
-            os.mkdir(task_dir)  # the common case costs two syscalls: a new task dir in an existing job dir
-        except FileNotFoundError:
-            os.makedirs(task_dir, exist_ok=True)
-        except FileExistsError:
-            pass
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(wd)
-        return task_dir, wd, rel
+    def _agent(self, node: Node) -> process.NodeAgent:
+        key = (node.pool_id, node.id)
+        agent = self._agents.get(key)
+        if agent is None:
+            agent = self._agents[key] = process.NodeAgent(node.id)
+        return agent
 
-    def _env(self, job: Job, node: Node, task_id: str, task_dir: Path, wd: Path, own: list | None) -> dict:
-        env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
-        root = node.root
+    def _node_env(self, node: Node) -> dict[str, str]:
+        """The part of a task's environment that is the same for every task on the node."""
+        key = (node.pool_id, node.id)
+        env = self._node_envs.get(key)
+        if env is None:
+            root = str(node.root)
+            env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+            env.update({
+                "AZ_BATCH_ACCOUNT_NAME": self.config.account_name,
+                "AZ_BATCH_ACCOUNT_URL": self.base_url,
+                "AZ_BATCH_POOL_ID": node.pool_id,
+                "AZ_BATCH_NODE_ID": node.id,
+                "AZ_BATCH_NODE_IS_DEDICATED": "true",
+                "AZ_BATCH_NODE_ROOT_DIR": root,
+                "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
+                "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+                "AZ_BATCH_NODE_MOUNTS_DIR": f"{root}/fsmounts",
+                "PATH": f"{env.get('PATH', '/usr/bin:/bin')}:{root}/shared",
+            })
+            self._node_envs[key] = env
+        return env
+
+    def _env(self, job: Job, node: Node, task_id: str, task_dir: str, wd: str, own: list | None) -> dict:
+        env = dict(self._node_env(node))
         env.update({
-            "AZ_BATCH_ACCOUNT_NAME": self.config.account_name,
-            "AZ_BATCH_ACCOUNT_URL": self.base_url,
-            "AZ_BATCH_POOL_ID": node.pool_id,
-            "AZ_BATCH_NODE_ID": node.id,
-            "AZ_BATCH_NODE_IS_DEDICATED": "true",
-            "AZ_BATCH_NODE_ROOT_DIR": str(root),
-            "AZ_BATCH_NODE_SHARED_DIR": str(root / "shared"),
-            "AZ_BATCH_NODE_STARTUP_DIR": str(root / "startup"),
-            "AZ_BATCH_NODE_MOUNTS_DIR": str(root / "fsmounts"),
             "AZ_BATCH_JOB_ID": job.id,
             "AZ_BATCH_TASK_ID": task_id,
-            "AZ_BATCH_TASK_DIR": str(task_dir),
-            "AZ_BATCH_TASK_WORKING_DIR": str(wd),
-            "HOME": str(wd),
-            "PWD": str(wd),
+            "AZ_BATCH_TASK_DIR": task_dir,
+            "AZ_BATCH_TASK_WORKING_DIR": wd,
+            "HOME": wd,
+            "PWD": wd,
+            "PATH": f"{env['PATH']}:{wd}",
         })
-        env["PATH"] = f"{env.get('PATH', '/usr/bin:/bin')}:{root / 'shared'}:{wd}"
         if job.prep_spec is not None:
-            prep_dir = root / "workitems" / job.id / "job-1" / job.prep_spec.get("id", PREP_ID)
-            env["AZ_BATCH_JOB_PREP_DIR"] = str(prep_dir)
-            env["AZ_BATCH_JOB_PREP_WORKING_DIR"] = str(prep_dir / "wd")
+            prep_dir = f"{node.root}/workitems/{job.id}/job-1/{job.prep_spec.get('id', PREP_ID)}"
+            env["AZ_BATCH_JOB_PREP_DIR"] = prep_dir
+            env["AZ_BATCH_JOB_PREP_WORKING_DIR"] = f"{prep_dir}/wd"
         for item in (job.spec.get("commonEnvironmentSettings") or []) + (own or []):
             env[item["name"]] = item.get("value") or ""
         return env
 
-    def _prepare(self, job: Job, node: Node, task_id: str, spec: dict) -> tuple[Path, Path, dict]:
-        task_dir, wd, _ = self._dirs(node, job, task_id)
-        return task_dir, wd, self._env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
-
     async def _execute(self, job: Job, node: Node, task_id: str, spec: dict, timeout: timedelta | None,
                        key: tuple, live=lambda: True) -> tuple[process.Outcome, Path]:
-        """Run one task-like command on a node. Directory set-up and fork/exec happen on worker threads,
-        so a slow file system or a burst of short tasks does not stall the event loop."""
-        loop = asyncio.get_running_loop()
-        task_dir, wd, env = await loop.run_in_executor(self._spawner, self._prepare, job, node, task_id, spec)
-        try:
-            await transfer.download_resource_files(spec.get("resourceFiles") or [], wd)
-        except transfer.TransferError as err:
-            return process.Outcome(None, err.info), wd
+        """Run one task-like command on a node, through the node's agent."""
+        task_dir = f"{node.root}/workitems/{job.id}/job-1/{task_id}"
+        wd = f"{task_dir}/wd"
+        if spec.get("resourceFiles"):
+            # Files land in the working directory before the command starts, so it must exist first.
+            await asyncio.to_thread(os.makedirs, wd, exist_ok=True)
+            try:
+                await transfer.download_resource_files(spec["resourceFiles"], Path(wd))
+            except transfer.TransferError as err:
+                return process.Outcome(None, err.info), Path(wd)
+        env = self._env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
         seconds = None if timeout is None or timeout >= timedelta(days=3650) else timeout.total_seconds()
-        started = await loop.run_in_executor(self._spawner, process.spawn, spec["commandLine"], wd, env,
-                                             task_dir / "stdout.txt", task_dir / "stderr.txt")
-        if isinstance(started, process.Outcome):
-            return started, wd
-        def register(running: process.Running) -> None:
-            self._procs[key] = running
-            if not live():  # ended (terminate, reboot) while the spawn was on its worker thread
-                running.kill("ended before it started")
-
+        started = await self._agent(node).start_command(spec["commandLine"], wd, env, [task_dir, wd],
+                                                        f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt")
+        self._procs[key] = started
+        if not live():  # ended (terminate, reboot) while the agent was starting
+            started.kill("ended before it started")
         try:
-            outcome = await process.wait(started, seconds, on_start=register)
+            outcome = await process.wait(started, seconds)
         finally:
             self._procs.pop(key, None)
-        return outcome, wd
+        return outcome, Path(wd)
 
     async def _run_task(self, job: Job, task: Task, node: Node, token: object) -> None:
         generation = node.generation

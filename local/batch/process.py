@@ -1,19 +1,23 @@
-"""Run one command line as Batch does: split like a POSIX shell, executed directly, no shell.
+"""The emulator's side of a node agent (local/batch/agent.py): start commands on a node and wait for them.
 
-Children are waited for through a pidfd on the event loop, so thousands of short tasks cost no thread
-each (asyncio's default child watcher on 3.11 starts a thread per process).
+Each node has one agent process. A command's exit arrives as a line on the agent's stdout and resolves the
+future of the run that started it; a time limit or a terminate sends the agent a kill.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shlex
-import signal
-import subprocess
+import itertools
+import json
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("local.batch")
+
+AGENT = Path(__file__).with_name("agent.py")
 
 
 @dataclass
@@ -22,11 +26,16 @@ class Outcome:
     failure: dict | None
 
 
-class Running:
-    """A started process and a future that resolves to its exit code."""
+def failure(code: str, message: str, category: str = "usererror") -> dict:
+    return {"category": category, "code": code, "message": message}
 
-    def __init__(self, proc: subprocess.Popen, exited: asyncio.Future):
-        self.proc = proc
+
+class Running:
+    """A command handed to a node agent, and a future that resolves to its exit code or start failure."""
+
+    def __init__(self, agent: NodeAgent, request_id: int, exited: asyncio.Future):
+        self.agent = agent
+        self.request_id = request_id
         self.exited = exited
         self.killed_because: str | None = None
 
@@ -34,74 +43,105 @@ class Running:
         if self.exited.done():
             return
         self.killed_because = because
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.agent.send({"op": "kill", "id": self.request_id})
 
 
-def _watch(proc: subprocess.Popen, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
-    fut: asyncio.Future = loop.create_future()
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        loop.run_in_executor(None, proc.wait).add_done_callback(
-            lambda f: fut.done() or fut.set_result(f.result()))
-        return fut
+class NodeAgent:
+    """One node's agent process. If it dies, its runs end as failed and the next run starts a new one."""
 
-    def on_exit() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        if not fut.done():
-            fut.set_result(proc.wait())
+    def __init__(self, node_id: str):
+        self.node_id = node_id
+        self._ids = itertools.count(1)
+        self._runs: dict[int, asyncio.Future] = {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._started: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None
 
-    loop.add_reader(pidfd, on_exit)
-    return fut
+    async def _ensure(self) -> None:
+        if self._started is None or (self._started.done() and self._reader is not None and self._reader.done()):
+            self._started = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._started)
 
+    async def _start(self) -> None:
+        # -I: the agent imports nothing from the checkout; -S: no site-packages, so it starts quickly.
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", str(AGENT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20)
+        self._reader = asyncio.create_task(self._read(self._proc))
 
-def spawn(command_line: str, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> subprocess.Popen | Outcome:
-    """Start the command (blocking; safe in a worker thread), or return the failure Batch reports."""
-    try:
-        argv = shlex.split(command_line)
-    except ValueError as exc:
-        return Outcome(None, failure("CommandLineParseError", f"The command line could not be parsed: {exc}"))
-    if not argv:
-        return Outcome(None, failure("CommandLineEmpty", "The command line is empty."))
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+    def boot(self) -> None:
+        """Start the agent now, as a node does when it joins its pool, so the first task does not wait."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
         try:
-            return subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, close_fds=True,
-            )
-        except FileNotFoundError:
-            return Outcome(None, failure("CommandProgramNotFound",
-                                         f"The specified command program is not found: {argv[0]}"))
-        except PermissionError:
-            return Outcome(None, failure("CommandProgramNotExecutable",
-                                         f"The specified command program is not executable: {argv[0]}"))
-        except OSError as exc:
-            return Outcome(None, failure("CommandStartFailed", f"The command could not be started: {exc}"))
+            while line := await proc.stdout.readline():
+                message = json.loads(line)
+                fut = self._runs.pop(message["id"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(message)
+        finally:
+            lost, self._runs = self._runs, {}
+            for fut in lost.values():
+                if not fut.done():
+                    fut.set_result({"failure": failure("NodeAgentFailed", "The node's agent stopped while the "
+                                                       "task ran.", "servererror")})
+            if lost:
+                log.warning("node agent stopped", extra={"node": self.node_id, "runs_lost": len(lost)})
+
+    def send(self, message: dict) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        proc.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    async def start_command(self, command_line: str, cwd: str, env: dict[str, str], dirs: list[str],
+                            stdout: str, stderr: str) -> Running:
+        await self._ensure()
+        request_id = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._runs[request_id] = fut
+        self.send({"op": "run", "id": request_id, "commandLine": command_line, "cwd": cwd, "env": env,
+                   "dirs": dirs, "stdout": stdout, "stderr": stderr})
+        return Running(self, request_id, fut)
+
+    async def close(self) -> None:
+        """Stop the agent; it kills every process group it started before it exits."""
+        proc = self._proc
+        if self._started is not None and not self._started.done():
+            self._started.cancel()
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
 
 
-def failure(code: str, message: str, category: str = "usererror") -> dict:
-    return {"category": category, "code": code, "message": message}
-
-
-async def wait(proc: subprocess.Popen, timeout: float | None, on_start=None) -> Outcome:
-    """Wait for a spawned process on the event loop, killing it (and its group) at the time limit."""
-    started = Running(proc, _watch(proc, asyncio.get_running_loop()))
-    if on_start:
-        on_start(started)
+async def wait(started: Running, timeout: float | None) -> Outcome:
+    """Wait for a run, killing it (and its process group) at the time limit."""
     try:
-        code = await asyncio.wait_for(asyncio.shield(started.exited), timeout)
+        if timeout is None:
+            result = await asyncio.shield(started.exited)
+        else:
+            result = await asyncio.wait_for(asyncio.shield(started.exited), timeout)
     except TimeoutError:
         started.kill("timeout")
-        code = await started.exited
+        result = await started.exited
     except asyncio.CancelledError:
         started.kill("cancelled")
-        await started.exited
         raise
-    # Kill stragglers the command left in its process group; Batch ends a task's processes with it.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(started.proc.pid, signal.SIGKILL)
+    if "failure" in result:
+        return Outcome(None, result["failure"])
+    code = result["exit"]
     if started.killed_because == "timeout":
         return Outcome(code, failure("MaxWallClockTimeExpiry",
                                      "The task exceeded its maximum wall clock time and was terminated."))

@@ -141,7 +141,8 @@ def test_active_job_quota(batch_emulator, batch_client, job_id):
 
 @pytest.mark.parametrize("statuses", [[503], [429], [503, 429]])
 def test_sdk_retries_ride_through_injected_faults(batch_emulator, job_id, statuses):
-    client = batch_emulator.client(retry_backoff_factor=0.01, retry_total=20)
+    # azure-core caps retries on error statuses separately (retry_status, default 3), so raise both caps.
+    client = batch_emulator.client(retry_backoff_factor=0.01, retry_total=20, retry_status=20)
     batch_emulator.set_faults(rate=0.3, statuses=statuses, retryAfter=0)
     try:
         create_job(client, job_id, "pool-2x4")

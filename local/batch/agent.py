@@ -1,0 +1,137 @@
+"""A node's agent: the one process per emulated node that creates task directories and runs commands.
+
+Batch runs a node agent on every compute node; this is its stand-in. Keeping the fork/exec work in one
+process per node, rather than in the emulator's event loop, lets nodes start tasks in parallel and keeps
+the REST API responsive while thousands of short tasks start and end.
+
+The emulator talks to it over stdin/stdout, one JSON object per line:
+
+    -> {"op": "run", "id": 7, "commandLine": "...", "cwd": "...", "env": {...},
+        "dirs": ["<task dir>", "<wd>"], "stdout": "<file>", "stderr": "<file>"}
+    -> {"op": "kill", "id": 7}
+    <- {"id": 7, "exit": 0}                         the process ended (negative: killed by that signal)
+    <- {"id": 7, "failure": {"code": ..., ...}}     it never started
+
+Standard library only and started with `python -I -S`, so a node boots in a few milliseconds. When its
+stdin closes (the emulator stopped or died) it kills every process group it started and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shlex
+import signal
+import subprocess
+import sys
+
+
+def _failure(code: str, message: str) -> dict:
+    return {"category": "usererror", "code": code, "message": message}
+
+
+def spawn(request: dict) -> subprocess.Popen | dict:
+    """Start one command as Batch does: split like a POSIX shell, executed directly, in its own group."""
+    for path in request.get("dirs", ()):
+        try:
+            os.mkdir(path)  # the common case: a new directory under an existing parent
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(path, exist_ok=True)
+    try:
+        argv = shlex.split(request["commandLine"])
+    except ValueError as exc:
+        return _failure("CommandLineParseError", f"The command line could not be parsed: {exc}")
+    if not argv:
+        return _failure("CommandLineEmpty", "The command line is empty.")
+    with open(request["stdout"], "wb") as out, open(request["stderr"], "wb") as err:
+        try:
+            return subprocess.Popen(argv, cwd=request["cwd"], env=request["env"], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True, close_fds=True)
+        except FileNotFoundError:
+            return _failure("CommandProgramNotFound", f"The specified command program is not found: {argv[0]}")
+        except PermissionError:
+            return _failure("CommandProgramNotExecutable",
+                            f"The specified command program is not executable: {argv[0]}")
+        except OSError as exc:
+            return _failure("CommandStartFailed", f"The command could not be started: {exc}")
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class Agent:
+    def __init__(self, out=sys.stdout):
+        self.out = out
+        self.selector = selectors.DefaultSelector()
+        self.running: dict[int, tuple[subprocess.Popen, int]] = {}  # request id -> (process, pidfd)
+
+    def reply(self, message: dict) -> None:
+        self.out.write(json.dumps(message, separators=(",", ":")) + "\n")
+
+    def handle(self, request: dict) -> None:
+        if request.get("op") == "kill":
+            entry = self.running.get(request["id"])
+            if entry:
+                _kill_group(entry[0].pid)
+            return
+        try:
+            started = spawn(request)
+        except OSError as exc:  # the task directory or its output files could not be created
+            started = _failure("CommandStartFailed", f"The task could not be set up on the node: {exc}")
+        if isinstance(started, dict):
+            self.reply({"id": request["id"], "failure": started})
+            return
+        pidfd = os.pidfd_open(started.pid)
+        self.running[request["id"]] = (started, pidfd)
+        self.selector.register(pidfd, selectors.EVENT_READ, request["id"])
+
+    def ended(self, request_id: int) -> None:
+        proc, pidfd = self.running.pop(request_id)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        # The exited leader is not reaped yet, so its pid (the group id) cannot have been reused: kill
+        # whatever it left running in its group, as Batch ends a task's processes with the task.
+        _kill_group(proc.pid)
+        self.reply({"id": request_id, "exit": proc.wait()})
+
+    def serve(self, stdin_fd: int) -> None:
+        self.selector.register(stdin_fd, selectors.EVENT_READ, None)
+        pending = b""
+        while True:
+            for key, _ in self.selector.select():
+                if key.data is not None:
+                    self.ended(key.data)
+                    continue
+                chunk = os.read(stdin_fd, 1 << 16)
+                if not chunk:
+                    return
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        self.handle(json.loads(line))
+            self.out.flush()
+
+    def shutdown(self) -> None:
+        for proc, _ in self.running.values():
+            _kill_group(proc.pid)
+        for proc, _ in self.running.values():
+            proc.wait()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the emulator decides when its nodes stop
+    agent = Agent()
+    try:
+        agent.serve(sys.stdin.fileno())
+    finally:
+        agent.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The node agent (local/batch/agent.py) as the emulator drives it: a real agent process per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import pytest
+
+from local.batch import process
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+async def agent():
+    node = process.NodeAgent("tvmps_test_d")
+    yield node
+    await node.close()
+
+
+def _paths(tmp_path, name="t1"):
+    task_dir = tmp_path / name
+    wd = task_dir / "wd"
+    return {"cwd": str(wd), "dirs": [str(task_dir), str(wd)],
+            "stdout": str(task_dir / "stdout.txt"), "stderr": str(task_dir / "stderr.txt")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_runs_in_its_working_directory_with_its_environment(agent, tmp_path):
+    paths = _paths(tmp_path)
+    script = "import os; print(os.getcwd(), os.environ['GREETING'])"
+    running = await agent.start_command(f'{sys.executable} -c "{script}"', env={"GREETING": "hello"}, **paths)
+    outcome = await process.wait(running, timeout=30)
+    assert outcome == process.Outcome(0, None)
+    assert (tmp_path / "t1" / "stdout.txt").read_text().split() == [paths["cwd"], "hello"]
+
+
+@pytest.mark.parametrize(("command_line", "code"), [
+    ("/no/such/program", "CommandProgramNotFound"),
+    ("", "CommandLineEmpty"),
+    ("echo 'unclosed", "CommandLineParseError"),
+])
+async def test_a_command_that_cannot_start_gets_batchs_failure(agent, tmp_path, command_line, code):
+    running = await agent.start_command(command_line, env={}, **_paths(tmp_path))
+    outcome = await process.wait(running, timeout=30)
+    assert (outcome.exit_code, outcome.failure["code"]) == (None, code)
+
+
+async def test_nonzero_exit_and_time_limit(agent, tmp_path):
+    failed = await process.wait(await agent.start_command("/bin/false", env={}, **_paths(tmp_path, "a")), 30)
+    assert (failed.exit_code, failed.failure["code"]) == (1, "FailureExitCode")
+    slow = await process.wait(await agent.start_command("sleep 60", env={"PATH": os.environ["PATH"]},
+                                                        **_paths(tmp_path, "b")), timeout=0.2)
+    assert (slow.exit_code, slow.failure["code"]) == (-signal.SIGKILL, "MaxWallClockTimeExpiry")
+
+
+async def test_processes_left_behind_by_a_task_are_killed_with_it(agent, tmp_path):
+    pid_file = tmp_path / "orphan.pid"
+    script = ("import subprocess, sys; p = subprocess.Popen(['sleep', '60']); "
+              f"open({str(pid_file)!r}, 'w').write(str(p.pid))")
+    outcome = await process.wait(await agent.start_command(f'{sys.executable} -c "{script}"',
+                                                           env={"PATH": os.environ["PATH"]}, **_paths(tmp_path)), 30)
+    assert outcome.failure is None
+    orphan = int(pid_file.read_text())
+    await asyncio.to_thread(wait_until, lambda: not _alive(orphan), 10, 0.05, "the task's orphan to be killed")
+
+
+async def test_a_dead_agent_fails_its_runs_and_the_next_run_starts_a_new_one(agent, tmp_path):
+    running = await agent.start_command("sleep 60", env={"PATH": os.environ["PATH"]}, **_paths(tmp_path, "a"))
+    os.kill(agent._proc.pid, signal.SIGKILL)
+    outcome = await process.wait(running, timeout=30)
+    assert (outcome.exit_code, outcome.failure["code"]) == (None, "NodeAgentFailed")
+    again = await process.wait(await agent.start_command("/bin/true", env={}, **_paths(tmp_path, "b")), 30)
+    assert again == process.Outcome(0, None)
+
+
+async def test_closing_the_agent_kills_what_it_started(tmp_path):
+    node = process.NodeAgent("tvmps_test_d")
+    pid_file = tmp_path / "sleeper.pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    running = await node.start_command(f'{sys.executable} -c "{script}"', env={}, **_paths(tmp_path))
+    await asyncio.to_thread(wait_until, lambda: pid_file.exists() and pid_file.read_text(), 10, 0.05, "the task to start")
+    await node.close()
+    assert not _alive(int(pid_file.read_text()))
+    assert node._proc.returncode == 0  # the agent exited on its own once its stdin closed, not killed
+    assert (await process.wait(running, 30)).failure["code"] == "NodeAgentFailed"
