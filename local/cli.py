@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -27,8 +28,18 @@ from shared.services import Services, build
 from shared.settings import MissingSetting, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
-err = Console(stderr=True)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that does not fold blob paths when output goes to a file or CI log (rich assumes 80
+    columns there); COLUMNS still wins when set."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, width=wide)
+
+
+console = make_console()
+err = make_console(stderr=True)
 
 
 def _services() -> Services:

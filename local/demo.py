@@ -24,11 +24,11 @@ TIMEOUT_S = 180
 
 
 def run_demo(console: Console | None = None) -> int:
-    from local.cli import send_request, show_status, wait_for_job
+    from local.cli import make_console, send_request, show_status, wait_for_job
     from shared.services import build
     from shared.settings import load
 
-    console = console or Console()
+    console = console or make_console()
     started = time.monotonic()
     raw = EXAMPLE.read_bytes()
     request = parse_request(raw)

@@ -110,9 +110,9 @@ def parse_log_blob(name: object) -> LogBlob | Rejected:
     if len(segments) < 3:
         return _reject(name, "outside_layout", "expected {jobId}/{nodeId}/logs|crashdumps/... or manifest.json")
     job_id, node_id, top = segments[0], segments[1], segments[2]
-    if not _JOB_ID_RE.match(job_id):
+    if not _JOB_ID_RE.fullmatch(job_id):
         return _reject(name, "bad_job_id", "job id segment breaks the Batch id rules")
-    if not _NODE_ID_RE.match(node_id):
+    if not _NODE_ID_RE.fullmatch(node_id):
         return _reject(name, "bad_node_id", "node id segment must be 1-128 letters, digits, '-' or '_'")
     rest = "/".join(segments[2:])
     if len(segments) == 3 and top == MANIFEST_NAME:
@@ -128,7 +128,7 @@ def parse_report_blob(name: object) -> ReportBlob | Rejected:
     if isinstance(segments, Rejected):
         return segments
     job_id, rest = segments[0], "/".join(segments[1:])
-    if not _JOB_ID_RE.match(job_id):
+    if not _JOB_ID_RE.fullmatch(job_id):
         return _reject(name, "bad_job_id", "job id segment breaks the Batch id rules")
     if rest in ("report.json", "outcome.json"):
         return ReportBlob(job_id, rest.removesuffix(".json"), rest, name)

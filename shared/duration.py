@@ -29,7 +29,7 @@ def parse_duration(text: str) -> timedelta:
     """
     if not isinstance(text, str):
         raise ValueError("must be an ISO 8601 duration string such as 'PT1H'")
-    m = _DURATION.match(text) if len(text) <= 64 else None
+    m = _DURATION.fullmatch(text) if len(text) <= 64 else None
     if m is None:
         raise ValueError(
             f"{text[:40]!r} is not an ISO 8601 duration of the form PnW, PnDTnHnMnS (e.g. 'PT1H30M'); "

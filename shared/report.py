@@ -73,7 +73,7 @@ def parse_manifest(raw: bytes, job_id: str, node_id: str) -> dict[str, Any]:
             raise ManifestInvalid(f"files[{i}].path must be a safe path under logs/ or crashdumps/")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestInvalid(f"files[{i}].size must be a non-negative integer")
-        if not isinstance(sha, str) or not _SHA256_RE.match(sha):
+        if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
             raise ManifestInvalid(f"files[{i}].sha256 must be 64 lowercase hex digits")
         clean.append({"path": path, "size": size, "sha256": sha})
     failed = data.get("failed") or []

@@ -52,7 +52,7 @@ def _fail(rule: str, message: str, field: str | None = None) -> PydanticCustomEr
 
 
 def _check_id(value: str) -> str:
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise _fail(
             "batch_id",
             "must be 1-64 characters of letters, digits, hyphen or underscore (Batch id rules)",
@@ -75,7 +75,7 @@ def _check_env(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_ENV_VARS:
         raise _fail("env_count", f"has {len(value)} variables; at most {MAX_ENV_VARS} are allowed")
     for name in value:
-        if not _ENV_NAME_RE.match(name):
+        if not _ENV_NAME_RE.fullmatch(name):
             raise _fail("env_name", f"variable name {name[:64]!r} must match [A-Za-z_][A-Za-z0-9_]*")
         if name.upper().startswith("AZ_BATCH_"):
             raise _fail("env_reserved", f"variable name {name[:64]!r} uses the prefix AZ_BATCH_ reserved by Batch")
@@ -205,7 +205,7 @@ class ParametricSweep(_TaskBase):
         last = self.start + (n - 1) * self.step
         for value in (self.start, last):
             task_id = substitute(self.id_format, value)
-            if not _ID_RE.match(task_id):
+            if not _ID_RE.fullmatch(task_id):
                 raise _fail(
                     "batch_id",
                     f"gives task id {task_id!r} for {value}, which breaks the Batch id rules "
@@ -342,6 +342,17 @@ def derive_job_id(message_id: str) -> str:
     if not message_id:
         raise ValueError("message_id must not be empty")
     return "msg-" + hashlib.sha256(message_id.encode()).hexdigest()[:40]
+
+
+def claimed_job_id(raw: str | bytes) -> str | None:
+    """The jobId an invalid request asked for, if it is a valid Batch id, so its rejection can be found
+    under that id; None when the request is not JSON, has no usable jobId, or has none at all."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    job_id = body.get("jobId") if isinstance(body, dict) else None
+    return job_id if isinstance(job_id, str) and _ID_RE.fullmatch(job_id) else None
 
 
 class RequestInvalid(ValueError):

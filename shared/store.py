@@ -28,6 +28,7 @@ from azure.storage.blob import (
 )
 
 from shared import blob_layout as bl
+from shared.redact import redact_sas
 from shared.settings import LOGS_CONTAINER, REPORTS_CONTAINER, TOOLS_CONTAINER, UPLOADER_BLOB
 
 log = logging.getLogger("orchestrator.store")
@@ -57,7 +58,7 @@ class Store:
     def reject(self, key: str, raw: bytes, reason: str, errors: list[dict] | None, now: datetime,
                extra: dict | None = None) -> str:
         name = f"{REJECTED_PREFIX}{key}.json"
-        text = raw.decode("utf-8", errors="replace")
+        text = redact_sas(raw.decode("utf-8", errors="replace"))
         record = {"key": key, "rejectedAt": now.astimezone(UTC).isoformat(), "reason": reason,
                   "errors": errors or [], "request": text, **(extra or {})}
         self.reports.upload_blob(name, json.dumps(record, indent=2), overwrite=True, content_settings=_JSON)

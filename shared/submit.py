@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 from shared import metadata as md
 from shared.batch import BatchAdapter, Refused, Transient
 from shared.planning import JobPlan, Links, plan, sas_expiry
-from shared.request import JobRequest, RequestInvalid, derive_job_id, parse_request, request_hash
+from shared.request import (
+    JobRequest,
+    RequestInvalid,
+    claimed_job_id,
+    derive_job_id,
+    parse_request,
+    request_hash,
+)
 from shared.store import Store
 
 log = logging.getLogger("orchestrator.submit")
@@ -67,7 +74,8 @@ def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: 
     try:
         request = parse_request(raw)
     except RequestInvalid as exc:
-        return _reject(store, raw, message_id, now, f"invalid request: {exc}", exc.errors)
+        return _reject(store, raw, message_id, now, f"invalid request: {exc}", exc.errors,
+                       job_id=claimed_job_id(raw))
     job_id = request.job_id or derive_job_id(message_id)
     if allowed_pools and request.pool_id not in allowed_pools:
         return _reject(store, raw, message_id, now,

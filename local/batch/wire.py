@@ -57,7 +57,7 @@ def fmt_duration(value: timedelta | None) -> str | None:
 def check_id(name: str, value: Any) -> str:
     if value is None or value == "":
         raise missing_property(name)
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise invalid_property(
             name, value, "ids may contain only letters, digits, hyphens and underscores, at most 64 characters"
         )

@@ -52,7 +52,7 @@ class BlobPath:
         return cls(container, prefix, re.compile(f"^{regex}$"))
 
     def matches(self, blob_name: str) -> bool:
-        return bool(self.pattern.match(blob_name))
+        return bool(self.pattern.fullmatch(blob_name))
 
 
 def quoted(etag: str) -> str:

@@ -60,7 +60,7 @@ class QueueConfig:
     duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise ConfigError(f"queue name {self.name!r}: use letters, digits, '.', '-', '_' (max 260)")
         if self.max_delivery_count < 1:
             raise ConfigError(f"queue {self.name}: maxDeliveryCount must be at least 1")

@@ -7,30 +7,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
 from local.batch.control import Endpoint
-from local.stack import Stack, StackOptions
-from shared.services import build
-from shared.settings import load
 from tests.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "job-request.json"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    options = StackOptions(workdir=tmp_path_factory.mktemp("stack"), pool="demo-pool:2:1", http_port=0,
-                           batch_port=0, servicebus_port=0, persistent=False, watchdog_schedule="*/2 * * * * *",
-                           extra_env={"BATCH_MAX_RETRIES": "0"})
-    with Stack(options) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def services(stack):
-    return build(load(stack.app_settings()))
 
 
 def send(stack, body: bytes, message_id: str | None = None) -> str:

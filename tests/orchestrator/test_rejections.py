@@ -33,6 +33,21 @@ def test_schema_violation_names_field_and_rule(app, svc):
     assert {"jobId", "release.maxWallClock"} <= fields
 
 
+def test_rejection_is_filed_under_the_jobid_asked_for_without_sas_signatures(app, svc):
+    job_id = f"bad-timeout-{uuid.uuid4().hex[:8]}"
+    message_id = uuid.uuid4().hex
+    body = request(job_id, tasks=1, timeout="soon")
+    body["preparation"]["resourceFiles"] = [
+        {"httpUrl": "https://acct.blob.core.windows.net/in/tool.sh?sv=2024-05-04&sp=r&sig=TOPSECRET%3D",
+         "filePath": "tool.sh"}]
+    app["submit"](sb_message(body, message_id))
+    record = rejected_for(svc, message_id)
+    assert record["jobId"] == job_id
+    assert "timeout" in {e["field"] for e in record["errors"]}
+    assert "TOPSECRET" not in json.dumps(record)
+    assert "sp=r&sig=REDACTED" in record["request"]
+
+
 def test_conflicting_request_under_existing_job_is_refused(app, svc):
     job_id = f"conflict-{uuid.uuid4().hex[:8]}"
     app["submit"](sb_message(request(job_id, pool="pool-empty", tasks=2)))

@@ -10,6 +10,7 @@ from shared.request import (
     MAX_COMMAND_LINE,
     MAX_TASKS,
     RequestInvalid,
+    claimed_job_id,
     derive_job_id,
     expand_tasks,
     parse_request,
@@ -82,6 +83,8 @@ def test_minimal_request_is_valid():
     [
         (with_(jobId="bad id"), "jobId", "batch_id"),
         (with_(jobId="x" * 65), "jobId", "batch_id"),
+        (with_(jobId="job-1\n"), "jobId", "batch_id"),  # `$` alone would let a trailing newline through
+        (with_(tasks=[{"id": "t\n", "commandLine": "x"}]), "tasks[0].id", "batch_id"),
         (with_(poolId=None), "poolId", "missing"),
         (with_(timeout="P1M"), "timeout", "iso8601_duration"),
         (with_(timeout="PT0S"), "timeout", "duration_positive"),
@@ -190,6 +193,23 @@ def test_derive_job_id_is_stable_and_batch_valid(message_id):
     assert job_id == derive_job_id(message_id)
     parse_request(with_(jobId=job_id))  # passes the Batch id rules
     assert derive_job_id(message_id + "1") != job_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"jobId": "nightly-7", "timeout": "soon"}', "nightly-7"),
+        (b'{"jobId": "bad id!"}', None),
+        (b'{"jobId": "job\\n"}', None),
+        (b'{"jobId": 7}', None),
+        (b'["jobId"]', None),
+        (b"{not json", None),
+        (b"\xff\xfe", None),
+        (b"{}", None),
+    ],
+)
+def test_claimed_job_id(raw, expected):
+    assert claimed_job_id(raw) == expected
 
 
 def test_derive_job_id_separates_case():

@@ -1,0 +1,78 @@
+"""The `orchestrator` CLI as a user runs it: a real process, pointed at the local stack by its settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+from tests.e2e.test_local_stack import EXAMPLE, send
+from tests.waiting import wait_until
+
+
+def orchestrator(stack, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, **stack.app_settings(), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "local.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_submit_wait_shows_progress_then_the_report(stack, tmp_path):
+    job_id = f"cli-{uuid.uuid4().hex[:8]}"
+    body = json.loads(EXAMPLE.read_text())
+    body["jobId"] = job_id
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(body))
+
+    done = orchestrator(stack, "submit", str(request), "--wait", "--timeout", "120")
+    assert done.returncode == 0, done.stderr
+    assert f"sent: job {job_id}" in done.stdout
+    assert f"{job_id}: completed, ended: AllTasksComplete" in done.stdout
+    assert "completed 8, succeeded 8, failed 0" in done.stdout
+    assert "collection complete: True" in done.stdout
+
+    status = orchestrator(stack, "status", job_id)
+    assert status.returncode == 0, status.stderr
+    assert "job-1/jobrelease/stdout.txt" in status.stdout
+
+    target = tmp_path / "downloaded"
+    logs = orchestrator(stack, "logs", job_id, "--download", str(target))
+    assert logs.returncode == 0, logs.stderr
+    release_out = sorted(target.glob(f"{job_id}/*/logs/job-1/jobrelease/stdout.txt"))
+    assert len(release_out) == 2, logs.stdout
+    # Each node's release task printed the shared file: prep's line first, then that node's tasks.
+    assert all(p.read_text().startswith("prep on tvmps_") for p in release_out)
+
+
+def test_an_invalid_request_is_refused_locally_naming_the_field_and_rule(stack, tmp_path):
+    request = tmp_path / "bad.json"
+    request.write_text(json.dumps({"poolId": "demo-pool", "timeout": "soon"}))
+    refused = orchestrator(stack, "submit", str(request))
+    assert refused.returncode == 2
+    assert "nothing was sent" in refused.stderr
+    assert "timeout:" in refused.stderr
+
+
+def test_status_of_an_unknown_job_says_what_to_check(stack):
+    missing = orchestrator(stack, "status", "no-such-job-anywhere")
+    assert missing.returncode == 1
+    assert "orchestrator rejected" in missing.stderr
+
+
+def test_rejected_lists_requests_the_function_refused(stack):
+    job_id = f"cli-bad-{uuid.uuid4().hex[:8]}"
+    send(stack, json.dumps({"jobId": job_id, "poolId": "demo-pool", "timeout": "soon"}).encode())
+
+    def listed():
+        out = orchestrator(stack, "rejected")
+        return out if job_id in out.stdout else None
+
+    out = wait_until(listed, 60, 0.5, what="the rejection to be listed")
+    assert out.returncode == 0
+    line = next(line for line in out.stdout.splitlines() if job_id in line)
+    assert "timeout" in line
+
+    status = orchestrator(stack, "status", job_id)
+    assert status.returncode == 0
+    assert f"{job_id} was rejected: invalid request: timeout:" in status.stdout
