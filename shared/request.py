@@ -39,6 +39,9 @@ MAX_RELEASE_WALL_CLOCK = timedelta(minutes=15)
 MAX_ENV_VARS = 200
 MAX_RETRIES = 100
 RESERVED_TASK_IDS = frozenset({"jobpreparation", "jobrelease"})
+# Folders of job-reports that are not jobs (shared.store, shared.blob_layout): a job under one of these
+# names would mix its report with them.
+RESERVED_JOB_IDS = frozenset({"outcomes", "rejected", "rejected-blobs"})
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -264,7 +267,8 @@ class JobRequest(_Model):
         json_schema_extra={"oneOf": [{"required": ["tasks"]}, {"required": ["taskFactory"]}]},
     )
 
-    job_id: BatchId | None = Field(default=None, description="default: derived from the Service Bus MessageId")
+    job_id: BatchId | None = Field(default=None, description="default: derived from the Service Bus MessageId; "
+                                   "not outcomes, rejected or rejected-blobs (any case)")
     pool_id: BatchId
     timeout: Duration = Field(description="deadline from submission, ISO 8601 duration")
     priority: int = Field(default=0, ge=-1000, le=1000)
@@ -275,6 +279,14 @@ class JobRequest(_Model):
     task_factory: ParametricSweep | None = None
     collect: Collect = Field(default_factory=Collect)
 
+
+    @field_validator("job_id")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() in RESERVED_JOB_IDS:
+            raise _fail("job_id_reserved", f"{value!r} is reserved: the orchestrator keeps its own records "
+                        f"under that name (reserved: {', '.join(sorted(RESERVED_JOB_IDS))})")
+        return value
 
     @field_validator("timeout")
     @classmethod

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from shared import blob_layout as bl
 from shared.duration import format_duration, parse_duration
 from shared.request import (
     MAX_COMMAND_LINE,
     MAX_TASKS,
+    RESERVED_JOB_IDS,
     RequestInvalid,
     claimed_job_id,
     derive_job_id,
@@ -17,6 +19,7 @@ from shared.request import (
     request_hash,
     schema_text,
 )
+from shared.store import OUTCOMES_PREFIX, REJECTED_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"poolId": "pool-1", "timeout": "PT1H", "tasks": [{"id": "t1", "commandLine": "echo hi"}]}
@@ -83,7 +86,10 @@ def test_minimal_request_is_valid():
     [
         (with_(jobId="bad id"), "jobId", "batch_id"),
         (with_(jobId="x" * 65), "jobId", "batch_id"),
-        (with_(jobId="job-1\n"), "jobId", "batch_id"),  # `$` alone would let a trailing newline through
+        (with_(jobId="job-1\n"), "jobId", "batch_id"),
+        (with_(jobId="outcomes"), "jobId", "job_id_reserved"),
+        (with_(jobId="Rejected"), "jobId", "job_id_reserved"),
+        (with_(jobId="rejected-blobs"), "jobId", "job_id_reserved"),  # `$` alone would let a trailing newline through
         (with_(tasks=[{"id": "t\n", "commandLine": "x"}]), "tasks[0].id", "batch_id"),
         (with_(poolId=None), "poolId", "missing"),
         (with_(timeout="P1M"), "timeout", "iso8601_duration"),
@@ -193,6 +199,12 @@ def test_derive_job_id_is_stable_and_batch_valid(message_id):
     assert job_id == derive_job_id(message_id)
     parse_request(with_(jobId=job_id))  # passes the Batch id rules
     assert derive_job_id(message_id + "1") != job_id
+
+
+def test_reserved_job_ids_cover_every_report_folder():
+    rejected_blob = bl.rejected_blob_record_name(bl.Rejected("x", "rule", "message", "0" * 64))
+    folders = {REJECTED_PREFIX, OUTCOMES_PREFIX, rejected_blob.split("/")[0] + "/"}
+    assert {f.rstrip("/") for f in folders} <= RESERVED_JOB_IDS
 
 
 @pytest.mark.parametrize(
