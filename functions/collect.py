@@ -2,12 +2,15 @@
 
 collect_log watches every name in the container (so names outside the layout are recorded, not missed)
 and leaves crash dumps to collect_crash_dump. Only the blob's name is used: the collector streams the
-content itself, in bounded chunks.
+content itself, in bounded chunks. The trigger binds to a BlobClient (the SDK-type binding of
+azurefunctions-extensions-bindings-blob) because with `func.InputStream` the Python worker reads the
+whole blob into memory before the function starts, which a multi-GiB crash dump must not cost.
 """
 
 from __future__ import annotations
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
 
 from shared import blob_layout as bl
 from shared.collector import collect_blob
@@ -17,20 +20,16 @@ from shared.settings import LOGS_CONTAINER, STORAGE_CONNECTION
 bp = func.Blueprint()
 
 
-def _name(blob: func.InputStream) -> str:
-    return blob.name[len(LOGS_CONTAINER) + 1:] if blob.name.startswith(f"{LOGS_CONTAINER}/") else blob.name
-
-
 def _collect(name: str) -> dict:
     s = services()
     return collect_blob(s.store.logs, s.store.reports, name, node_statuses=s.batch.node_statuses)
 
 
 @bp.function_name("collect_log")
-@bp.blob_trigger(arg_name="blob", path=f"{LOGS_CONTAINER}/{{name}}", connection=STORAGE_CONNECTION,
+@bp.blob_trigger(arg_name="client", path=f"{LOGS_CONTAINER}/{{name}}", connection=STORAGE_CONNECTION,
                  source=func.BlobSource.EVENT_GRID)
-def collect_log(blob: func.InputStream) -> None:
-    name = _name(blob)
+def collect_log(client: blob.BlobClient) -> None:
+    name = client.blob_name
     parsed = bl.parse_log_blob(name)
     if isinstance(parsed, bl.LogBlob) and parsed.kind == bl.CRASH_DUMP:
         return
@@ -38,7 +37,7 @@ def collect_log(blob: func.InputStream) -> None:
 
 
 @bp.function_name("collect_crash_dump")
-@bp.blob_trigger(arg_name="blob", path=f"{LOGS_CONTAINER}/{{jobId}}/{{nodeId}}/crashdumps/{{name}}",
+@bp.blob_trigger(arg_name="client", path=f"{LOGS_CONTAINER}/{{jobId}}/{{nodeId}}/crashdumps/{{name}}",
                  connection=STORAGE_CONNECTION, source=func.BlobSource.EVENT_GRID)
-def collect_crash_dump(blob: func.InputStream) -> None:
-    _collect(_name(blob))
+def collect_crash_dump(client: blob.BlobClient) -> None:
+    _collect(client.blob_name)

@@ -163,7 +163,8 @@ class BlobListener:
         }
         uri = f"{self.container.url}/{quote(name)}"
         return blob_argument(self.spec.trigger_param_type, self.spec.trigger.get("dataType"), download,
-                             f"{container}/{name}", uri, properties, dict(blob.metadata or {}))
+                             f"{container}/{name}", uri, properties, dict(blob.metadata or {}),
+                             connection=self.spec.trigger.get("connection") or "AzureWebJobsStorage")
 
     async def _poison(self, blob) -> None:
         # The host's poison message: which function, and which blob version, gave up.

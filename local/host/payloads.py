@@ -11,6 +11,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -153,10 +154,41 @@ def blob_metadata(name: str, uri: str, properties: dict, metadata: dict | None) 
             "Metadata": Datum(json.dumps(metadata or {}), "json")}
 
 
+@dataclass(frozen=True)
+class ModelBindingData:
+    """What the host sends for an SDK-type binding instead of the content (the worker's gRPC message)."""
+
+    content: str
+    version: str = "1.0"
+    source: str = "AzureStorageBlobs"
+    content_type: str = "application/json"
+
+
+def _sdk_converter(param_type: Any):
+    """The azurefunctions-extensions converter for an SDK-type annotation (e.g. blob.BlobClient), if any."""
+    try:
+        from azurefunctions.extensions.base import meta
+    except ImportError:
+        return None
+    if not meta._ConverterMeta.check_supported_type(param_type):
+        return None
+    return meta._ConverterMeta.get("blobTrigger")
+
+
 def blob_argument(param_type: Any, data_type: str | None, download: Callable[[], bytes], name: str,
-                  uri: str, properties: dict, metadata: dict | None) -> Any:
-    """What the blob parameter gets: bytes or str when annotated so (the worker reads it eagerly then),
-    otherwise an InputStream whose content loads lazily."""
+                  uri: str, properties: dict, metadata: dict | None, connection: str = "AzureWebJobsStorage") -> Any:
+    """What the blob parameter gets: an SDK client when annotated with an SDK type (built by the extension
+    from the connection setting, as in the worker: no content is read), bytes or str when annotated so (the
+    worker reads it eagerly then), otherwise an InputStream whose content loads lazily."""
+    converter = _sdk_converter(param_type)
+    if converter is not None:
+        from azurefunctions.extensions.base import Datum as ExtensionDatum
+
+        container, _, blob_name = name.partition("/")
+        content = json.dumps({"Connection": connection, "ContainerName": container, "BlobName": blob_name})
+        datum = ExtensionDatum(ModelBindingData(content), "model_binding_data")
+        return converter.decode(datum, trigger_metadata=blob_metadata(name, uri, properties, metadata),
+                                pytype=param_type)
     kind = (data_type or "").lower()
     if param_type is str or (param_type is not bytes and kind == "string"):
         return download().decode("utf-8")

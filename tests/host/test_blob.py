@@ -41,6 +41,16 @@ def test_each_blob_version_runs_once_even_across_a_restart(app_dir, start_host, 
     assert sorted(names) == ["a.txt", "a.txt", "b.txt", "read-me.txt"]
 
 
+def test_sdk_type_trigger_gets_a_blob_client_for_the_blob(app_dir, start_host, records, blob_service,
+                                                          container_name):
+    container = blob_service.create_container(container_name)
+    container.upload_blob("dir/big.dmp", b"x" * 4096)
+    start_host(app_dir, "blob_client_seen")
+    seen = wait_until(lambda: read_records(records, "blob_client_seen"), timeout=15, what="the blob client call")
+    assert seen[0] | {"at": None} == {"at": None, "type": "azure.storage.blob._blob_client.BlobClient",
+                                      "container": container_name, "name": "dir/big.dmp", "size": 4096}
+
+
 def test_blob_failing_five_times_goes_to_poison_queue(app_dir, start_host, records, blob_service, container_name,
                                                       azurite_connection_string):
     container = blob_service.create_container(container_name)

@@ -10,10 +10,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import azure.functions as func
+import azurefunctions.extensions.bindings.blob as ext_blob
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
+from azure.storage.blob import BlobClient
 
+from local.host.payloads import blob_argument
 from shared import services as services_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,9 +66,13 @@ def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | 
                              enqueued_time_utc=datetime.now(UTC))
 
 
-def blob_event(name: str) -> func.blob.InputStream:
-    # The collector streams the blob itself; the trigger payload only needs to carry the name.
-    return func.blob.InputStream(data=b"", name=f"job-logs/{name}", length=0)
+def blob_event(name: str) -> BlobClient:
+    """What the worker passes a `blob.BlobClient` trigger parameter: a client built by the extension's
+    converter from the connection setting (no content is read)."""
+    def never() -> bytes:
+        raise AssertionError("an SDK-type blob trigger must not download the content")
+
+    return blob_argument(ext_blob.BlobClient, None, never, f"job-logs/{name}", "", {}, None)
 
 
 def request(job_id: str, pool: str = "pool-2x1", tasks: int = 4, **extra) -> dict:

@@ -8,6 +8,7 @@ import threading
 import time
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 _lock = threading.Lock()
@@ -68,6 +69,14 @@ def blob_seen(blob: func.InputStream) -> None:
     record("blob_seen", **fields)
     if "fail" in blob.name:
         raise RuntimeError(f"cannot handle {blob.name}")
+
+
+@app.blob_trigger(arg_name="client", path="%BLOB_CONTAINER%/{name}", connection="AzureWebJobsStorage")
+def blob_client_seen(client: blob_sdk.BlobClient) -> None:
+    # The SDK-type binding: a real azure-storage-blob client, the content left for the function to fetch.
+    record("blob_client_seen", type=f"{type(client).__module__}.{type(client).__name__}",
+           container=client.container_name, name=client.blob_name,
+           size=client.get_blob_properties().size)
 
 
 @app.route(route="items/{id:int}/{name?}", methods=["GET", "POST"])
