@@ -9,6 +9,7 @@ The emulator talks to it over stdin/stdout, one JSON object per line:
     -> {"op": "run", "id": 7, "commandLine": "...", "cwd": "...", "env": {...},
         "dirs": ["<task dir>", "<wd>"], "stdout": "<file>", "stderr": "<file>"}
     -> {"op": "kill", "id": 7}
+    <- {"id": 7, "pid": 4242, "started": "81234"}    it started (pid and kernel start time)
     <- {"id": 7, "exit": 0}                         the process ended (negative: killed by that signal)
     <- {"id": 7, "failure": {"code": ..., ...}}     it never started
 
@@ -60,6 +61,16 @@ def spawn(request: dict) -> subprocess.Popen | dict:
             return _failure("CommandStartFailed", f"The command could not be started: {exc}")
 
 
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (field 22 of /proc/PID/stat): with the pid, it names one
+    process for good, where a pid alone may be reused once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -90,6 +101,8 @@ class Agent:
         pidfd = os.pidfd_open(started.pid)
         self.running[request["id"]] = (started, pidfd)
         self.selector.register(pidfd, selectors.EVENT_READ, request["id"])
+        # Lets the emulator end this process group itself should the agent die (see process.py).
+        self.reply({"id": request["id"], "pid": started.pid, "started": process_start_time(started.pid)})
 
     def ended(self, request_id: int) -> None:
         proc, pidfd = self.running.pop(request_id)

@@ -11,13 +11,28 @@ import contextlib
 import itertools
 import json
 import logging
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from local.batch.agent import process_start_time
+
 log = logging.getLogger("local.batch")
 
 AGENT = Path(__file__).with_name("agent.py")
+
+
+def _end_orphaned_group(pid: int, started: str | None) -> None:
+    """Kill the process group of a task whose agent died, if its leader is still that same process.
+
+    The agent is gone, so nothing reaps the task; comparing the kernel start time makes sure a reused
+    pid is never taken for it."""
+    if started is None or process_start_time(pid) != started:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 @dataclass
@@ -53,6 +68,7 @@ class NodeAgent:
         self.node_id = node_id
         self._ids = itertools.count(1)
         self._runs: dict[int, asyncio.Future] = {}
+        self._pids: dict[int, tuple[int, str | None]] = {}  # started runs: request id -> (pid, start time)
         self._proc: asyncio.subprocess.Process | None = None
         self._started: asyncio.Task | None = None
         self._reader: asyncio.Task | None = None
@@ -79,11 +95,18 @@ class NodeAgent:
         try:
             while line := await proc.stdout.readline():
                 message = json.loads(line)
+                if "pid" in message:
+                    self._pids[message["id"]] = (message["pid"], message.get("started"))
+                    continue
+                self._pids.pop(message["id"], None)
                 fut = self._runs.pop(message["id"], None)
                 if fut is not None and not fut.done():
                     fut.set_result(message)
         finally:
             lost, self._runs = self._runs, {}
+            orphans, self._pids = self._pids, {}
+            for pid, started in orphans.values():
+                _end_orphaned_group(pid, started)
             for fut in lost.values():
                 if not fut.done():
                     fut.set_result({"failure": failure("NodeAgentFailed", "The node's agent stopped while the "

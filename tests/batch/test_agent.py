@@ -76,11 +76,17 @@ async def test_processes_left_behind_by_a_task_are_killed_with_it(agent, tmp_pat
     await asyncio.to_thread(wait_until, lambda: not _alive(orphan), 10, 0.05, "the task's orphan to be killed")
 
 
-async def test_a_dead_agent_fails_its_runs_and_the_next_run_starts_a_new_one(agent, tmp_path):
-    running = await agent.start_command("sleep 60", env={"PATH": os.environ["PATH"]}, **_paths(tmp_path, "a"))
+async def test_a_dead_agent_fails_its_runs_ends_their_processes_and_the_next_run_starts_a_new_one(agent, tmp_path):
+    pid_file = tmp_path / "sleeper.pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    running = await agent.start_command(f'{sys.executable} -c "{script}"', env={}, **_paths(tmp_path, "a"))
+    await asyncio.to_thread(wait_until, lambda: pid_file.exists() and pid_file.read_text(), 10, 0.05,
+                            "the task to start")
     os.kill(agent._proc.pid, signal.SIGKILL)
     outcome = await process.wait(running, timeout=30)
     assert (outcome.exit_code, outcome.failure["code"]) == (None, "NodeAgentFailed")
+    orphan = int(pid_file.read_text())
+    await asyncio.to_thread(wait_until, lambda: not _alive(orphan), 10, 0.05, "the orphaned task to be killed")
     again = await process.wait(await agent.start_command("/bin/true", env={}, **_paths(tmp_path, "b")), 30)
     assert again == process.Outcome(0, None)
 
