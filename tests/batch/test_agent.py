@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,29 @@ async def test_closing_the_agent_kills_what_it_started(tmp_path):
     assert not _alive(int(pid_file.read_text()))
     assert node._proc.returncode == 0  # the agent exited on its own once its stdin closed, not killed
     assert (await process.wait(running, 30)).failure["code"] == "NodeAgentFailed"
+
+
+def test_a_crashed_emulator_leaves_no_task_or_agent_behind(tmp_path):
+    import azure.batch.models as m
+
+    from local.batch.control import EmulatorProcess
+
+    emulator = EmulatorProcess(tmp_path / "ws", ["crash:1:1"], log_file=tmp_path / "emulator.log")
+    client = emulator.start().client()
+    pid_file = tmp_path / "task.pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    try:
+        client.create_job(m.BatchJobCreateOptions(id="j", pool_info=m.BatchPoolInfo(pool_id="crash")))
+        client.create_task("j", m.BatchTaskCreateOptions(id="t", command_line=f'{sys.executable} -c "{script}"'))
+        wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, 0.05, "the task to start")
+        # The emulator's child processes are its node agents.
+        agents = [int(pid) for f in (Path("/proc") / str(emulator.child.proc.pid) / "task").glob("*/children")
+                  for pid in f.read_text().split()]
+        emulator.child.stop(kill=True)
+    finally:
+        client.close()
+        emulator.stop()
+    task = int(pid_file.read_text())
+    wait_until(lambda: not _alive(task), 10, 0.05, "the task to be killed by its agent")
+    assert agents, "the emulator had no agent process"
+    wait_until(lambda: not any(_alive(a) for a in agents), 10, 0.05, "the agents to exit")
