@@ -1,4 +1,7 @@
-"""HTTP: GET /api/jobs/{jobId} returns the job's report (function key required in Azure)."""
+"""HTTP: GET /api/jobs/{jobId} returns the job's report (function key required in Azure).
+
+JSON by default; the report page (HTML) for `?format=html` or a browser's `Accept: text/html`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import re
 
 import azure.functions as func
 
+from shared.report_page import CONTENT_SECURITY_POLICY, render_report_page
 from shared.request import ID_PATTERN
 from shared.services import services
 
@@ -17,18 +21,35 @@ def _json(status: int, body: dict) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, indent=2), status_code=status, mimetype="application/json")
 
 
+def _wants_html(req: func.HttpRequest) -> bool:
+    fmt = (req.params.get("format") or "").lower()
+    if fmt:
+        return fmt == "html"
+    accept = req.headers.get("accept") or ""
+    return "text/html" in accept.lower()
+
+
+def _page(report: dict) -> func.HttpResponse:
+    return func.HttpResponse(render_report_page(report), status_code=200, mimetype="text/html", charset="utf-8",
+                             headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                                      "X-Content-Type-Options": "nosniff"})
+
+
 @bp.function_name("job_report")
 @bp.route(route="jobs/{jobId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def job_report(req: func.HttpRequest) -> func.HttpResponse:
     job_id = req.route_params.get("jobId", "")
     if not re.fullmatch(ID_PATTERN, job_id):
         return _json(400, {"error": "jobId: not a valid Batch job id (letters, digits, - and _, at most 64)"})
+    if (req.params.get("format") or "json").lower() not in ("json", "html"):
+        return _json(400, {"error": "format: must be json or html"})
     store = services().store
     report = store.report(job_id)
+    if report is None:
+        outcome = store.outcome(job_id)
+        if outcome is not None:
+            report = {"jobId": job_id, "outcome": outcome, "files": [], "nodes": []}
     if report is not None:
-        return _json(200, report)
-    outcome = store.outcome(job_id)
-    if outcome is not None:
-        return _json(200, {"jobId": job_id, "outcome": outcome, "files": [], "nodes": []})
+        return _page(report) if _wants_html(req) else _json(200, report)
     return _json(404, {"error": f"no report for job {job_id!r} yet: the job may still be running, or the id "
                                 "may be wrong (see `orchestrator status`)"})

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
 from local.batch.control import Endpoint
+from shared.report_page import CONTENT_SECURITY_POLICY
 from tests.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "job-request.json"
@@ -45,6 +48,15 @@ def test_request_on_the_queue_becomes_job_logs_and_report(stack, services):
     assert sorted(t["id"] for n in report["nodes"] for t in n["tasks"]) == sorted(f"task-{i}" for i in range(1, 9))
     with urllib.request.urlopen(f"{stack.host_url}/api/jobs/{job_id}", timeout=10) as resp:
         assert json.loads(resp.read())["jobId"] == job_id
+    browser = urllib.request.Request(f"{stack.host_url}/api/jobs/{job_id}", headers={"Accept": "text/html"})
+    with urllib.request.urlopen(browser, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert resp.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        page = resp.read().decode()
+    assert f"<title>Job {job_id}: report</title>" in page and "AllTasksComplete" in page
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{stack.host_url}/api/jobs/{job_id}?format=xml", timeout=10)
+    assert refused.value.code == 400 and b"format: must be json or html" in refused.value.read()
 
 
 def test_invalid_request_ends_rejected_with_its_reason(stack, services):
