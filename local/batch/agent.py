@@ -76,11 +76,21 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+        return None
+
+
 class Agent:
+    # Without pidfds, exits are found by polling at this interval.
+    POLL_SECONDS = 0.05
+
     def __init__(self, out=sys.stdout):
         self.out = out
         self.selector = selectors.DefaultSelector()
-        self.running: dict[int, tuple[subprocess.Popen, int]] = {}  # request id -> (process, pidfd)
+        self.running: dict[int, tuple[subprocess.Popen, int | None]] = {}  # request id -> (process, pidfd)
 
     def reply(self, message: dict) -> None:
         self.out.write(json.dumps(message, separators=(",", ":")) + "\n")
@@ -98,26 +108,34 @@ class Agent:
         if isinstance(started, dict):
             self.reply({"id": request["id"], "failure": started})
             return
-        pidfd = os.pidfd_open(started.pid)
+        pidfd = _pidfd(started.pid)
         self.running[request["id"]] = (started, pidfd)
-        self.selector.register(pidfd, selectors.EVENT_READ, request["id"])
+        if pidfd is not None:
+            self.selector.register(pidfd, selectors.EVENT_READ, request["id"])
         # Lets the emulator end this process group itself should the agent die (see process.py).
         self.reply({"id": request["id"], "pid": started.pid, "started": process_start_time(started.pid)})
 
     def ended(self, request_id: int) -> None:
         proc, pidfd = self.running.pop(request_id)
-        self.selector.unregister(pidfd)
-        os.close(pidfd)
-        # The exited leader is not reaped yet, so its pid (the group id) cannot have been reused: kill
-        # whatever it left running in its group, as Batch ends a task's processes with the task.
-        _kill_group(proc.pid)
+        if pidfd is not None:
+            self.selector.unregister(pidfd)
+            os.close(pidfd)
+            # The exited leader is not reaped yet, so its pid (the group id) cannot have been reused:
+            # kill whatever it left running in its group, as Batch ends a task's processes with the task.
+            _kill_group(proc.pid)
         self.reply({"id": request_id, "exit": proc.wait()})
+
+    def _polled(self) -> list[int]:
+        return [rid for rid, (proc, pidfd) in self.running.items() if pidfd is None and proc.poll() is not None]
 
     def serve(self, stdin_fd: int) -> None:
         self.selector.register(stdin_fd, selectors.EVENT_READ, None)
         pending = b""
         while True:
-            for key, _ in self.selector.select():
+            polling = any(pidfd is None for _, pidfd in self.running.values())
+            for request_id in self._polled():
+                self.ended(request_id)
+            for key, _ in self.selector.select(self.POLL_SECONDS if polling else None):
                 if key.data is not None:
                     self.ended(key.data)
                     continue

@@ -128,3 +128,35 @@ def test_a_crashed_emulator_leaves_no_task_or_agent_behind(tmp_path):
     wait_until(lambda: not _alive(task), 10, 0.05, "the task to be killed by its agent")
     assert agents, "the emulator had no agent process"
     wait_until(lambda: not any(_alive(a) for a in agents), 10, 0.05, "the agents to exit")
+
+
+def test_without_pidfds_the_agent_finds_exits_by_polling(tmp_path, monkeypatch):
+    import io
+    import json
+    import threading
+
+    from local.batch import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "_pidfd", lambda pid: None)  # as on macOS or a kernel before 5.3
+    out = io.StringIO()
+    node = agent_module.Agent(out=out)
+    read_end, write_end = os.pipe()
+    server = threading.Thread(target=node.serve, args=(read_end,), daemon=True)
+    server.start()
+    try:
+        for request_id, command in ((1, "/bin/true"), (2, "/bin/false")):
+            request = {"op": "run", "id": request_id, "commandLine": command, "env": {},
+                       **_paths(tmp_path, f"t{request_id}")}
+            os.write(write_end, json.dumps(request).encode() + b"\n")
+
+        def exits():
+            replies = [json.loads(line) for line in out.getvalue().splitlines()]
+            found = {r["id"]: r["exit"] for r in replies if "exit" in r}
+            return found if len(found) == 2 else None
+
+        assert wait_until(exits, 10, 0.05, "both exits to be reported") == {1: 0, 2: 1}
+    finally:
+        os.close(write_end)
+        server.join(10)
+        os.close(read_end)
+    assert not server.is_alive(), "the agent did not stop when its stdin closed"
