@@ -56,8 +56,8 @@ param logRetentionDays int = 30
 @description('Create the Event Grid subscriptions to the blob-trigger webhooks. Needs the code deployed first; the azd postdeploy hook sets it.')
 param wireEventGrid bool = false
 
-@description('true while the app signs the upload SAS for release tasks (app needs write on job-logs); false once uploads use the pool identity only.')
-param appIssuesUploadSas bool = true
+@description('false (default): release tasks upload with the pool identity and the app only reads job-logs; true: the app signs a create+write SAS for them instead (app needs write on job-logs).')
+param appIssuesUploadSas bool = false
 
 @description('Fallback: Blob Data Owner for the Functions host on the whole storage account instead of its own containers.')
 param hostRolesAtAccountScope bool = false
@@ -210,6 +210,9 @@ module functionApp 'modules/functionapp.bicep' = {
     allowedPools: empty(allowedPools) ? poolId : allowedPools
     jobRetentionDays: jobRetentionDays
     maxSubmitConcurrency: maxSubmitConcurrency
+    // Empty when the app issues upload SAS URLs instead (shared/settings.py reads empty as unset).
+    poolIdentityClientId: appIssuesUploadSas ? '' : identities.outputs.poolClientId
+    poolIdentityResourceId: appIssuesUploadSas ? '' : identities.outputs.poolIdentityId
   }
 }
 

@@ -39,21 +39,30 @@ class Azurite:
     queue_port: int = field(default_factory=free_port)
     table_port: int = field(default_factory=free_port)
     location: str | None = None  # None: in-memory persistence
+    # HTTPS with this certificate and key (PEM files); with oauth, bearer tokens are accepted too, as Azure
+    # Storage accepts Entra ID tokens (Azurite checks issuer, audience and lifetime, not the signature).
+    cert: str | None = None
+    key: str | None = None
+    oauth: bool = False
     _proc: subprocess.Popen | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.cert else "http"
+
+    @property
     def blob_endpoint(self) -> str:
-        return f"http://{HOST}:{self.blob_port}/{ACCOUNT_NAME}"
+        return f"{self.scheme}://{HOST}:{self.blob_port}/{ACCOUNT_NAME}"
 
     @property
     def queue_endpoint(self) -> str:
-        return f"http://{HOST}:{self.queue_port}/{ACCOUNT_NAME}"
+        return f"{self.scheme}://{HOST}:{self.queue_port}/{ACCOUNT_NAME}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint={self.blob_endpoint};QueueEndpoint={self.queue_endpoint};"
         )
 
@@ -70,6 +79,12 @@ class Azurite:
             "--skipApiVersionCheck", "--loose", "--silent",
         ]
         args += ["--location", self.location] if self.location else ["--inMemoryPersistence"]
+        if self.cert:
+            args += ["--cert", self.cert, "--key", self.key or ""]
+        if self.oauth:
+            if not self.cert:
+                raise ValueError("Azurite accepts OAuth tokens over HTTPS only: give cert and key too")
+            args += ["--oauth", "basic"]
         log.info("azurite.start", extra={"blob_port": self.blob_port, "queue_port": self.queue_port})
         self._proc = subprocess.Popen(
             args,

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from shared import metadata as md
 from shared.request import JobRequest, TaskSpec, expand_tasks
+from shared.settings import PoolIdentity
 
 PREP_ID = "jobpreparation"
 RELEASE_ID = "jobrelease"
@@ -28,10 +29,12 @@ NO_OP_PREP = "/bin/true"
 
 @dataclass(frozen=True)
 class Links:
-    """Where the release task's uploader comes from and where nodes write (both SAS URLs)."""
+    """Where the release task's uploader comes from (a read SAS URL) and where nodes write: a create+write
+    SAS URL, or, with upload_identity, the plain container URL that the pool's identity writes to."""
 
     uploader_url: str
     logs_container_url: str
+    upload_identity: PoolIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,12 @@ def job_body(request: JobRequest, job_id: str, meta: md.JobMetadata, links: Link
         "constraints": _constraints(prep.max_retries, prep.max_wall_clock) if prep else {"maxTaskRetryCount": 0},
     }
     release_env = dict(release.environment) if release else {}
+    if links.upload_identity is None:
+        release_env["ORCHESTRATOR_LOGS_SAS_URL"] = links.logs_container_url
+    else:
+        release_env["ORCHESTRATOR_LOGS_CONTAINER_URL"] = links.logs_container_url
+        release_env["ORCHESTRATOR_UPLOAD_CLIENT_ID"] = links.upload_identity.client_id
     release_env.update({
-        "ORCHESTRATOR_LOGS_SAS_URL": links.logs_container_url,
         "ORCHESTRATOR_COLLECT_LOGS": json.dumps(list(request.collect.logs)),
         "ORCHESTRATOR_COLLECT_CRASHDUMPS": json.dumps(list(request.collect.crash_dumps)),
     })
@@ -139,13 +146,17 @@ def task_body(spec: TaskSpec, request: JobRequest, job_id: str, links: Links) ->
         # A failing task ships its own dumps, so a node lost before its release task loses nothing.
         body["outputFiles"] = [{
             "filePattern": _task_pattern(pattern, spec.id),
-            "destination": {"container": {
-                "containerUrl": links.logs_container_url,
-                "path": f"{job_id}/{CRASH_PSEUDO_NODE}/crashdumps/{spec.id}",
-            }},
+            "destination": {"container": _output_container(links, f"{job_id}/{CRASH_PSEUDO_NODE}/crashdumps/{spec.id}")},
             "uploadOptions": {"uploadCondition": "taskfailure"},
         } for pattern in request.collect.crash_dumps]
     return body
+
+
+def _output_container(links: Links, path: str) -> dict:
+    container = {"containerUrl": links.logs_container_url, "path": path}
+    if links.upload_identity is not None:
+        container["identityReference"] = {"resourceId": links.upload_identity.resource_id}
+    return container
 
 
 def _task_pattern(pattern: str, task_id: str) -> str:

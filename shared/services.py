@@ -64,7 +64,8 @@ def build(settings: Settings) -> Services:
         url = settings.storage_blob_uri or f"https://{settings.storage_account}.blob.core.windows.net"
         service = BlobServiceClient(url, credential=_credential(), **CLIENT_KWARGS)
         key = None
-    return Services(settings=settings, batch=batch, store=Store(service, account_key=key))
+    return Services(settings=settings, batch=batch, store=Store(service, account_key=key,
+                                                                   upload_identity=settings.pool_identity))
 
 
 @functools.cache

@@ -32,6 +32,10 @@ JOB_RETENTION_DAYS = "JOB_RETENTION_DAYS"
 MAX_SUBMIT_CONCURRENCY = "MAX_SUBMIT_CONCURRENCY"
 # Retries inside one invocation; past them the message is abandoned and Service Bus redelivers it.
 BATCH_MAX_RETRIES = "BATCH_MAX_RETRIES"
+# The Batch pool's user-assigned identity. When set, nodes upload logs with it instead of a SAS URL
+# placed in the job's definition (readable by anyone who can read the job).
+POOL_IDENTITY_CLIENT_ID = "POOL_IDENTITY_CLIENT_ID"
+POOL_IDENTITY_RESOURCE_ID = "POOL_IDENTITY_RESOURCE_ID"
 
 # Every setting an app may read, with whether Azure must set it (used by the infra consistency tests).
 APP_SETTINGS = {
@@ -44,6 +48,8 @@ APP_SETTINGS = {
     JOB_RETENTION_DAYS: False,
     MAX_SUBMIT_CONCURRENCY: False,
     BATCH_MAX_RETRIES: False,
+    POOL_IDENTITY_CLIENT_ID: False,
+    POOL_IDENTITY_RESOURCE_ID: False,
 }
 
 
@@ -51,6 +57,14 @@ class MissingSetting(RuntimeError):
     def __init__(self, name: str, hint: str):
         super().__init__(f"app setting {name} is missing: {hint}")
         self.name = name
+
+
+@dataclass(frozen=True)
+class PoolIdentity:
+    """The pool's user-assigned managed identity, as nodes and Batch refer to it."""
+
+    client_id: str  # the uploader asks the node's metadata endpoint for a token with it
+    resource_id: str  # Batch's own outputFiles uploads name it in identityReference
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,7 @@ class Settings:
     retention: timedelta
     submit_concurrency: int
     batch_max_retries: int
+    pool_identity: PoolIdentity | None = None
 
     @property
     def local(self) -> bool:
@@ -101,6 +116,13 @@ def load(env: Mapping[str, str]) -> Settings:
     if key and not env.get(BATCH_ACCOUNT_NAME):
         raise MissingSetting(BATCH_ACCOUNT_NAME, f"{BATCH_ACCOUNT_KEY} is set, so the account name is needed too")
     pools = frozenset(p.strip() for p in env.get(ALLOWED_POOLS, "").split(",") if p.strip())
+    client_id, resource_id = env.get(POOL_IDENTITY_CLIENT_ID) or "", env.get(POOL_IDENTITY_RESOURCE_ID) or ""
+    if bool(client_id) != bool(resource_id):
+        absent = POOL_IDENTITY_RESOURCE_ID if client_id else POOL_IDENTITY_CLIENT_ID
+        present = POOL_IDENTITY_CLIENT_ID if client_id else POOL_IDENTITY_RESOURCE_ID
+        what = "resource" if client_id else "client"
+        raise MissingSetting(absent, f"{present} is set, so the identity's {what} id is needed too (both come "
+                             "from the pool's user-assigned identity)")
     return Settings(
         batch_url=batch_url.rstrip("/"),
         batch_account=env.get(BATCH_ACCOUNT_NAME) or None,
@@ -115,4 +137,5 @@ def load(env: Mapping[str, str]) -> Settings:
         retention=timedelta(days=_int(env, JOB_RETENTION_DAYS, 7, 1, 180)),
         submit_concurrency=_int(env, MAX_SUBMIT_CONCURRENCY, 8, 1, 64),
         batch_max_retries=_int(env, BATCH_MAX_RETRIES, 3, 0, 10),
+        pool_identity=PoolIdentity(client_id, resource_id) if client_id else None,
     )

@@ -28,8 +28,9 @@ from azure.storage.blob import (
 )
 
 from shared import blob_layout as bl
+from shared.planning import Links
 from shared.redact import redact_sas
-from shared.settings import LOGS_CONTAINER, REPORTS_CONTAINER, TOOLS_CONTAINER, UPLOADER_BLOB
+from shared.settings import LOGS_CONTAINER, REPORTS_CONTAINER, TOOLS_CONTAINER, UPLOADER_BLOB, PoolIdentity
 
 log = logging.getLogger("orchestrator.store")
 UPLOADER_SOURCE = Path(__file__).resolve().parent.parent / "tools" / "log_uploader.py"
@@ -39,9 +40,11 @@ _JSON = ContentSettings(content_type="application/json")
 
 
 class Store:
-    def __init__(self, service: BlobServiceClient, account_key: str | None = None):
+    def __init__(self, service: BlobServiceClient, account_key: str | None = None,
+                 upload_identity: PoolIdentity | None = None):
         self.service = service
         self.account_key = account_key
+        self.upload_identity = upload_identity
         self.logs = service.get_container_client(LOGS_CONTAINER)
         self.reports = service.get_container_client(REPORTS_CONTAINER)
         self.tools = service.get_container_client(TOOLS_CONTAINER)
@@ -131,6 +134,13 @@ class Store:
                                 permission=BlobSasPermissions(read=True), expiry=expiry,
                                 start=now - timedelta(minutes=5), **self._sign(now, expiry))
         return f"{self.tools.url}/{UPLOADER_BLOB}?{sas}"
+
+    def links(self, now: datetime, expiry: datetime) -> Links:
+        """What a job's nodes need: the uploader's URL, and where to write with which credential."""
+        # With the pool's identity writing, no SAS goes into the job's definition.
+        logs = self.logs.url if self.upload_identity is not None else self.logs_upload_url(now, expiry)
+        return Links(uploader_url=self.uploader_url(now, expiry), logs_container_url=logs,
+                     upload_identity=self.upload_identity)
 
     def logs_upload_url(self, now: datetime, expiry: datetime) -> str:
         """Create and write only: a node can add its files but cannot read, list or delete anyone's."""

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from shared import metadata as md
 from shared.batch import BatchAdapter, Refused, Transient
-from shared.planning import JobPlan, Links, plan, sas_expiry
+from shared.planning import JobPlan, plan, sas_expiry
 from shared.request import (
     JobRequest,
     RequestInvalid,
@@ -122,8 +122,7 @@ def _plan(request: JobRequest, job_id: str, digest: str, start: datetime, store:
     deadline = start + request.timeout
     expiry = sas_expiry(deadline)
     store.place_uploader()
-    links = Links(uploader_url=store.uploader_url(start, expiry), logs_container_url=store.logs_upload_url(start, expiry))
-    return plan(request, job_id, digest, start, links)
+    return plan(request, job_id, digest, start, store.links(start, expiry))
 
 
 def add_tasks(batch: BatchAdapter, job_plan: JobPlan, concurrency: int, progress: Progress | None = None) -> int:

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Upload a Batch node's logs and crash dumps for one job to the `job-logs` container.
 
-Runs in the job release task, standard library only. The container SAS may only create and write:
-nothing here lists, reads or deletes. Exits 0 whatever happens (the release task's exit code must
-stay the user's command's); failures are reported on stderr and in the manifest.
+Runs in the job release task, standard library only. It writes with either a container SAS that may
+only create and write ($ORCHESTRATOR_LOGS_SAS_URL), or the pool's user-assigned managed identity
+($ORCHESTRATOR_LOGS_CONTAINER_URL and $ORCHESTRATOR_UPLOAD_CLIENT_ID: a token from the node's instance
+metadata endpoint, so no secret sits in the job's definition). Nothing here lists, reads or deletes.
+Exits 0 whatever happens (the release task's exit code must stay the user's command's); failures are
+reported on stderr and in the manifest.
 
     {jobId}/{nodeId}/logs/<path>        files matching --logs, and tasks' stdout.txt/stderr.txt
     {jobId}/{nodeId}/crashdumps/<path>  files matching --crash-dumps
@@ -38,6 +41,9 @@ BACKOFF_MAX = 20.0
 TIMEOUT = 120
 MANIFEST_SCHEMA = "job-logs-manifest.v1"
 DEFAULT_BUDGET = 600.0  # seconds; the release task is killed at 15 minutes
+IMDS_TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
+STORAGE_RESOURCE = "https://storage.azure.com/"
+TOKEN_REFRESH_MARGIN = 300  # seconds before expiry
 
 
 class UploadError(Exception):
@@ -49,23 +55,79 @@ def log(event, **fields):
     print(json.dumps({"event": event, **fields}, sort_keys=True), file=sys.stderr, flush=True)
 
 
+def _backoff(attempt, retry_after=None):
+    delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    if retry_after and retry_after.isdigit():
+        delay = max(delay, min(float(retry_after), BACKOFF_MAX))
+    return delay
+
+
+class ManagedIdentityToken:
+    """Bearer tokens for Azure Storage from the node's instance metadata endpoint, for one user-assigned
+    identity; cached until TOKEN_REFRESH_MARGIN before they expire."""
+
+    def __init__(self, client_id, endpoint=IMDS_TOKEN_URL, clock=time.time, sleep=time.sleep):
+        self._url = endpoint + "?" + urllib.parse.urlencode(
+            {"api-version": "2018-02-01", "resource": STORAGE_RESOURCE, "client_id": client_id})
+        self._clock = clock
+        self._sleep = sleep
+        self._token = None
+        self._expires = 0.0
+
+    def get(self, force=False):
+        if force or self._token is None or self._clock() >= self._expires - TOKEN_REFRESH_MARGIN:
+            self._token, self._expires = self._fetch()
+        return self._token
+
+    def _fetch(self):
+        # IMDS answers 429 and 5xx while it starts or is busy; retry those like the uploads.
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            request = urllib.request.Request(self._url, headers={"Metadata": "true"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    body = json.loads(response.read())
+                return body["access_token"], float(body["expires_on"])
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+                exc.close()
+                if code != 429 and code < 500:
+                    raise UploadError(f"managed identity token: HTTP {code} (is the identity assigned to the "
+                                      "pool, and is its client id right?)") from None
+                reason = f"HTTP {code}"
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError) as exc:
+                reason = type(getattr(exc, "reason", exc)).__name__
+            if attempt == MAX_ATTEMPTS:
+                raise UploadError(f"managed identity token: gave up after {attempt} attempts ({reason})")
+            self._sleep(_backoff(attempt))
+
+
 class Container:
-    def __init__(self, sas_url, sleep=time.sleep):
-        parts = urllib.parse.urlsplit(sas_url)
-        if parts.scheme not in ("http", "https") or not parts.query:
-            raise UploadError("container URL must be an http(s) URL with a SAS query string")
+    """The job-logs container, written with a SAS URL, or with a plain URL and a ManagedIdentityToken."""
+
+    def __init__(self, url, token=None, sleep=time.sleep):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise UploadError("container URL must be an http(s) URL")
+        if token is None and not parts.query:
+            raise UploadError("container URL has no SAS query string, and no managed identity was given")
+        if token is not None and parts.query:
+            raise UploadError("give either a SAS URL or a managed identity, not both")
         self._base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self._sas = parts.query
+        self._token = token
         self._sleep = sleep
 
     def _url(self, blob_name, extra=""):
-        query = self._sas + (("&" + extra) if extra else "")
-        return f"{self._base}/{urllib.parse.quote(blob_name, safe='/')}?{query}"
+        query = "&".join(q for q in (self._sas, extra) if q)
+        return f"{self._base}/{urllib.parse.quote(blob_name, safe='/')}" + (f"?{query}" if query else "")
 
     def _put(self, blob_name, body, headers, extra=""):
-        """PUT with retries on 5xx, 429 and connection errors; errors never carry the URL."""
+        """PUT with retries on 5xx, 429 and connection errors; errors never carry the URL or a token."""
         headers = {"x-ms-version": API_VERSION, "Content-Length": str(len(body)), **headers}
+        refreshed = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            if self._token is not None:
+                headers["Authorization"] = "Bearer " + self._token.get()
             request = urllib.request.Request(self._url(blob_name, extra), data=body, method="PUT", headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
@@ -76,6 +138,11 @@ class Container:
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
                 error_code = exc.headers.get("x-ms-error-code") if exc.headers else None
                 exc.close()
+                if code in (401, 403) and self._token is not None and not refreshed:
+                    # A token revoked or expired early: fetch a new one once, then give up.
+                    self._token.get(force=True)
+                    refreshed = True
+                    continue
                 if code != 429 and code < 500:
                     raise UploadError(f"HTTP {code} {error_code or ''}".strip()) from None
                 reason = f"HTTP {code}"
@@ -84,10 +151,7 @@ class Container:
                 reason = type(getattr(exc, "reason", exc)).__name__
             if attempt == MAX_ATTEMPTS:
                 raise UploadError(f"gave up after {attempt} attempts ({reason})")
-            delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-            if retry_after and retry_after.isdigit():
-                delay = max(delay, min(float(retry_after), BACKOFF_MAX))
-            self._sleep(delay)
+            self._sleep(_backoff(attempt, retry_after))
 
     def put_blob(self, blob_name, body, content_type):
         self._put(blob_name, body, {"x-ms-blob-type": "BlockBlob", "x-ms-blob-content-type": content_type})
@@ -200,6 +264,8 @@ def main(argv=None):
     parser.add_argument("--root", default=os.environ.get("AZ_BATCH_NODE_ROOT_DIR"))
     parser.add_argument("--container-url-env", default="ORCHESTRATOR_LOGS_SAS_URL",
                         help="name of the environment variable holding the container SAS URL")
+    parser.add_argument("--imds-url", default=os.environ.get("ORCHESTRATOR_IMDS_URL", IMDS_TOKEN_URL),
+                        help="instance metadata token endpoint (identity uploads)")
     parser.add_argument("--logs", action="append", default=None, help="glob; repeatable")
     parser.add_argument("--crash-dumps", action="append", default=None, help="glob; repeatable")
     parser.add_argument("--budget-seconds", type=float,
@@ -211,14 +277,19 @@ def main(argv=None):
     log_globs = args.logs if args.logs is not None else _env_list("ORCHESTRATOR_COLLECT_LOGS")
     crash_globs = args.crash_dumps if args.crash_dumps is not None else _env_list("ORCHESTRATOR_COLLECT_CRASHDUMPS")
     missing = [n for n, v in (("job id", args.job_id), ("node id", args.node_id), ("root", args.root)) if not v]
-    sas_url = os.environ.get(args.container_url_env, "")
-    if not sas_url:
-        missing.append(f"${args.container_url_env}")
+    url = os.environ.get(args.container_url_env, "")
+    client_id = os.environ.get("ORCHESTRATOR_UPLOAD_CLIENT_ID", "")
+    if not url and client_id:
+        url = os.environ.get("ORCHESTRATOR_LOGS_CONTAINER_URL", "")
+    if not url:
+        missing.append(f"${args.container_url_env} (or $ORCHESTRATOR_LOGS_CONTAINER_URL with "
+                       "$ORCHESTRATOR_UPLOAD_CLIENT_ID)")
     if missing:
         log("upload.skipped", reason="missing " + ", ".join(missing))
         return 0
     try:
-        container = Container(sas_url)
+        token = ManagedIdentityToken(client_id, args.imds_url) if client_id and "?" not in url else None
+        container = Container(url, token)
     except UploadError as exc:
         log("upload.skipped", reason=str(exc))
         return 0

@@ -25,6 +25,9 @@ param watchdogSchedule string
 param allowedPools string
 param jobRetentionDays string
 param maxSubmitConcurrency string
+@description('The Batch pool identity release tasks upload with; empty: they get a SAS URL instead.')
+param poolIdentityClientId string = ''
+param poolIdentityResourceId string = ''
 @description('Upper bound on Flex instances; the submit function is bounded by Batch throttling long before this.')
 @minValue(1)
 @maxValue(1000)
@@ -115,6 +118,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       MAX_SUBMIT_CONCURRENCY: maxSubmitConcurrency
       // Retries inside one invocation; past them Service Bus redelivers the request.
       BATCH_MAX_RETRIES: '3'
+      // Nodes upload logs as the pool's identity: no SAS in the job's definition.
+      POOL_IDENTITY_CLIENT_ID: poolIdentityClientId
+      POOL_IDENTITY_RESOURCE_ID: poolIdentityResourceId
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${appClientId};Authorization=AAD'
     }

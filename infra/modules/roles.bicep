@@ -24,7 +24,7 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 @description('true: the app issues the release-task upload SAS for job-logs (user delegation SAS), so it needs write there.')
-param appIssuesUploadSas bool = true
+param appIssuesUploadSas bool = false
 @description('true: give the host Blob Data Owner on the whole account instead of on its own containers (fallback only).')
 param hostRolesAtAccountScope bool = false
 
@@ -145,11 +145,10 @@ resource appToolsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
 }
 
 // app: on job-logs, Reader is all the collect functions need (the blob triggers read what the
-// release tasks uploaded). But the permissions of a user delegation SAS are the intersection of what
-// the SAS says and what the signing identity holds, so while the app signs the create+write upload
-// SAS that release tasks use (appIssuesUploadSas, the default: tools/log_uploader.py takes a SAS),
-// it needs Blob Data Contributor here. Set appIssuesUploadSas=false once uploads use the pool
-// identity only, and the app drops back to Reader.
+// release tasks uploaded), and by default release tasks upload as the pool's identity. With
+// appIssuesUploadSas=true the app signs a create+write user delegation SAS for them instead; its
+// permissions are the intersection of the SAS's and the signer's, so the app then needs Blob Data
+// Contributor here.
 resource appLogsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(logs.id, appPrincipalId, appIssuesUploadSas ? roles.blobDataContributor : roles.blobDataReader)
   scope: logs

@@ -3,17 +3,22 @@ import http.server
 import importlib.util
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from shared.collector import collect_blob
+from tests.fixtures.imds import Imds
 from tests.unit.dumps import elf_core
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,3 +222,93 @@ def test_time_budget_still_writes_the_manifest(containers, node_dir):
     manifest = json.loads(logs.download_blob(f"{JOB}/{NODE}/manifest.json").readall())
     assert manifest["files"] == [] and manifest["failed"]
     assert all("time budget" in f["error"] for f in manifest["failed"])
+
+
+# ----- uploads with the pool's managed identity (Azurite over HTTPS with OAuth, an IMDS stand-in) -----
+
+POOL_CLIENT_ID = "5f0c1d2e-pool-identity"
+
+
+@pytest.fixture(scope="module")
+def oauth_storage(tmp_path_factory):
+    """Azurite accepting bearer tokens (HTTPS only), with a throwaway certificate the uploader trusts."""
+    tls = tmp_path_factory.mktemp("tls")
+    cert, key = tls / "cert.pem", tls / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server = Azurite(cert=str(cert), key=str(key), oauth=True).start(timeout=60)
+    try:
+        yield BlobServiceClient.from_connection_string(server.connection_string, connection_verify=str(cert)), cert
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def identity_logs(oauth_storage):
+    service, cert = oauth_storage
+    logs = service.create_container(f"logs-{uuid.uuid4().hex[:12]}")
+    yield logs, cert
+    logs.delete_container()
+
+
+def run_identity_uploader(root, container_url, client_id, imds_url, cert, *args):
+    env = {"PATH": os.environ.get("PATH", ""), "AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_NODE_ID": NODE,
+           "AZ_BATCH_NODE_ROOT_DIR": str(root), "ORCHESTRATOR_LOGS_CONTAINER_URL": container_url,
+           "ORCHESTRATOR_UPLOAD_CLIENT_ID": client_id, "ORCHESTRATOR_IMDS_URL": imds_url, "SSL_CERT_FILE": str(cert)}
+    return subprocess.run([sys.executable, str(UPLOADER), *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_uploads_with_the_pools_managed_identity_and_no_sas(identity_logs, node_dir):
+    logs, cert = identity_logs
+    root, _, files = node_dir
+    imds = Imds(POOL_CLIENT_ID).start()
+    try:
+        proc = run_identity_uploader(root, logs.url, POOL_CLIENT_ID, imds.url, cert,
+                                     "--logs", "job-1/*/wd/*.log", "--crash-dumps", "job-1/*/wd/core*")
+    finally:
+        imds.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "eyJ" not in proc.stderr, "a token was logged"
+    manifest = json.loads(logs.download_blob(f"{JOB}/{NODE}/manifest.json").readall())
+    assert manifest["failed"] == []
+    uploaded = {b.name for b in logs.list_blobs(name_starts_with=f"{JOB}/{NODE}/")}
+    assert len(uploaded) == len(manifest["files"]) + 1 and len(manifest["files"]) >= 4
+    # One token for the whole run, asked for the pool's identity and for Storage.
+    assert imds.requests == [{"api-version": "2018-02-01", "resource": "https://storage.azure.com/",
+                              "client_id": POOL_CLIENT_ID}]
+
+
+def test_the_token_is_what_authorises_the_upload(identity_logs):
+    logs, cert = identity_logs
+    anonymous = urllib.request.Request(f"{logs.url}/probe", data=b"x", method="PUT",
+                                       headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"})
+    context = ssl.create_default_context(cafile=str(cert))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=30, context=context)
+    assert refused.value.code in (401, 403, 404)
+
+
+@pytest.mark.parametrize(("imds_identity", "audience", "expected"), [
+    ("someone-else", "https://storage.azure.com", "managed identity token: HTTP 400"),
+    (POOL_CLIENT_ID, "https://vault.azure.net", "HTTP 403 AuthenticationFailed"),
+])
+def test_identity_problems_are_reported_per_file_and_exit_zero(identity_logs, node_dir, imds_identity, audience,
+                                                               expected):
+    logs, cert = identity_logs
+    root, _, _ = node_dir
+    imds = Imds(imds_identity, audience=audience).start()
+    try:
+        # Small files only: a refused upload of a multi-MiB block ends in a dropped connection (retried
+        # with backoff) rather than the 403, which would only slow this test down.
+        proc = run_identity_uploader(root, logs.url, POOL_CLIENT_ID, imds.url, cert, "--logs", "job-1/t1/wd/*.log")
+    finally:
+        imds.stop()
+    assert proc.returncode == 0
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    failures = [e for e in events if e["event"] == "upload.failed"]
+    assert failures and all(e["error"].startswith(expected) for e in failures), failures
+    assert events[-1] == {**events[-1], "event": "upload.done", "uploaded": 0}
+    if imds_identity == POOL_CLIENT_ID:
+        assert len(imds.requests) >= 2, "a refused token is replaced once before giving up"

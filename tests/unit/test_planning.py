@@ -10,6 +10,7 @@ import pytest
 from shared import metadata as md
 from shared.planning import CRASH_PSEUDO_NODE, Links, _task_pattern, plan, release_command, sas_expiry
 from shared.request import parse_request
+from shared.settings import PoolIdentity
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 LINKS = Links(uploader_url="https://acct/tools/log_uploader.py?sig=r", logs_container_url="https://acct/job-logs?sig=w")
@@ -70,3 +71,23 @@ def test_tasks_chunk_by_100_and_failing_tasks_ship_their_dumps():
 def test_sas_outlives_the_last_release_task_only():
     deadline = NOW + timedelta(hours=1)
     assert sas_expiry(deadline) == deadline + timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("identity", [None, PoolIdentity("client-1", "/subscriptions/s/identities/pool")])
+def test_nodes_write_with_a_sas_or_with_the_pools_identity_never_both(identity):
+    links = LINKS if identity is None else Links(uploader_url=LINKS.uploader_url,
+                                                   logs_container_url="https://acct/job-logs", upload_identity=identity)
+    body = req(collect={"crashDumps": ["job-1/*/wd/core*"]})
+    job_plan = plan(parse_request(body), "j3", "h", NOW, links)
+    env = {e["name"]: e["value"] for e in job_plan.job["jobReleaseTask"]["environmentSettings"]}
+    (output,) = next(job_plan.task_chunks())[0]["outputFiles"]
+    container = output["destination"]["container"]
+    if identity is None:
+        assert env["ORCHESTRATOR_LOGS_SAS_URL"] == LINKS.logs_container_url
+        assert "ORCHESTRATOR_UPLOAD_CLIENT_ID" not in env and "identityReference" not in container
+    else:
+        assert (env["ORCHESTRATOR_LOGS_CONTAINER_URL"], env["ORCHESTRATOR_UPLOAD_CLIENT_ID"]) == (
+            "https://acct/job-logs", "client-1")
+        assert "ORCHESTRATOR_LOGS_SAS_URL" not in env
+        assert container["identityReference"] == {"resourceId": identity.resource_id}
+        assert "sig=w" not in str(job_plan.job) + str(container), "no write SAS anywhere in the job"
