@@ -73,8 +73,18 @@ class NodeAgent:
         self._started: asyncio.Task | None = None
         self._reader: asyncio.Task | None = None
 
+    def _down(self) -> bool:
+        """Never started, failed to start, or started and since gone."""
+        started = self._started
+        if started is None:
+            return True
+        if not started.done():
+            return False
+        failed = started.cancelled() or started.exception() is not None
+        return failed or (self._reader is not None and self._reader.done())
+
     async def _ensure(self) -> None:
-        if self._started is None or (self._started.done() and self._reader is not None and self._reader.done()):
+        if self._down():
             self._started = asyncio.ensure_future(self._start())
         await asyncio.shield(self._started)
 
@@ -122,9 +132,14 @@ class NodeAgent:
 
     async def start_command(self, command_line: str, cwd: str, env: dict[str, str], dirs: list[str],
                             stdout: str, stderr: str) -> Running:
-        await self._ensure()
         request_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
+        try:
+            await self._ensure()
+        except OSError as exc:  # e.g. out of processes: the task fails; the next one tries again
+            fut.set_result({"failure": failure("NodeAgentFailed", f"The node's agent could not start: {exc}",
+                                               "servererror")})
+            return Running(self, request_id, fut)
         self._runs[request_id] = fut
         self.send({"op": "run", "id": request_id, "commandLine": command_line, "cwd": cwd, "env": env,
                    "dirs": dirs, "stdout": stdout, "stderr": stderr})

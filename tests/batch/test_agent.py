@@ -160,3 +160,17 @@ def test_without_pidfds_the_agent_finds_exits_by_polling(tmp_path, monkeypatch):
         server.join(10)
         os.close(read_end)
     assert not server.is_alive(), "the agent did not stop when its stdin closed"
+
+
+async def test_an_agent_that_cannot_start_fails_the_task_and_is_tried_again(tmp_path, monkeypatch):
+    node = process.NodeAgent("tvmps_test_d")
+    monkeypatch.setattr(process, "AGENT", tmp_path / "no-such-agent.py")
+    monkeypatch.setattr(process.sys, "executable", str(tmp_path / "no-such-python"))
+    first = await process.wait(await node.start_command("/bin/true", env={}, **_paths(tmp_path, "a")), 30)
+    assert (first.exit_code, first.failure["code"]) == (None, "NodeAgentFailed")
+    monkeypatch.undo()
+    try:
+        again = await process.wait(await node.start_command("/bin/true", env={}, **_paths(tmp_path, "b")), 30)
+        assert again == process.Outcome(0, None)
+    finally:
+        await node.close()
