@@ -21,12 +21,11 @@ def _json(status: int, body: dict) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, indent=2), status_code=status, mimetype="application/json")
 
 
-def _wants_html(req: func.HttpRequest) -> bool:
-    fmt = (req.params.get("format") or "").lower()
+def _wants_html(fmt: str, req: func.HttpRequest) -> bool:
+    """An explicit ?format wins; otherwise a browser (Accept: text/html) gets the page."""
     if fmt:
         return fmt == "html"
-    accept = req.headers.get("accept") or ""
-    return "text/html" in accept.lower()
+    return "text/html" in (req.headers.get("accept") or "").lower()
 
 
 def _page(report: dict) -> func.HttpResponse:
@@ -41,7 +40,8 @@ def job_report(req: func.HttpRequest) -> func.HttpResponse:
     job_id = req.route_params.get("jobId", "")
     if not re.fullmatch(ID_PATTERN, job_id):
         return _json(400, {"error": "jobId: not a valid Batch job id (letters, digits, - and _, at most 64)"})
-    if (req.params.get("format") or "json").lower() not in ("json", "html"):
+    fmt = (req.params.get("format") or "").lower()
+    if fmt not in ("", "json", "html"):
         return _json(400, {"error": "format: must be json or html"})
     store = services().store
     report = store.report(job_id)
@@ -50,6 +50,6 @@ def job_report(req: func.HttpRequest) -> func.HttpResponse:
         if outcome is not None:
             report = {"jobId": job_id, "outcome": outcome, "files": [], "nodes": []}
     if report is not None:
-        return _page(report) if _wants_html(req) else _json(200, report)
+        return _page(report) if _wants_html(fmt, req) else _json(200, report)
     return _json(404, {"error": f"no report for job {job_id!r} yet: the job may still be running, or the id "
                                 "may be wrong (see `orchestrator status`)"})

@@ -118,9 +118,8 @@ def load(env: Mapping[str, str]) -> Settings:
     pools = frozenset(p.strip() for p in env.get(ALLOWED_POOLS, "").split(",") if p.strip())
     client_id, resource_id = env.get(POOL_IDENTITY_CLIENT_ID) or "", env.get(POOL_IDENTITY_RESOURCE_ID) or ""
     if bool(client_id) != bool(resource_id):
-        absent = POOL_IDENTITY_RESOURCE_ID if client_id else POOL_IDENTITY_CLIENT_ID
-        present = POOL_IDENTITY_CLIENT_ID if client_id else POOL_IDENTITY_RESOURCE_ID
-        what = "resource" if client_id else "client"
+        present, absent, what = ((POOL_IDENTITY_CLIENT_ID, POOL_IDENTITY_RESOURCE_ID, "resource") if client_id
+                                 else (POOL_IDENTITY_RESOURCE_ID, POOL_IDENTITY_CLIENT_ID, "client"))
         raise MissingSetting(absent, f"{present} is set, so the identity's {what} id is needed too (both come "
                              "from the pool's user-assigned identity)")
     return Settings(

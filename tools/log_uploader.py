@@ -62,6 +62,51 @@ def _backoff(attempt, retry_after=None):
     return delay
 
 
+class _Retryable(Exception):
+    """429, 5xx or a connection error: worth another attempt."""
+
+    def __init__(self, reason, retry_after=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _Refused(Exception):
+    """Any other HTTP error: another attempt would get the same answer."""
+
+    def __init__(self, code, error_code=None):
+        super().__init__(f"HTTP {code} {error_code or ''}".strip())
+        self.code = code
+
+
+def _exchange(request, timeout):
+    """Send one request and return the response body. Errors never carry the URL, a SAS or a token."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        code, headers = exc.code, exc.headers
+        retry_after = headers.get("Retry-After") if headers else None
+        error_code = headers.get("x-ms-error-code") if headers else None
+        exc.close()
+        if code == 429 or code >= 500:
+            raise _Retryable(f"HTTP {code}", retry_after) from None
+        raise _Refused(code, error_code) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise _Retryable(type(getattr(exc, "reason", exc)).__name__) from None
+
+
+def _with_retries(once, sleep, what=""):
+    """Call once() until it returns, backing off after each _Retryable, at most MAX_ATTEMPTS times."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return once()
+        except _Retryable as exc:
+            if attempt == MAX_ATTEMPTS:
+                raise UploadError(f"{what}gave up after {attempt} attempts ({exc.reason})") from None
+            sleep(_backoff(attempt, exc.retry_after))
+
+
 class ManagedIdentityToken:
     """Bearer tokens for Azure Storage from the node's instance metadata endpoint, for one user-assigned
     identity; cached until TOKEN_REFRESH_MARGIN before they expire."""
@@ -76,29 +121,19 @@ class ManagedIdentityToken:
 
     def get(self, force=False):
         if force or self._token is None or self._clock() >= self._expires - TOKEN_REFRESH_MARGIN:
-            self._token, self._expires = self._fetch()
+            self._token, self._expires = _with_retries(self._fetch, self._sleep, "managed identity token: ")
         return self._token
 
     def _fetch(self):
-        # IMDS answers 429 and 5xx while it starts or is busy; retry those like the uploads.
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            request = urllib.request.Request(self._url, headers={"Metadata": "true"})
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    body = json.loads(response.read())
-                return body["access_token"], float(body["expires_on"])
-            except urllib.error.HTTPError as exc:
-                code = exc.code
-                exc.close()
-                if code != 429 and code < 500:
-                    raise UploadError(f"managed identity token: HTTP {code} (is the identity assigned to the "
-                                      "pool, and is its client id right?)") from None
-                reason = f"HTTP {code}"
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError) as exc:
-                reason = type(getattr(exc, "reason", exc)).__name__
-            if attempt == MAX_ATTEMPTS:
-                raise UploadError(f"managed identity token: gave up after {attempt} attempts ({reason})")
-            self._sleep(_backoff(attempt))
+        # IMDS answers 429 and 5xx while it starts or is busy: _with_retries retries those, as uploads.
+        try:
+            body = json.loads(_exchange(urllib.request.Request(self._url, headers={"Metadata": "true"}), 30))
+            return body["access_token"], float(body["expires_on"])
+        except _Refused as exc:
+            raise UploadError(f"managed identity token: {exc} (is the identity assigned to the pool, and is "
+                              "its client id right?)") from None
+        except (ValueError, KeyError) as exc:
+            raise _Retryable(type(exc).__name__) from None
 
 
 class Container:
@@ -122,36 +157,26 @@ class Container:
         return f"{self._base}/{urllib.parse.quote(blob_name, safe='/')}" + (f"?{query}" if query else "")
 
     def _put(self, blob_name, body, headers, extra=""):
-        """PUT with retries on 5xx, 429 and connection errors; errors never carry the URL or a token."""
+        """PUT with retries on 5xx, 429 and connection errors."""
         headers = {"x-ms-version": API_VERSION, "Content-Length": str(len(body)), **headers}
         refreshed = False
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+
+        def once():
+            nonlocal refreshed
             if self._token is not None:
                 headers["Authorization"] = "Bearer " + self._token.get()
             request = urllib.request.Request(self._url(blob_name, extra), data=body, method="PUT", headers=headers)
             try:
-                with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                    response.read()
-                    return
-            except urllib.error.HTTPError as exc:
-                code = exc.code
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
-                error_code = exc.headers.get("x-ms-error-code") if exc.headers else None
-                exc.close()
-                if code in (401, 403) and self._token is not None and not refreshed:
+                _exchange(request, TIMEOUT)
+            except _Refused as exc:
+                if exc.code in (401, 403) and self._token is not None and not refreshed:
                     # A token revoked or expired early: fetch a new one once, then give up.
                     self._token.get(force=True)
                     refreshed = True
-                    continue
-                if code != 429 and code < 500:
-                    raise UploadError(f"HTTP {code} {error_code or ''}".strip()) from None
-                reason = f"HTTP {code}"
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
-                retry_after = None
-                reason = type(getattr(exc, "reason", exc)).__name__
-            if attempt == MAX_ATTEMPTS:
-                raise UploadError(f"gave up after {attempt} attempts ({reason})")
-            self._sleep(_backoff(attempt, retry_after))
+                    return once()
+                raise UploadError(str(exc)) from None
+
+        _with_retries(once, self._sleep)
 
     def put_blob(self, blob_name, body, content_type):
         self._put(blob_name, body, {"x-ms-blob-type": "BlockBlob", "x-ms-blob-content-type": content_type})

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from local.batch.config import MAX_TASKS_PER_COLLECTION, PAGE_SIZE_DEFAULT
-from local.batch.engine import Account
+from local.batch.engine import Account, task_rel_dir
 from local.batch.errors import BatchError, invalid_property, invalid_query, not_found
 from local.batch.model import Job
 from local.batch.odata import (
@@ -313,7 +313,7 @@ def _task_root(request: web.Request) -> tuple[Path, str]:
     if node is None:
         raise BatchError(409, "TaskNotStarted" if task.state == "active" else "NodeNotFound",
                          "The task has not been placed on a node, so it has no files yet.")
-    return (node.root / "workitems" / job.id / "job-1" / task.id,
+    return (node.root / task_rel_dir(job.id, task.id),
             f"{account.base_url}/jobs/{job.id}/tasks/{task.id}/files")
 
 

@@ -33,6 +33,11 @@ LIVE_JOB_STATES = ("active", "disabling", "disabled", "enabling", "terminating")
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "SYSTEMROOT")
 
 
+def task_rel_dir(job_id: str, task_id: str) -> str:
+    """A task's directory, relative to its node's root, as Batch lays it out."""
+    return f"workitems/{job_id}/job-1/{task_id}"
+
+
 def node_id_for(pool_id: str, index: int) -> str:
     digest = hashlib.sha256(pool_id.encode()).hexdigest()[:10]
     return f"tvmps_{digest}{index:04d}_d"
@@ -555,7 +560,7 @@ class Account:
             "PATH": f"{env['PATH']}:{wd}",
         })
         if job.prep_spec is not None:
-            prep_dir = f"{node.root}/workitems/{job.id}/job-1/{job.prep_spec.get('id', PREP_ID)}"
+            prep_dir = f"{node.root}/{task_rel_dir(job.id, job.prep_spec.get('id', PREP_ID))}"
             env["AZ_BATCH_JOB_PREP_DIR"] = prep_dir
             env["AZ_BATCH_JOB_PREP_WORKING_DIR"] = f"{prep_dir}/wd"
         for item in (job.spec.get("commonEnvironmentSettings") or []) + (own or []):
@@ -565,7 +570,7 @@ class Account:
     async def _execute(self, job: Job, node: Node, task_id: str, spec: dict, timeout: timedelta | None,
                        key: tuple, live=lambda: True) -> tuple[process.Outcome, Path]:
         """Run one task-like command on a node, through the node's agent."""
-        task_dir = f"{node.root}/workitems/{job.id}/job-1/{task_id}"
+        task_dir = f"{node.root}/{task_rel_dir(job.id, task_id)}"
         wd = f"{task_dir}/wd"
         if spec.get("resourceFiles"):
             # Files land in the working directory before the command starts, so it must exist first.
@@ -695,7 +700,7 @@ class Account:
     # ----- views ----------------------------------------------------------------------------------
 
     def task_wire(self, job: Job, task: Task) -> dict:
-        rel = f"workitems/{job.id}/job-1/{task.id}" if task.node_id else None
+        rel = task_rel_dir(job.id, task.id) if task.node_id else None
         return task.wire(self.base_url, rel)
 
     def prep_release_status(self, job: Job) -> list[dict]:
@@ -707,7 +712,7 @@ class Account:
             if rec.prep_state is None:
                 continue
             node_url = f"{self.base_url}/pools/{rec.pool_id}/nodes/{rec.node_id}"
-            prep_rel = f"workitems/{job.id}/job-1/{job.prep_spec.get('id', PREP_ID)}"
+            prep_rel = task_rel_dir(job.id, job.prep_spec.get("id", PREP_ID))
             item = {"poolId": rec.pool_id, "nodeId": rec.node_id, "nodeUrl": node_url,
                     "jobPreparationTaskExecutionInfo": {
                         **rec.prep.wire(), "state": rec.prep_state,
@@ -715,7 +720,7 @@ class Account:
             if rec.prep_state == "running":
                 item["jobPreparationTaskExecutionInfo"].pop("result", None)
             if rec.release is not None and job.release_spec is not None:
-                rel_rel = f"workitems/{job.id}/job-1/{job.release_spec.get('id', RELEASE_ID)}"
+                rel_rel = task_rel_dir(job.id, job.release_spec.get("id", RELEASE_ID))
                 info = rec.release.wire(include_retry=False)
                 info.update({"state": rec.release_state, "taskRootDirectory": rel_rel,
                              "taskRootDirectoryUrl": f"{node_url}/files/{rel_rel}"})

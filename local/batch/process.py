@@ -83,9 +83,14 @@ class NodeAgent:
         failed = started.cancelled() or started.exception() is not None
         return failed or (self._reader is not None and self._reader.done())
 
-    async def _ensure(self) -> None:
+    def boot(self) -> None:
+        """Start the agent if it is not running, as a node does when it joins its pool, so the first task
+        does not wait for it."""
         if self._down():
             self._started = asyncio.ensure_future(self._start())
+
+    async def _ensure(self) -> None:
+        self.boot()
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
@@ -94,11 +99,6 @@ class NodeAgent:
             sys.executable, "-I", "-S", str(AGENT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=1 << 20)
         self._reader = asyncio.create_task(self._read(self._proc))
-
-    def boot(self) -> None:
-        """Start the agent now, as a node does when it joins its pool, so the first task does not wait."""
-        if self._started is None:
-            self._started = asyncio.ensure_future(self._start())
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
