@@ -14,9 +14,6 @@ import asyncio
 import multiprocessing
 import os
 import queue
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +23,8 @@ from pathlib import Path
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
-REPO = Path(__file__).resolve().parents[1]
+from local.child import ReadyProcess, free_port
+
 QUEUE = "bench"
 TOTAL = 10_000
 BATCH = 100
@@ -34,25 +32,10 @@ RECEIVERS = 4
 TARGET_PER_S = 1_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(data_dir: str, in_memory: bool) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "local.servicebus", "--port", str(_free_port()), "--queue", QUEUE]
-    cmd += ["--in-memory"] if in_memory else ["--data-dir", data_dir]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    line: list[bytes] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(20)
-    text = line[0].decode().strip() if line else ""
-    if not text.startswith("SERVICEBUS_CONNECTION="):
-        proc.kill()
-        raise RuntimeError(f"emulator did not start: {text!r}")
-    return proc, text.split("=", 1)[1]
+def _emulator(work: str, in_memory: bool) -> ReadyProcess:
+    cmd = [sys.executable, "-m", "local.servicebus", "--port", str(free_port()), "--queue", QUEUE]
+    cmd += ["--in-memory"] if in_memory else ["--data-dir", os.path.join(work, "data")]
+    return ReadyProcess("Service Bus emulator", cmd, "SERVICEBUS_CONNECTION=", Path(work) / "servicebus.log")
 
 
 def _percentile(sorted_values: list[float], p: float) -> float:
@@ -177,16 +160,13 @@ def _cpu_seconds(pid: int) -> float | None:
 def measure(in_memory: bool = False) -> dict:
     """Start an emulator (SQLite by default), run the workload, stop it, return the figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc, connection = _start(os.path.join(tmp, "data"), in_memory)
+        emulator = _emulator(tmp, in_memory)
+        connection = emulator.start(20)
         try:
             result = _measure(connection)
-            result["broker_cpu_s"] = _cpu_seconds(proc.pid)
+            result["broker_cpu_s"] = _cpu_seconds(emulator.proc.pid)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            emulator.stop()
     result.update(store="memory" if in_memory else "sqlite", receivers=RECEIVERS, batch=BATCH,
                   target_messages_per_s=TARGET_PER_S, meets_target=result["messages_per_s"] >= TARGET_PER_S)
     return result

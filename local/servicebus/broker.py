@@ -17,11 +17,10 @@ from proton import Condition, Delivery, Endpoint, Handler, Link, Message, Termin
 from . import codec, links
 from .cbs import TokenRejected, covers, verify_sas
 from .log import log
-from .management import MAX_MESSAGE_SIZE, Management
+from .management import LOCK_LOST, MAX_MESSAGE_SIZE, Management
 from .queues import EntityNotFound, Namespace, SubQueue
 from .render import render
 
-LOCK_LOST = "com.microsoft:message-lock-lost"
 # A transfer still growing past this is not going to be accepted; stop buffering it.
 HARD_TRANSFER_LIMIT = 4 * MAX_MESSAGE_SIZE
 PRODUCER_CREDIT = 500
@@ -349,7 +348,7 @@ class Broker(Handler):
         for link in conn.sb_links:
             if getattr(link, "sb_kind", None) != "mgmt-out" or not _usable(link):
                 continue
-            if wanted and links.entity_path(link.remote_source.address).lower() == wanted:
+            if wanted and link.sb_reply_address == wanted:
                 return link
             if link.sb_sub is sub:
                 fallback = link
@@ -424,7 +423,7 @@ class Broker(Handler):
                 self.ns.release(lock)
             dlv.settle()
             return
-        if not lock.live or lock.until_ms <= self.ns.clock_ms():
+        if not self.ns.is_live(lock):
             # The lock ran out before the client settled: it must learn the message may be redelivered.
             return self._reject(dlv, LOCK_LOST, "The lock supplied is invalid: it expired or was already released.")
         remote = dlv.remote

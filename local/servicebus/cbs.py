@@ -6,7 +6,9 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
-from urllib.parse import quote_plus, unquote_plus, urlsplit
+from urllib.parse import quote_plus, unquote_plus
+
+from . import links
 
 
 class TokenRejected(ValueError):
@@ -21,9 +23,7 @@ class Grant:
 
 def audience_path(audience: str) -> str:
     """'sb://host:port/jobs/$DeadLetterQueue' or 'amqps://host/jobs' -> 'jobs/$deadletterqueue'."""
-    if "://" in audience:
-        audience = urlsplit(audience).path
-    return audience.strip("/").lower()
+    return links.entity_path(audience).lower()
 
 
 def covers(grant_path: str, entity_path: str) -> bool:

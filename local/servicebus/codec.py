@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from proton import Data, symbol, timestamp
+from proton import Data
 
 HEADER = 0x70
 DELIVERY_ANNOTATIONS = 0x71
@@ -306,17 +306,6 @@ def with_application_properties(app_raw: bytes, extra: dict[str, Any]) -> bytes:
     return encode_section(APPLICATION_PROPERTIES, props)
 
 
-def annotations_section(sender_annotations: dict, broker: dict[str, Any]) -> bytes:
-    merged = dict(sender_annotations)
-    for key, value in broker.items():
-        merged[symbol(key)] = value
-    return encode_section(MESSAGE_ANNOTATIONS, merged)
-
-
-def ms_timestamp(ms: int) -> timestamp:
-    return timestamp(ms)
-
-
 def lock_token_tag(token: uuid.UUID) -> bytes:
     """The SDK reads the delivery tag as a .NET Guid (uuid.UUID(bytes_le=tag))."""
     return token.bytes_le
@@ -324,10 +313,6 @@ def lock_token_tag(token: uuid.UUID) -> bytes:
 
 # Broker annotations are encoded by hand: they are a handful of symbol -> long/timestamp/string
 # entries on every delivery, and splicing them into the sender's map keeps its entries untouched.
-class Long(int):
-    pass
-
-
 class Timestamp(int):
     pass
 

@@ -37,8 +37,6 @@ class Lock:
     token: uuid.UUID
     record: Record
     until_ms: int
-    # The proton delivery waiting for the client's disposition, when the message went out on a link.
-    delivery: object | None = None
     live: bool = True
 
 
@@ -149,10 +147,12 @@ class Namespace:
         new: list[Record] = []
         new_ids: list[tuple[str, int]] = []
         seqs: list[int] = []
+        if queue.config.duplicate_detection:
+            self._trim_seen(queue, now)
+        default_ttl = _seconds_ms(queue.config.default_ttl_s)
         for parsed in messages:
             message_id = None if parsed.message_id is None else str(parsed.message_id)
             if queue.config.duplicate_detection and message_id is not None:
-                self._trim_seen(queue, now)
                 if message_id in queue.seen_ids:
                     continue
                 queue.seen_ids[message_id] = now
@@ -160,7 +160,7 @@ class Namespace:
             annotations = {k: v for k, v in parsed.annotations.items() if str(k) not in _BROKER_ANNOTATIONS}
             scheduled_ms = annotations.get(_SCHEDULED_KEY)
             visible = max(now, int(scheduled_ms)) if scheduled_ms is not None else now
-            ttl_candidates = [t for t in (parsed.ttl_ms, _seconds_ms(queue.config.default_ttl_s)) if t]
+            ttl_candidates = [t for t in (parsed.ttl_ms, default_ttl) if t]
             ttl = min(ttl_candidates) if ttl_candidates else None
             record = Record(
                 seq=self.next_seq, queue=queue.key, dead_letter=False,
@@ -194,7 +194,11 @@ class Namespace:
 
     def _trim_seen(self, queue: Queue, now: int) -> None:
         horizon = now - int(queue.config.duplicate_window_s * 1000)
-        stale = [mid for mid, ms in queue.seen_ids.items() if ms < horizon] if queue.seen_ids else []
+        stale = []
+        for mid, ms in queue.seen_ids.items():  # oldest first, so the stale ones are a prefix
+            if ms >= horizon:
+                break
+            stale.append(mid)
         if stale:
             for mid in stale:
                 del queue.seen_ids[mid]
@@ -224,10 +228,10 @@ class Namespace:
                 continue
             return record
 
-    def lock(self, record: Record, delivery: object | None = None) -> Lock:
+    def lock(self, record: Record) -> Lock:
         queue = self.queues[record.queue]
         until = self.clock_ms() + int(queue.config.lock_duration_s * 1000)
-        lock = Lock(token=uuid.uuid4(), record=record, until_ms=until, delivery=delivery)
+        lock = Lock(token=uuid.uuid4(), record=record, until_ms=until)
         record.lock = lock
         self.locks[lock.token] = lock
         heapq.heappush(self._lock_expiry, (until, lock.token))
@@ -238,9 +242,12 @@ class Namespace:
         self.queues[record.queue].sub(record.dead_letter).discard(record)
         self.store.remove([record.seq])
 
+    def is_live(self, lock: Lock) -> bool:
+        return lock.live and lock.until_ms > self.clock_ms()
+
     def live_lock(self, token: uuid.UUID) -> Lock:
         lock = self.locks.get(token)
-        if lock is None or not lock.live or lock.until_ms <= self.clock_ms():
+        if lock is None or not self.is_live(lock):
             raise LockLost(str(token))
         return lock
 

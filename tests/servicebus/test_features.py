@@ -8,7 +8,7 @@ import uuid
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
-from tests.fixtures.servicebus import wait_for
+from tests.waiting import wait_until
 
 WAIT = 5
 
@@ -116,5 +116,5 @@ def test_ttl_expiry_without_dead_lettering_drops(client):
         first = receiver.peek_messages(max_message_count=5)
         assert [str(m) for m in first] == ["gone"]
         assert first[0].expires_at_utc == first[0].enqueued_time_utc + dt.timedelta(seconds=3)
-        wait_for(lambda: receiver.peek_messages(max_message_count=5) == [], 6, "the message to expire")
+        wait_until(lambda: receiver.peek_messages(max_message_count=5) == [], 6, what="the message to expire")
         assert dlq.receive_messages(max_message_count=1, max_wait_time=0.5) == []
