@@ -17,7 +17,7 @@ from pathlib import Path
 import azure.batch.models as m
 from azure.storage.blob import BlobServiceClient
 
-from local.azurite import Azurite
+from local.azurite import ACCOUNT_KEY, Azurite
 from local.batch.control import EmulatorProcess
 from shared import metadata as md
 from shared.batch import BatchAdapter
@@ -92,7 +92,7 @@ def run() -> dict:
         endpoint = emulator.start()
         client = endpoint.client()
         store = Store(BlobServiceClient.from_connection_string(azurite.connection_string),
-                      account_key=azurite.connection_string.split("AccountKey=")[1].split(";")[0])
+                      account_key=ACCOUNT_KEY)
         store.ensure_containers()
         try:
             return {**bench_submit(client, store), **bench_watchdog(endpoint, client, store)}

@@ -6,12 +6,11 @@ JSON by default; the report page (HTML) for `?format=html` or a browser's `Accep
 from __future__ import annotations
 
 import json
-import re
 
 import azure.functions as func
 
 from shared.report_page import CONTENT_SECURITY_POLICY, render_report_page
-from shared.request import ID_PATTERN
+from shared.request import is_batch_id
 from shared.services import services
 
 bp = func.Blueprint()
@@ -38,7 +37,7 @@ def _page(report: dict) -> func.HttpResponse:
 @bp.route(route="jobs/{jobId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def job_report(req: func.HttpRequest) -> func.HttpResponse:
     job_id = req.route_params.get("jobId", "")
-    if not re.fullmatch(ID_PATTERN, job_id):
+    if not is_batch_id(job_id):
         return _json(400, {"error": "jobId: not a valid Batch job id (letters, digits, - and _, at most 64)"})
     fmt = (req.params.get("format") or "").lower()
     if fmt not in ("", "json", "html"):

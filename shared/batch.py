@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import azure.batch.models as m
 from azure.batch import BatchClient
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError, ServiceRequestError
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 from azure.core.rest import HttpRequest
 
 log = logging.getLogger("orchestrator.batch")
@@ -64,6 +64,12 @@ class Counter:
     """Counts the Batch calls a piece of work made (benchmarks and the watchdog's cost report)."""
 
     calls: int = 0
+
+
+def _node_entry(node_id: str, prep: dict | None = None, release: dict | None = None) -> dict[str, Any]:
+    prep, release = prep or {}, release or {}
+    return {"nodeId": node_id, "prepExitCode": prep.get("exitCode"), "prepResult": prep.get("result"),
+            "releaseExitCode": release.get("exitCode"), "releaseResult": release.get("result"), "tasks": []}
 
 
 class BatchAdapter:
@@ -190,23 +196,20 @@ class BatchAdapter:
         """Per node: prep and release exit codes and the tasks it ran, for the report."""
         nodes: dict[str, dict[str, Any]] = {}
         for status in self.prep_status(job_id):
-            prep = status.get("jobPreparationTaskExecutionInfo") or {}
-            release = status.get("jobReleaseTaskExecutionInfo") or {}
-            nodes[status["nodeId"]] = {
-                "nodeId": status["nodeId"], "prepExitCode": prep.get("exitCode"),
-                "prepResult": prep.get("result"), "releaseExitCode": release.get("exitCode"),
-                "releaseResult": release.get("result"), "tasks": []}
+            nodes[status["nodeId"]] = _node_entry(status["nodeId"], status.get("jobPreparationTaskExecutionInfo"),
+                                                  status.get("jobReleaseTaskExecutionInfo"))
         try:
             tasks = self.tasks(job_id)
-        except ResourceNotFoundError:
+        except Refused as err:  # the job went (retention) between the two calls: report what there is
+            if err.code != "JobNotFound":
+                raise
             tasks = []
         for task in tasks:
             node_id = (task.get("nodeInfo") or {}).get("nodeId")
             if not node_id:
                 continue
             info = task.get("executionInfo") or {}
-            entry = nodes.setdefault(node_id, {"nodeId": node_id, "prepExitCode": None, "releaseExitCode": None,
-                                               "tasks": []})
+            entry = nodes.setdefault(node_id, _node_entry(node_id))
             entry["tasks"].append({"id": task["id"], "state": task.get("state"), "exitCode": info.get("exitCode"),
                                    "result": info.get("result")})
         return sorted(nodes.values(), key=lambda n: n["nodeId"])

@@ -10,6 +10,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from shared.request import is_batch_id
+
 LOGS_CONTAINER = "job-logs"
 REPORTS_CONTAINER = "job-reports"
 
@@ -23,7 +25,6 @@ MAX_NAME = 1024  # Azure's limit on a blob name
 MAX_LOG_NAME = MAX_NAME - len("files/") - len(".json")
 MAX_SEGMENT = 255
 MAX_DEPTH = 64
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Batch node ids (e.g. tvmps_<64 hex>_d) run longer than job ids.
 _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # Cc control, Cf format (bidi overrides, zero-width), Cs surrogates, Co private use, Cn unassigned.
@@ -110,7 +111,7 @@ def parse_log_blob(name: object) -> LogBlob | Rejected:
     if len(segments) < 3:
         return _reject(name, "outside_layout", "expected {jobId}/{nodeId}/logs|crashdumps/... or manifest.json")
     job_id, node_id, top = segments[0], segments[1], segments[2]
-    if not _JOB_ID_RE.fullmatch(job_id):
+    if not is_batch_id(job_id):
         return _reject(name, "bad_job_id", "job id segment breaks the Batch id rules")
     if not _NODE_ID_RE.fullmatch(node_id):
         return _reject(name, "bad_node_id", "node id segment must be 1-128 letters, digits, '-' or '_'")
@@ -128,7 +129,7 @@ def parse_report_blob(name: object) -> ReportBlob | Rejected:
     if isinstance(segments, Rejected):
         return segments
     job_id, rest = segments[0], "/".join(segments[1:])
-    if not _JOB_ID_RE.fullmatch(job_id):
+    if not is_batch_id(job_id):
         return _reject(name, "bad_job_id", "job id segment breaks the Batch id rules")
     if rest in ("report.json", "outcome.json"):
         return ReportBlob(job_id, rest.removesuffix(".json"), rest, name)

@@ -233,15 +233,19 @@ def _node_records(reports: ContainerClient, job_id: str) -> list[dict[str, Any]]
 
 def rebuild_report(logs: ContainerClient, reports: ContainerClient, job_id: str,
                    node_statuses: NodeStatuses = no_node_statuses,
-                   now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Mapping[str, Any]:
-    """Write `{jobId}/report.json` from what is indexed now; the watchdog may call it after the outcome."""
+                   now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                   outcome: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """Write `{jobId}/report.json` from what is indexed now. The watchdog passes the outcome it has just
+    written; the collect triggers read it."""
     statuses = list(node_statuses(job_id))
 
     def build() -> Mapping[str, Any]:
-        raw = _read_small(reports, bl.outcome_name(job_id))
-        outcome = json.loads(raw) if raw else None
+        known = outcome
+        if known is None:
+            raw = _read_small(reports, bl.outcome_name(job_id))
+            known = json.loads(raw) if raw else None
         return rp.assemble_report(
-            job_id, outcome, statuses, list_file_records(reports, job_id), _node_records(reports, job_id),
+            job_id, known, statuses, list_file_records(reports, job_id), _node_records(reports, job_id),
             generated_at=now().astimezone(UTC).isoformat(),
         )
 

@@ -54,8 +54,13 @@ def _fail(rule: str, message: str, field: str | None = None) -> PydanticCustomEr
     return PydanticCustomError(rule, message, {"field": field} if field else None)
 
 
+def is_batch_id(value: object) -> bool:
+    """Batch's id rules: 1-64 letters, digits, hyphens and underscores (a trailing newline is not one)."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
 def _check_id(value: str) -> str:
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    if not is_batch_id(value):
         raise _fail(
             "batch_id",
             "must be 1-64 characters of letters, digits, hyphen or underscore (Batch id rules)",
@@ -208,7 +213,7 @@ class ParametricSweep(_TaskBase):
         last = self.start + (n - 1) * self.step
         for value in (self.start, last):
             task_id = substitute(self.id_format, value)
-            if not _ID_RE.fullmatch(task_id):
+            if not is_batch_id(task_id):
                 raise _fail(
                     "batch_id",
                     f"gives task id {task_id!r} for {value}, which breaks the Batch id rules "
@@ -364,7 +369,7 @@ def claimed_job_id(raw: str | bytes) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     job_id = body.get("jobId") if isinstance(body, dict) else None
-    return job_id if isinstance(job_id, str) and _ID_RE.fullmatch(job_id) else None
+    return job_id if is_batch_id(job_id) else None
 
 
 class RequestInvalid(ValueError):

@@ -84,10 +84,6 @@ class Settings:
     batch_max_retries: int
     pool_identity: PoolIdentity | None = None
 
-    @property
-    def local(self) -> bool:
-        return self.batch_key is not None
-
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -148,6 +147,3 @@ class Store:
                                      permission=ContainerSasPermissions(create=True, write=True), expiry=expiry,
                                      start=now - timedelta(minutes=5), **self._sign(now, expiry))
         return f"{self.logs.url}?{sas}"
-
-
-StoreFactory = Callable[[], Store]

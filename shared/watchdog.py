@@ -79,9 +79,13 @@ def outcome_record(job: dict, counts: dict, now: datetime) -> dict:
         "createdAt": _iso(job.get("creationTime")), "startedAt": _iso(info.get("startTime")),
         "endedAt": _iso(info.get("endTime")), "deadline": md.format_time(meta.deadline) if meta else None,
         "expectedTasks": meta.expected_tasks if meta else None,
-        "taskCounts": {k: counts.get(k, 0) for k in ("active", "running", "completed", "succeeded", "failed")},
+        "taskCounts": _task_counts(counts),
         "recordedAt": now.astimezone(UTC).isoformat(),
     }
+
+
+def _task_counts(counts: dict) -> dict[str, int]:
+    return {k: counts.get(k, 0) for k in ("active", "running", "completed", "succeeded", "failed")}
 
 
 def _iso(value) -> str | None:
@@ -125,9 +129,7 @@ class Watchdog:
             needs = wp.needs_details(snap, now, self.policy)
             if wp.TASK_COUNTS in needs:
                 counts = self.batch.task_counts(snap.job_id)
-                snap = replace(snap, task_counts=wp.TaskCounts(**{k: counts.get(k, 0) for k in
-                                                              ("active", "running", "completed", "succeeded",
-                                                               "failed")}))
+                snap = replace(snap, task_counts=wp.TaskCounts(**_task_counts(counts)))
             if wp.PREP_STATUS in needs:
                 snap = replace(snap, prep=prep_info(self.batch.prep_status(snap.job_id)))
             decision = wp.decide(snap, now, self.policy)
@@ -146,8 +148,10 @@ class Watchdog:
             self._finish_submission(snap.job_id, now)
         elif isinstance(decision, wp.RecordOutcome):
             counts = self.batch.task_counts(snap.job_id)
-            self.store.write_outcome(snap.job_id, outcome_record(job, counts, now))
-            collector.rebuild_report(self.store.logs, self.store.reports, snap.job_id, self.batch.node_statuses)
+            outcome = outcome_record(job, counts, now)
+            self.store.write_outcome(snap.job_id, outcome)
+            collector.rebuild_report(self.store.logs, self.store.reports, snap.job_id, self.batch.node_statuses,
+                                     outcome=outcome)
             log.info("outcome recorded", extra={"job": snap.job_id, "reason": snap.terminate_reason})
         elif isinstance(decision, wp.Delete):
             self.batch.delete(snap.job_id)

@@ -29,8 +29,9 @@ import subprocess
 import sys
 
 
-def _failure(code: str, message: str) -> dict:
-    return {"category": "usererror", "code": code, "message": message}
+def failure(code: str, message: str, category: str = "usererror") -> dict:
+    """Batch's failureInfo for a task."""
+    return {"category": category, "code": code, "message": message}
 
 
 def spawn(request: dict) -> subprocess.Popen | dict:
@@ -45,20 +46,20 @@ def spawn(request: dict) -> subprocess.Popen | dict:
     try:
         argv = shlex.split(request["commandLine"])
     except ValueError as exc:
-        return _failure("CommandLineParseError", f"The command line could not be parsed: {exc}")
+        return failure("CommandLineParseError", f"The command line could not be parsed: {exc}")
     if not argv:
-        return _failure("CommandLineEmpty", "The command line is empty.")
+        return failure("CommandLineEmpty", "The command line is empty.")
     with open(request["stdout"], "wb") as out, open(request["stderr"], "wb") as err:
         try:
             return subprocess.Popen(argv, cwd=request["cwd"], env=request["env"], stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True, close_fds=True)
         except FileNotFoundError:
-            return _failure("CommandProgramNotFound", f"The specified command program is not found: {argv[0]}")
+            return failure("CommandProgramNotFound", f"The specified command program is not found: {argv[0]}")
         except PermissionError:
-            return _failure("CommandProgramNotExecutable",
+            return failure("CommandProgramNotExecutable",
                             f"The specified command program is not executable: {argv[0]}")
         except OSError as exc:
-            return _failure("CommandStartFailed", f"The command could not be started: {exc}")
+            return failure("CommandStartFailed", f"The command could not be started: {exc}")
 
 
 def process_start_time(pid: int) -> str | None:
@@ -71,7 +72,7 @@ def process_start_time(pid: int) -> str | None:
         return None
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
 
@@ -99,12 +100,12 @@ class Agent:
         if request.get("op") == "kill":
             entry = self.running.get(request["id"])
             if entry:
-                _kill_group(entry[0].pid)
+                kill_group(entry[0].pid)
             return
         try:
             started = spawn(request)
         except OSError as exc:  # the task directory or its output files could not be created
-            started = _failure("CommandStartFailed", f"The task could not be set up on the node: {exc}")
+            started = failure("CommandStartFailed", f"The task could not be set up on the node: {exc}")
         if isinstance(started, dict):
             self.reply({"id": request["id"], "failure": started})
             return
@@ -122,7 +123,7 @@ class Agent:
             os.close(pidfd)
             # The exited leader is not reaped yet, so its pid (the group id) cannot have been reused:
             # kill whatever it left running in its group, as Batch ends a task's processes with the task.
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
         self.reply({"id": request_id, "exit": proc.wait()})
 
     def _polled(self) -> list[int]:
@@ -150,7 +151,7 @@ class Agent:
 
     def shutdown(self) -> None:
         for proc, _ in self.running.values():
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
         for proc, _ in self.running.values():
             proc.wait()
 

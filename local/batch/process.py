@@ -11,13 +11,11 @@ import contextlib
 import itertools
 import json
 import logging
-import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.batch.agent import process_start_time
+from local.batch.agent import failure, kill_group, process_start_time
 
 log = logging.getLogger("local.batch")
 
@@ -29,20 +27,14 @@ def _end_orphaned_group(pid: int, started: str | None) -> None:
 
     The agent is gone, so nothing reaps the task; comparing the kernel start time makes sure a reused
     pid is never taken for it."""
-    if started is None or process_start_time(pid) != started:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    if started is not None and process_start_time(pid) == started:
+        kill_group(pid)
 
 
 @dataclass
 class Outcome:
     exit_code: int | None
     failure: dict | None
-
-
-def failure(code: str, message: str, category: str = "usererror") -> dict:
-    return {"category": category, "code": code, "message": message}
 
 
 class Running:
