@@ -69,8 +69,10 @@ def _reject(store: Store, raw: bytes, message_id: str, now: datetime, reason: st
 
 def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: datetime, *,
            allowed_pools: frozenset[str] = frozenset(), concurrency: int = 8,
-           progress: Progress | None = None) -> Result:
-    """Raises Transient or QuotaReached for the caller to retry later; every other failure is a Rejected."""
+           progress: Progress | None = None, existing_job: dict | None = None) -> Result:
+    """Raises Transient or QuotaReached for the caller to retry later; every other failure is a Rejected.
+
+    existing_job: the job as the caller already read it from Batch (the watchdog's listing), saving a call."""
     try:
         request = parse_request(raw)
     except RequestInvalid as exc:
@@ -83,7 +85,7 @@ def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: 
                        f"(ALLOWED_POOLS: {', '.join(sorted(allowed_pools))})", job_id=job_id)
     digest = request_hash(request)
 
-    existing = batch.get_job(job_id)
+    existing = existing_job if existing_job is not None else batch.get_job(job_id)
     if existing is None:
         job_plan = _plan(request, job_id, digest, now, store)
         store.save_request(job_id, raw, message_id)

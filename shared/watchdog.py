@@ -145,7 +145,7 @@ class Watchdog:
                                                "detail": decision.detail})
             self.batch.terminate(snap.job_id, decision.reason)
         elif isinstance(decision, wp.FinishSubmission):
-            self._finish_submission(snap.job_id, now)
+            self._finish_submission(job, now)
         elif isinstance(decision, wp.RecordOutcome):
             counts = self.batch.task_counts(snap.job_id)
             outcome = outcome_record(job, counts, now)
@@ -158,7 +158,8 @@ class Watchdog:
             self.store.forget_job(snap.job_id)
             log.info("job deleted after retention", extra={"job": snap.job_id})
 
-    def _finish_submission(self, job_id: str, now: datetime) -> None:
+    def _finish_submission(self, job: dict, now: datetime) -> None:
+        job_id = job["id"]
         saved = self.store.load_request(job_id)
         if saved is None:
             log.warning("no saved request to finish submission; terminating", extra={"job": job_id})
@@ -166,5 +167,5 @@ class Watchdog:
             return
         raw = json.dumps(saved["request"]).encode()
         submit(raw, saved.get("messageId", job_id), self.batch, self.store, now,
-               allowed_pools=self.allowed_pools, concurrency=self.concurrency)
+               allowed_pools=self.allowed_pools, concurrency=self.concurrency, existing_job=job)
 
