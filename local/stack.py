@@ -13,7 +13,7 @@ from azure.storage.blob import BlobServiceClient
 
 from local.azurite import Azurite
 from local.batch.control import EmulatorProcess, Endpoint
-from local.child import ReadyProcess, free_port
+from local.child import ReadyProcess
 from shared.settings import DEFAULT_QUEUE
 from shared.store import Store
 
@@ -80,7 +80,7 @@ class Stack:
                 "deadLetteringOnMessageExpiration": True}]}))
             storage = ["--data-dir", str(work / "servicebus")] if o.persistent else ["--in-memory"]
             self.servicebus = ReadyProcess("Service Bus emulator", [
-                sys.executable, "-m", "local.servicebus", "--port", str(o.servicebus_port or free_port()),
+                sys.executable, "-m", "local.servicebus", "--port", str(o.servicebus_port),
                 "--config", str(config),
                 *storage], "SERVICEBUS_CONNECTION=", work / "servicebus.log")
             self.servicebus_connection = self.servicebus.start()

@@ -44,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = MemoryStore() if args.in_memory else SqliteStore(args.data_dir)
     namespace = Namespace(queues, store, lambda: int(time.time() * 1000))
-    connection = connection_string(args.host, args.port)
-
     broker = Broker(namespace, DEV_KEY_NAME, DEV_KEY)
     server = Server(broker, args.host, args.port)
     try:
@@ -61,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    log("listening", host=args.host, port=args.port, queues=",".join(q.config.name for q in namespace.queues.values()))
+    connection = connection_string(args.host, server.port)
+    log("listening", host=args.host, port=server.port, queues=",".join(q.config.name for q in namespace.queues.values()))
     log("ready", store=store.location, connection=connection)
     sys.stdout.write(f"SERVICEBUS_CONNECTION={connection}\n")
     sys.stdout.flush()

@@ -117,6 +117,7 @@ class Server:
             sock.close()
             raise
         sock.setblocking(False)
+        self.port = sock.getsockname()[1]  # the one the system picked, when asked for port 0
         self.listener = sock
         self.selector.register(sock, _READ, None)
 
