@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from local.stack import ENDPOINTS_FILE, Stack, StackOptions
-from shared.request import RequestInvalid, derive_job_id, parse_request
+from shared.request import JobRequest, RequestInvalid, derive_job_id, parse_request
 from shared.services import Services, build
 from shared.settings import MissingSetting, load
 
@@ -87,11 +87,10 @@ def up(http_port: int = typer.Option(7071, help="port of the dev host's HTTP fun
         ENDPOINTS_FILE.unlink(missing_ok=True)
 
 
-def send_request(s: Services, raw: bytes) -> tuple[str, str]:
-    """Validate locally, then send to the queue; returns (job id, message id)."""
+def send_request(s: Services, raw: bytes, request: JobRequest) -> tuple[str, str]:
+    """Send a request the caller has validated to the queue; returns (job id, message id)."""
     from azure.servicebus import ServiceBusMessage
 
-    request = parse_request(raw)
     message_id = uuid.uuid4().hex
     job_id = request.job_id or derive_job_id(message_id)
     with s.service_bus() as client, client.get_queue_sender(s.settings.queue) as sender:
@@ -112,9 +111,9 @@ def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dic
                 progress.update(bar, completed=counts["completed"],
                                 description=f"{job_id}: {job['state']}, {counts['running']} running, "
                                             f"{counts['failed']} failed")
-                report = s.store.report(job_id)
-                if job["state"] == "completed" and report and report.get("outcome") and report.get(
-                        "collectionComplete"):
+                # The report is only worth reading once Batch says the job is over.
+                if job["state"] == "completed" and (report := s.store.report(job_id)) and report.get(
+                        "outcome") and report.get("collectionComplete"):
                     return report
             time.sleep(0.5)
     err.print(f"[red]{job_id} did not finish within {timeout:.0f}s.[/] See `orchestrator status {job_id}`; "
@@ -136,16 +135,16 @@ def submit(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="j
             err.print(f"  {problem['field']}: {problem['message']} [{problem['rule']}]")
         raise typer.Exit(2) from None
     s = _services()
-    job_id, message_id = send_request(s, raw)
+    job_id, message_id = send_request(s, raw, request)
     console.print(f"sent: job [bold]{job_id}[/] (message {message_id})")
     if wait:
-        wait_for_job(s, job_id, request.task_count(), timeout)
-        show_status(s, job_id)
+        show_status(s, job_id, wait_for_job(s, job_id, request.task_count(), timeout))
 
 
-def show_status(s: Services, job_id: str) -> None:
+def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
+    """report: the job's report when the caller already has it."""
     job = s.batch.get_job(job_id)
-    report = s.store.report(job_id) or {}
+    report = report or s.store.report(job_id) or {}
     if job is None and not report:
         rejected = [r for r in s.store.rejected() if r.get("jobId") == job_id]
         if rejected:

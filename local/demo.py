@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import typer
 from rich.console import Console
 
 from local.stack import REPO, Stack, StackOptions
@@ -38,16 +39,16 @@ def run_demo(console: Console | None = None) -> int:
         try:
             with Stack(options, progress=lambda m: console.print(f"[dim]{m}[/]")) as stack:
                 services = build(load(stack.app_settings()))
-                job_id, _ = send_request(services, raw)
+                job_id, _ = send_request(services, raw, request)
                 console.print(f"sent {EXAMPLE.name} through Service Bus: job [bold]{job_id}[/]")
-                wait_for_job(services, job_id, request.task_count(), TIMEOUT_S)
+                report = wait_for_job(services, job_id, request.task_count(), TIMEOUT_S)
                 _print_walkthrough(console, services, job_id)
-                show_status(services, job_id)
+                show_status(services, job_id, report)
+        except typer.Exit as exc:  # a subclass of RuntimeError: the step already said what failed
+            return exc.exit_code or 1
         except Exception as exc:  # the demo's one job is to say clearly what failed
             console.print(f"[red]demo failed:[/] {exc}")
             return 1
-        except SystemExit as exc:
-            return int(exc.code or 1)
     console.print(f"[green]demo finished in {time.monotonic() - started:.1f}s[/]")
     return 0
 

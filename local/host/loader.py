@@ -33,7 +33,6 @@ class FunctionSpec:
     name: str
     callable: Any
     trigger: dict  # the trigger binding as function.json spells it, `%settings%` resolved
-    bindings: list[dict]
     param_types: dict[str, Any] = field(default_factory=dict)
     context_param: str | None = None
 
@@ -158,6 +157,6 @@ def describe(app: func.FunctionApp, resolver: SettingResolver,
         if extra:
             raise HostConfigError(f"function {name!r}: parameters {extra} match no binding; "
                                   "every parameter must be a binding or `context`")
-        specs.append(FunctionSpec(name=name, callable=fn, trigger=trigger, bindings=bindings,
+        specs.append(FunctionSpec(name=name, callable=fn, trigger=trigger,
                                   param_types=types, context_param=context))
     return specs

@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,6 @@ class HostJson:
     service_bus: ServiceBusOptions
     blobs: BlobOptions
     route_prefix: str
-    raw: dict = field(default_factory=dict, repr=False)
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -113,7 +112,7 @@ def read_host_json(app_dir: Path) -> HostJson:
                                if threshold is not None else DEFAULT_POISON_BLOB_THRESHOLD),
     )
     prefix = (extensions.get("http") or {}).get("routePrefix", DEFAULT_ROUTE_PREFIX)
-    return HostJson(service_bus=service_bus, blobs=blobs, route_prefix=str(prefix).strip("/"), raw=data)
+    return HostJson(service_bus=service_bus, blobs=blobs, route_prefix=str(prefix).strip("/"))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ class HostStorage:
     """Small JSON and marker blobs under azure-webjobs-hosts (timer status, blob receipts)."""
 
     def __init__(self, connection_string: str) -> None:
-        self.connection_string = connection_string
         self.service = BlobServiceClient.from_connection_string(connection_string)
         self.container = self.service.get_container_client(HOSTS_CONTAINER)
 

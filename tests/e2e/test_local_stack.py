@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
-from local.batch.control import Endpoint
 from shared.report_page import CONTENT_SECURITY_POLICY
 from tests.waiting import wait_until
 
@@ -68,7 +67,7 @@ def test_invalid_request_ends_rejected_with_its_reason(stack, services):
 
 
 def test_message_that_keeps_failing_ends_in_the_dead_letter_queue(stack, services):
-    endpoint = Endpoint(stack.batch_endpoint.url, stack.batch_endpoint.account, stack.batch_endpoint.key)
+    endpoint = stack.batch_endpoint
     job_id = f"dlq-{uuid.uuid4().hex[:8]}"
     endpoint.set_faults(rate=1.0, statuses=[503], retryAfter=0)
     try:
