@@ -23,7 +23,7 @@ from pathlib import Path
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
-from local.child import ReadyProcess
+from local.servicebus.control import ServiceBusProcess
 
 QUEUE = "bench"
 TOTAL = 10_000
@@ -32,10 +32,8 @@ RECEIVERS = 4
 TARGET_PER_S = 1_000
 
 
-def _emulator(work: str, in_memory: bool) -> ReadyProcess:
-    cmd = [sys.executable, "-m", "local.servicebus", "--port", "0", "--queue", QUEUE]
-    cmd += ["--in-memory"] if in_memory else ["--data-dir", os.path.join(work, "data")]
-    return ReadyProcess("Service Bus emulator", cmd, "SERVICEBUS_CONNECTION=", Path(work) / "servicebus.log")
+def _emulator(work: str, in_memory: bool) -> ServiceBusProcess:
+    return ServiceBusProcess(Path(work), [{"name": QUEUE}], data_dir=None if in_memory else Path(work) / "data")
 
 
 def _percentile(sorted_values: list[float], p: float) -> float:
@@ -161,7 +159,7 @@ def measure(in_memory: bool = False) -> dict:
     """Start an emulator (SQLite by default), run the workload, stop it, return the figures."""
     with tempfile.TemporaryDirectory() as tmp:
         emulator = _emulator(tmp, in_memory)
-        connection = emulator.start(20)
+        connection = emulator.start(20).connection_string
         try:
             result = _measure(connection)
             result["broker_cpu_s"] = _cpu_seconds(emulator.proc.pid)

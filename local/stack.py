@@ -14,6 +14,7 @@ from azure.storage.blob import BlobServiceClient
 from local.azurite import Azurite
 from local.batch.control import EmulatorProcess, Endpoint
 from local.child import ReadyProcess
+from local.servicebus.control import ServiceBusProcess
 from shared.settings import DEFAULT_QUEUE
 from shared.store import Store
 
@@ -41,7 +42,7 @@ class Stack:
         self.azurite: Azurite | None = None
         self.batch: EmulatorProcess | None = None
         self.batch_endpoint: Endpoint | None = None
-        self.servicebus: ReadyProcess | None = None
+        self.servicebus: ServiceBusProcess | None = None
         self.servicebus_connection = ""
         self.host: ReadyProcess | None = None
         self.host_url = ""
@@ -73,17 +74,12 @@ class Stack:
             self.batch = EmulatorProcess(work / "batch", [o.pool], port=o.batch_port, log_file=work / "batch.log")
             self.batch_endpoint = self.batch.start()
             self.progress(f"starting the Service Bus emulator with queue {DEFAULT_QUEUE}")
-            config = work / "servicebus.json"
-            config.write_text(json.dumps({"queues": [{
+            self.servicebus = ServiceBusProcess(work, [{
                 "name": DEFAULT_QUEUE, "maxDeliveryCount": 5, "lockDuration": "PT60S",
                 "requiresDuplicateDetection": True, "duplicateDetectionHistoryTimeWindow": "PT10M",
-                "deadLetteringOnMessageExpiration": True}]}))
-            storage = ["--data-dir", str(work / "servicebus")] if o.persistent else ["--in-memory"]
-            self.servicebus = ReadyProcess("Service Bus emulator", [
-                sys.executable, "-m", "local.servicebus", "--port", str(o.servicebus_port),
-                "--config", str(config),
-                *storage], "SERVICEBUS_CONNECTION=", work / "servicebus.log")
-            self.servicebus_connection = self.servicebus.start()
+                "deadLetteringOnMessageExpiration": True}], o.servicebus_port,
+                work / "servicebus" if o.persistent else None)
+            self.servicebus_connection = self.servicebus.start().connection_string
             self.progress("starting the dev host with function_app.py")
             self.host = ReadyProcess("dev host", [
                 sys.executable, "-m", "local.host", "--app-dir", str(REPO), "--port", str(o.http_port),

@@ -95,16 +95,14 @@ class TimerListener:
         if not self.status:
             return None
         try:
-            recorded = datetime.fromisoformat(self.status["Next"])
+            datetime.fromisoformat(self.status["Next"])  # only checked: an unreadable status is ignored
             last = datetime.fromisoformat(self.status["Last"])
             updated = datetime.fromisoformat(self.status["LastUpdated"])
         except (KeyError, TypeError, ValueError):
             return None  # unreadable status: start afresh, as the host does
-        # If the schedule changed since the status was written, the host trusts the new schedule.
-        expected = self.schedule.next_after(updated if last <= NEVER else last)
-        if expected != recorded:
-            recorded = expected
-        return recorded if now > recorded else None
+        # The recorded Next is not trusted: if the schedule changed since, the host goes by the new one.
+        due = self.schedule.next_after(updated if last <= NEVER else last)
+        return due if now > due else None
 
     async def _run(self, first: tuple[bool, datetime] | None) -> None:
         if first is not None:

@@ -1,0 +1,36 @@
+"""`python -m local.servicebus` as a child process, for the local stack, tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from local.child import ReadyProcess
+
+
+class ServiceBusProcess(ReadyProcess):
+    """The emulator with `queues` written to `{workdir}/servicebus.json`; SQLite in data_dir, or in memory.
+
+    restart() keeps the port (give a fixed one, not 0, to reconnect to the same address) and the data.
+    """
+
+    def __init__(self, workdir: Path, queues: list[dict], port: int = 0, data_dir: Path | None = None,
+                 log_path: Path | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "servicebus.json"
+        config.write_text(json.dumps({"queues": queues}))
+        args = [sys.executable, "-m", "local.servicebus", "--port", str(port), "--config", str(config)]
+        args += ["--data-dir", str(data_dir)] if data_dir else ["--in-memory"]
+        super().__init__("Service Bus emulator", args, "SERVICEBUS_CONNECTION=",
+                         log_path or workdir / "servicebus.log")
+        self.port = port
+        self.connection_string = ""
+
+    def start(self, timeout: float = 20) -> ServiceBusProcess:
+        self.connection_string = super().start(timeout)
+        return self
+
+    def restart(self, kill: bool = False) -> ServiceBusProcess:
+        self.stop(kill=kill)
+        return self.start()
