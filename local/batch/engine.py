@@ -56,8 +56,6 @@ class Account:
         self._runs: dict[tuple[str, str], asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._dispatcher: asyncio.Task | None = None
-        self._agents: dict[tuple[str, str], process.NodeAgent] = {}
-        self._node_envs: dict[tuple[str, str], dict[str, str]] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------------
 
@@ -75,8 +73,8 @@ class Account:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(agent.close() for agent in self._agents.values()), return_exceptions=True)
-        self._agents.clear()
+        await asyncio.gather(*(node.agent.close() for pool in self.pools.values() for node in pool.nodes.values()),
+                             return_exceptions=True)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -99,9 +97,10 @@ class Account:
             root = self.workspace / "pools" / pool.id / "nodes" / node_id
             for sub in ("shared", "startup", "workitems", "applications", "fsmounts"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
-            pool.nodes[node_id] = Node(id=node_id, pool_id=pool.id, root=root, slots=pool.slots_per_node,
-                                       state="idle")
-            self._agent(pool.nodes[node_id]).boot()
+            node = pool.nodes[node_id] = Node(id=node_id, pool_id=pool.id, root=root, slots=pool.slots_per_node,
+                                              state="idle", agent=process.NodeAgent(node_id))
+            node.env = self._node_env(node)
+            node.agent.boot()
         self.pools[pool.id] = pool
         log.info("pool created", extra={"pool": pool.id, "nodes": pool.target_nodes})
         self.wake()
@@ -130,11 +129,9 @@ class Account:
 
     async def _remove_pool(self, pool: Pool) -> None:
         await asyncio.sleep(0)
+        # Agents first: while the pool is still listed, close() would find them if this is cancelled.
+        await asyncio.gather(*(node.agent.close() for node in pool.nodes.values()), return_exceptions=True)
         self.pools.pop(pool.id, None)
-        for node_id in pool.nodes:
-            self._node_envs.pop((pool.id, node_id), None)
-        agents = [self._agents.pop((pool.id, node_id)) for node_id in pool.nodes if (pool.id, node_id) in self._agents]
-        await asyncio.gather(*(agent.close() for agent in agents), return_exceptions=True)
         await asyncio.to_thread(shutil.rmtree, self.workspace / "pools" / pool.id, True)
 
     def reboot_node(self, pool_id: str, node_id: str, option: str = "requeue") -> None:
@@ -519,37 +516,26 @@ class Account:
 
     # ----- running things on nodes ----------------------------------------------------------------
 
-    def _agent(self, node: Node) -> process.NodeAgent:
-        key = (node.pool_id, node.id)
-        agent = self._agents.get(key)
-        if agent is None:
-            agent = self._agents[key] = process.NodeAgent(node.id)
-        return agent
-
     def _node_env(self, node: Node) -> dict[str, str]:
         """The part of a task's environment that is the same for every task on the node."""
-        key = (node.pool_id, node.id)
-        env = self._node_envs.get(key)
-        if env is None:
-            root = str(node.root)
-            env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
-            env.update({
-                "AZ_BATCH_ACCOUNT_NAME": self.config.account_name,
-                "AZ_BATCH_ACCOUNT_URL": self.base_url,
-                "AZ_BATCH_POOL_ID": node.pool_id,
-                "AZ_BATCH_NODE_ID": node.id,
-                "AZ_BATCH_NODE_IS_DEDICATED": "true",
-                "AZ_BATCH_NODE_ROOT_DIR": root,
-                "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
-                "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
-                "AZ_BATCH_NODE_MOUNTS_DIR": f"{root}/fsmounts",
-                "PATH": f"{env.get('PATH', '/usr/bin:/bin')}:{root}/shared",
-            })
-            self._node_envs[key] = env
+        root = str(node.root)
+        env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+        env.update({
+            "AZ_BATCH_ACCOUNT_NAME": self.config.account_name,
+            "AZ_BATCH_ACCOUNT_URL": self.base_url,
+            "AZ_BATCH_POOL_ID": node.pool_id,
+            "AZ_BATCH_NODE_ID": node.id,
+            "AZ_BATCH_NODE_IS_DEDICATED": "true",
+            "AZ_BATCH_NODE_ROOT_DIR": root,
+            "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
+            "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",
+            "AZ_BATCH_NODE_MOUNTS_DIR": f"{root}/fsmounts",
+            "PATH": f"{env.get('PATH', '/usr/bin:/bin')}:{root}/shared",
+        })
         return env
 
     def _env(self, job: Job, node: Node, task_id: str, task_dir: str, wd: str, own: list | None) -> dict:
-        env = dict(self._node_env(node))
+        env = dict(node.env)
         env.update({
             "AZ_BATCH_JOB_ID": job.id,
             "AZ_BATCH_TASK_ID": task_id,
@@ -581,7 +567,7 @@ class Account:
                 return process.Outcome(None, err.info), Path(wd)
         env = self._env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
         seconds = None if timeout is None or timeout >= timedelta(days=3650) else timeout.total_seconds()
-        started = await self._agent(node).start_command(spec["commandLine"], wd, env, [task_dir, wd],
+        started = await node.agent.start_command(spec["commandLine"], wd, env, [task_dir, wd],
                                                         f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt")
         self._procs[key] = started
         if not live():  # ended (terminate, reboot) while the agent was starting

@@ -54,6 +54,10 @@ class Node(Stamped):
     boot_time: datetime = field(default_factory=now)
     # Bumped on reboot so that processes started before it are recognised as stale.
     generation: int = 0
+    # Not on the wire: the node's agent process (local/batch/process.NodeAgent) and the part of the task
+    # environment that is the same for every task on it.
+    agent: Any = field(default=None, repr=False, compare=False)
+    env: dict = field(default_factory=dict, repr=False, compare=False)
 
     def wire(self, base_url: str) -> dict:
         return {
