@@ -124,43 +124,34 @@ class Host:
         self.host_id = self.options.host_id or default_host_id(settings)
         self._invoker = Invoker(str(self.app_dir))
 
-        # Every setting is checked before anything starts, so one run reports the first missing one by name.
-        needs_storage = any(s.trigger_type in ("timerTrigger", "blobTrigger") for s in specs)
-        storage_conn = None
-        if needs_storage:
-            first = next(s for s in specs if s.trigger_type in ("timerTrigger", "blobTrigger"))
-            storage_conn = resolver.connection(STORAGE_SETTING, STORAGE_SETTING, first.name, first.trigger["name"])
-        plans = []
+        # Every setting is checked, and every listener built, before anything starts, so one run reports the
+        # first problem by name. Building does no I/O.
+        first = next((s for s in specs if s.trigger_type in ("timerTrigger", "blobTrigger")), None)
+        if first is not None:
+            self._storage = HostStorage(resolver.connection(STORAGE_SETTING, STORAGE_SETTING, first.name,
+                                                            first.trigger["name"]))
+        listeners = []
         for spec in specs:
             binding = spec.trigger["name"]
             if spec.trigger_type == "serviceBusTrigger":
                 name = spec.trigger.get("connection") or SERVICE_BUS_DEFAULT
                 conn = resolver.connection(name, SERVICE_BUS_DEFAULT, spec.name, binding)
-                plans.append(ServiceBusListener(spec, conn, name, host_json.service_bus, self._invoker,
-                                                self.options.receive_wait, self.options.connect_timeout))
+                listeners.append(ServiceBusListener(spec, conn, name, host_json.service_bus, self._invoker,
+                                                    self.options.receive_wait, self.options.connect_timeout))
             elif spec.trigger_type == "blobTrigger":
                 conn = resolver.connection(spec.trigger.get("connection"), STORAGE_SETTING, spec.name, binding)
-                plans.append(("blob", spec, conn))
+                listeners.append(BlobListener(spec, conn, host_json.blobs, self._invoker, self._storage,
+                                              self.host_id, self.options.blob_poll_interval))
             elif spec.trigger_type == "timerTrigger":
-                plans.append(("timer", spec, None))
+                listeners.append(TimerListener(spec, self._invoker, self._storage, self.host_id))
 
-        if storage_conn:
-            self._storage = HostStorage(storage_conn)
+        if self._storage is not None:
             try:
                 await asyncio.wait_for(self._storage.ensure(), self.options.connect_timeout)
             except Exception as exc:
                 raise HostConfigError(f"cannot reach the storage account in {STORAGE_SETTING} "
                                       f"({type(exc).__name__}); start Azurite or fix the setting") from None
-        for plan in plans:
-            if isinstance(plan, tuple):
-                kind, spec, conn = plan
-                if kind == "blob":
-                    listener = BlobListener(spec, conn, host_json.blobs, self._invoker, self._storage,
-                                            self.host_id, self.options.blob_poll_interval)
-                else:
-                    listener = TimerListener(spec, self._invoker, self._storage, self.host_id)
-            else:
-                listener = plan
+        for listener in listeners:
             self._listeners.append(listener)
             await listener.start()
 
