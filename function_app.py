@@ -8,7 +8,7 @@ import os
 import azure.functions as func
 
 from functions import collect, http_api, submit, watchdog
-from shared.settings import load
+from shared.pure.settings import load
 
 load(os.environ)
 

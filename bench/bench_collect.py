@@ -41,7 +41,7 @@ class _Sink:
 def _child(mode: str, conn: str, logs_name: str, reports_name: str, blob: str) -> dict:
     from azure.storage.blob import ContainerClient
 
-    from shared.collector import CLIENT_KWARGS, collect_blob
+    from shared.flows.collect import CLIENT_KWARGS, collect_blob
 
     started = time.perf_counter()
     if mode == "plain":

@@ -19,13 +19,13 @@ from azure.storage.blob import BlobServiceClient
 
 from local.azurite import ACCOUNT_KEY, Azurite
 from local.batch.control import EmulatorProcess
-from shared import metadata as md
-from shared.batch import BatchAdapter
-from shared.planning import Links, plan
-from shared.request import parse_request, request_hash
-from shared.store import Store
-from shared.submit import submit
-from shared.watchdog import Watchdog
+from shared.adapters.batch import BatchAdapter
+from shared.adapters.store import Store
+from shared.flows.submit import submit
+from shared.flows.watchdog import Watchdog
+from shared.pure import metadata
+from shared.pure.planning import Links, plan
+from shared.pure.request import parse_request, request_hash
 
 TASKS = 10_000
 JOBS = 2_000
@@ -63,7 +63,7 @@ def bench_submit(client, store: Store) -> dict:
 
 def bench_watchdog(endpoint, client, store: Store) -> dict:
     now = datetime.now(UTC)
-    meta = md.to_items(md.encode(md.JobMetadata(deadline=now + timedelta(hours=2), request_hash="h" * 64,
+    meta = metadata.to_items(metadata.encode(metadata.JobMetadata(deadline=now + timedelta(hours=2), request_hash="h" * 64,
                                                 expected_tasks=1, submitted=True)))
     for i in range(JOBS):
         client.create_job(m.BatchJobCreateOptions({"id": f"w{i:05}", "poolInfo": {"poolId": "parked"},

@@ -9,9 +9,10 @@ import json
 
 import azure.functions as func
 
-from shared.report_page import CONTENT_SECURITY_POLICY, render_report_page
-from shared.request import is_batch_id
-from shared.services import services
+from shared.adapters.services import services
+from shared.flows.reports import job_report as find_report
+from shared.pure.report_page import CONTENT_SECURITY_POLICY, render_report_page
+from shared.pure.request import is_batch_id
 
 bp = func.Blueprint()
 
@@ -42,12 +43,7 @@ def job_report(req: func.HttpRequest) -> func.HttpResponse:
     fmt = (req.params.get("format") or "").lower()
     if fmt not in ("", "json", "html"):
         return _json(400, {"error": "format: must be json or html"})
-    store = services().store
-    report = store.report(job_id)
-    if report is None:
-        outcome = store.outcome(job_id)
-        if outcome is not None:
-            report = {"jobId": job_id, "outcome": outcome, "files": [], "nodes": []}
+    report = find_report(services().store, job_id)
     if report is not None:
         return _page(report) if _wants_html(fmt, req) else _json(200, report)
     return _json(404, {"error": f"no report for job {job_id!r} yet: the job may still be running, or the id "

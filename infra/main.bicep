@@ -62,7 +62,7 @@ param appIssuesUploadSas bool = false
 @description('Fallback: Blob Data Owner for the Functions host on the whole storage account instead of its own containers.')
 param hostRolesAtAccountScope bool = false
 
-// Names the app relies on (shared/settings.py): containers and queue are part of the contract.
+// Names the app relies on (shared/pure/settings.py): containers and queue are part of the contract.
 var logsContainer = 'job-logs'
 var reportsContainer = 'job-reports'
 var toolsContainer = 'tools'
@@ -210,7 +210,7 @@ module functionApp 'modules/functionapp.bicep' = {
     allowedPools: empty(allowedPools) ? poolId : allowedPools
     jobRetentionDays: jobRetentionDays
     maxSubmitConcurrency: maxSubmitConcurrency
-    // Empty when the app issues upload SAS URLs instead (shared/settings.py reads empty as unset).
+    // Empty when the app issues upload SAS URLs instead (shared/pure/settings.py reads empty as unset).
     poolIdentityClientId: appIssuesUploadSas ? '' : identities.outputs.poolClientId
     poolIdentityResourceId: appIssuesUploadSas ? '' : identities.outputs.poolIdentityId
   }

@@ -23,9 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from local.stack import ENDPOINTS_FILE, Stack, StackOptions
-from shared.request import JobRequest, RequestInvalid, derive_job_id, parse_request
-from shared.services import Services, build
-from shared.settings import MissingSetting, load
+from shared.adapters.services import Services, build
+from shared.pure.report import node_rows
+from shared.pure.request import JobRequest, RequestInvalid, derive_job_id, parse_request
+from shared.pure.settings import MissingSetting, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -89,12 +90,9 @@ def up(http_port: int = typer.Option(7071, help="port of the dev host's HTTP fun
 
 def send_request(s: Services, raw: bytes, request: JobRequest) -> tuple[str, str]:
     """Send a request the caller has validated to the queue; returns (job id, message id)."""
-    from azure.servicebus import ServiceBusMessage
-
     message_id = uuid.uuid4().hex
     job_id = request.job_id or derive_job_id(message_id)
-    with s.service_bus() as client, client.get_queue_sender(s.settings.queue) as sender:
-        sender.send_messages(ServiceBusMessage(raw, message_id=message_id, content_type="application/json"))
+    s.queue.send(raw, message_id)
     return job_id, message_id
 
 
@@ -108,11 +106,11 @@ def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dic
             job = s.batch.get_job(job_id)
             if job is not None:
                 counts = s.batch.task_counts(job_id)
-                progress.update(bar, completed=counts["completed"],
-                                description=f"{job_id}: {job['state']}, {counts['running']} running, "
-                                            f"{counts['failed']} failed")
+                progress.update(bar, completed=counts.completed,
+                                description=f"{job_id}: {job.state}, {counts.running} running, "
+                                            f"{counts.failed} failed")
                 # The report is only worth reading once Batch says the job is over.
-                if job["state"] == "completed" and (report := s.store.report(job_id)) and report.get(
+                if job.state == "completed" and (report := s.store.report(job_id)) and report.get(
                         "outcome") and report.get("collectionComplete"):
                     return report
             time.sleep(0.5)
@@ -153,13 +151,11 @@ def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
         err.print(f"[red]No job {job_id!r}[/]: not in Batch and no report. Check the id, or `orchestrator rejected`.")
         raise typer.Exit(1)
     if job is not None:
-        counts = s.batch.task_counts(job_id)
-        info = job.get("executionInfo") or {}
-        console.print(f"[bold]{job_id}[/]: {job['state']}"
-                      + (f", ended: {info['terminateReason']}" if info.get("terminateReason") else ""))
-        console.print("tasks: " + ", ".join(f"{k} {counts[k]}" for k in
-                                              ("active", "running", "completed", "succeeded", "failed")))
-        nodes = s.batch.node_statuses(job_id)
+        counts = s.batch.task_counts(job_id).as_dict()
+        console.print(f"[bold]{job_id}[/]: {job.state}"
+                      + (f", ended: {job.terminate_reason}" if job.terminate_reason else ""))
+        console.print("tasks: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        nodes = node_rows(s.batch.node_runs(job_id), s.batch.tasks(job_id))
     else:
         console.print(f"[bold]{job_id}[/]: deleted from Batch; from the report")
         nodes = report.get("nodes") or []
@@ -202,7 +198,7 @@ def logs(job_id: str, node: str = typer.Option(None, help="only this node"),
     prefix = f"{job_id}/{node}/" if node else f"{job_id}/"
     table = Table("blob", "size")
     count = 0
-    for blob in s.store.logs.list_blobs(name_starts_with=prefix):
+    for blob in s.store.logs.list(prefix):
         count += 1
         table.add_row(blob.name, str(blob.size))
         if download:
@@ -212,7 +208,7 @@ def logs(job_id: str, node: str = typer.Option(None, help="only this node"),
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as fh:
-                s.store.logs.download_blob(blob.name).readinto(fh)
+                s.store.logs.download_to(blob.name, fh)
     console.print(table)
     if not count:
         console.print(f"no files under job-logs/{prefix} yet: release tasks upload when the job ends")

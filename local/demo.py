@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 
 from local.stack import REPO, Stack, StackOptions
-from shared.request import parse_request
+from shared.pure.report import node_rows
+from shared.pure.request import parse_request
 
 EXAMPLE = REPO / "examples" / "job-request.json"
 TIMEOUT_S = 180
@@ -26,8 +27,8 @@ TIMEOUT_S = 180
 
 def run_demo(console: Console | None = None) -> int:
     from local.cli import make_console, send_request, show_status, wait_for_job
-    from shared.services import build
-    from shared.settings import load
+    from shared.adapters.services import build
+    from shared.pure.settings import load
 
     console = console or make_console()
     started = time.monotonic()
@@ -56,12 +57,9 @@ def run_demo(console: Console | None = None) -> int:
 def _print_walkthrough(console: Console, services, job_id: str) -> None:
     """Like the seed sample: per node, the shared file as the release task saw it, and the exit codes."""
     logs = services.store.logs
-    for node in services.batch.node_statuses(job_id):
-        name = f"{job_id}/{node['nodeId']}/logs/job-1/jobrelease/stdout.txt"
-        try:
-            contents = logs.download_blob(name).readall().decode(errors="replace")
-        except Exception:  # noqa: BLE001 - a missing file is reported, not fatal here
-            contents = "(release stdout not collected)"
+    for node in node_rows(services.batch.node_runs(job_id), services.batch.tasks(job_id)):
+        raw = logs.read(f"{job_id}/{node['nodeId']}/logs/job-1/jobrelease/stdout.txt")
+        contents = "(release stdout not collected)" if raw is None else raw.decode(errors="replace")
         console.print(f"\n[bold]Node {node['nodeId']}[/]: prep exit code {node['prepExitCode']}, "
                       f"release exit code {node['releaseExitCode']}")
         console.print(f"  tasks run: {', '.join(t['id'] for t in node['tasks'])}")

@@ -15,8 +15,8 @@ from local.azurite import Azurite
 from local.batch.control import EmulatorProcess, Endpoint
 from local.child import ReadyProcess
 from local.servicebus.control import ServiceBusProcess
-from shared.settings import DEFAULT_QUEUE
-from shared.store import Store
+from shared.adapters.store import Store
+from shared.pure.settings import DEFAULT_QUEUE
 
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINTS_FILE = REPO / ".data" / "endpoints.json"

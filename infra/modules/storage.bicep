@@ -1,5 +1,5 @@
 // One StorageV2 account serves three purposes, because the app's blob triggers and its own blob code
-// both use the AzureWebJobsStorage connection (shared/settings.py):
+// both use the AzureWebJobsStorage connection (shared/pure/settings.py):
 //   - data: job-logs (written by release tasks), job-reports (written by the functions), tools
 //     (log_uploader.py, downloaded by release tasks);
 //   - Functions host storage: azure-webjobs-hosts (timer locks, blob-trigger bookkeeping) and

@@ -11,6 +11,7 @@ import itertools
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 
 from proton import Condition, Delivery, Endpoint, Handler, Link, Message, Terminus, symbol
 
@@ -53,11 +54,15 @@ def _usable(link: Link) -> bool:
 
 
 class Broker(Handler):
-    def __init__(self, namespace: Namespace, key_name: str, key: str) -> None:
+    def __init__(
+        self, namespace: Namespace, key_name: str, key: str, clock: Callable[[], float] = time.time
+    ) -> None:
+        """clock: Unix seconds, the scale SAS token expiries are written in."""
         super().__init__()
         self.ns = namespace
         self.mgmt = Management(namespace)
         self.key_name, self.key = key_name, key
+        self.clock = clock
         self.stop_requested = False
         self._tags = itertools.count(1)
         self._connections = itertools.count(1)
@@ -214,7 +219,7 @@ class Broker(Handler):
         link.close()
 
     def _authorized(self, conn, entity: str) -> bool:
-        now = time.time()
+        now = self.clock()
         return any(g.expires_s > now and covers(g.path, entity) for g in conn.sb_grants)
 
     @_guarded
@@ -310,7 +315,7 @@ class Broker(Handler):
         else:
             try:
                 token = request.body.decode() if isinstance(request.body, bytes | memoryview) else str(request.body)
-                grant = verify_sas(token, audience, self.key_name, self.key, time.time())
+                grant = verify_sas(token, audience, self.key_name, self.key, self.clock())
             except TokenRejected as exc:
                 status, description = 401, str(exc)
                 log("token_refused", "warning", conn=link.connection.sb_id, audience=audience, reason=str(exc))

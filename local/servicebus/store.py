@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -114,7 +115,8 @@ _COLUMNS = (
 class SqliteStore:
     """One SQLite file. Calls join an open transaction; flush() commits it (before the broker replies)."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, clock: Callable[[], float] = time.monotonic) -> None:
+        """clock: seconds, only ever compared with itself (the group-commit window)."""
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
         self.location = str(path / "servicebus.sqlite3")
@@ -125,13 +127,14 @@ class SqliteStore:
         self._db.executescript(_SCHEMA)
         self._in_tx = False
         self._must_commit = False  # the open transaction holds a change that is about to be acknowledged
+        self._clock = clock
         self._tx_started = 0.0
 
     def _begin(self, grouped: bool = False) -> None:
         if not self._in_tx:
             self._db.execute("BEGIN")
             self._in_tx = True
-            self._tx_started = time.monotonic()
+            self._tx_started = self._clock()
         if not grouped:
             self._must_commit = True
 
@@ -141,7 +144,7 @@ class SqliteStore:
         (delivered again, at-least-once), it never loses one."""
         if not self._in_tx:
             return
-        if not (force or self._must_commit) and time.monotonic() - self._tx_started < GROUP_COMMIT_S:
+        if not (force or self._must_commit) and self._clock() - self._tx_started < GROUP_COMMIT_S:
             return
         self._in_tx = self._must_commit = False
         self._db.execute("COMMIT")

@@ -1,9 +1,8 @@
 import uuid
 
 import pytest
-from azure.storage.blob import ContainerClient
 
-from shared.collector import CLIENT_KWARGS
+from shared.adapters.blobs import BlobContainer
 
 
 @pytest.fixture
@@ -12,8 +11,8 @@ def containers(azurite):
     suffix = uuid.uuid4().hex[:12]
     pair = []
     for name in (f"logs-{suffix}", f"reports-{suffix}"):
-        client = ContainerClient.from_connection_string(azurite.connection_string, name, **CLIENT_KWARGS)
-        client.create_container()
+        client = BlobContainer.from_connection_string(azurite.connection_string, name)
+        client.create()
         pair.append(client)
     yield tuple(pair)
     for client in pair:

@@ -17,12 +17,12 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
-from shared.collector import collect_blob
+from shared.flows.collect import collect_blob
 from tests.fixtures.imds import Imds
 from tests.unit.dumps import elf_core
 
 ROOT = Path(__file__).resolve().parents[2]
-UPLOADER = ROOT / "tools" / "log_uploader.py"
+UPLOADER = ROOT / "shared" / "node" / "log_uploader.py"
 _spec = importlib.util.spec_from_file_location("log_uploader", UPLOADER)
 log_uploader = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(log_uploader)
@@ -31,7 +31,7 @@ JOB, NODE = "job-up", "tvmps_node_1_d"
 
 
 def sas_url(container, **perms):
-    token = generate_container_sas(ACCOUNT_NAME, container.container_name, account_key=ACCOUNT_KEY,
+    token = generate_container_sas(ACCOUNT_NAME, container.name, account_key=ACCOUNT_KEY,
                                    permission=ContainerSasPermissions(**perms),
                                    expiry=datetime.now(UTC) + timedelta(hours=1))
     return f"{container.url}?{token}", token
@@ -79,13 +79,13 @@ def test_uploads_everything_with_a_write_only_sas(containers, node_dir):
     assert proc.returncode == 0, proc.stderr
     assert token not in proc.stdout + proc.stderr and "sig=" not in proc.stderr
 
-    names = {b.name for b in logs.list_blobs(name_starts_with=f"{JOB}/{NODE}/")}
+    names = {b.name for b in logs.list(f"{JOB}/{NODE}/")}
     expected = {f"{JOB}/{NODE}/{'crashdumps' if 'core' in rel else 'logs'}/{rel}" for rel in files}
     assert names == expected | {f"{JOB}/{NODE}/manifest.json"}
     for rel, data in files.items():
         kind = "crashdumps" if "core" in rel else "logs"
-        assert logs.download_blob(f"{JOB}/{NODE}/{kind}/{rel}").readall() == data, rel
-    manifest = json.loads(logs.download_blob(f"{JOB}/{NODE}/manifest.json").readall())
+        assert logs.read(f"{JOB}/{NODE}/{kind}/{rel}", limit=2**40) == data, rel
+    manifest = json.loads(logs.read(f"{JOB}/{NODE}/manifest.json", limit=2**40))
     assert manifest["failed"] == [] and len(manifest["files"]) == len(files)
     for entry in manifest["files"]:
         data = files[entry["path"].split("/", 1)[1]]
@@ -93,12 +93,12 @@ def test_uploads_everything_with_a_write_only_sas(containers, node_dir):
 
     # Re-running overwrites the same names: nothing new appears.
     assert run_uploader(root, url, *args).returncode == 0
-    assert {b.name for b in logs.list_blobs(name_starts_with=f"{JOB}/{NODE}/")} == names
+    assert {b.name for b in logs.list(f"{JOB}/{NODE}/")} == names
 
     # The collector then finds the node complete.
     results = [collect_blob(logs, reports, name) for name in sorted(names)]
     assert all(r["status"] in ("indexed", "manifest") for r in results)
-    report = json.loads(reports.download_blob(f"{JOB}/report.json").readall())
+    report = json.loads(reports.read(f"{JOB}/report.json", limit=2**40))
     assert report["collectionComplete"] is True and report["totals"]["crashDumps"] == 1
 
 
@@ -219,7 +219,7 @@ def test_time_budget_still_writes_the_manifest(containers, node_dir):
     url, _ = sas_url(logs, create=True, write=True)
     proc = run_uploader(root, url, "--budget-seconds", "0")
     assert proc.returncode == 0
-    manifest = json.loads(logs.download_blob(f"{JOB}/{NODE}/manifest.json").readall())
+    manifest = json.loads(logs.read(f"{JOB}/{NODE}/manifest.json", limit=2**40))
     assert manifest["files"] == [] and manifest["failed"]
     assert all("time budget" in f["error"] for f in manifest["failed"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from local.stack import Stack, StackOptions
-from shared.services import build
-from shared.settings import load
+from shared.adapters.services import build
+from shared.pure.settings import load
 
 
 @pytest.fixture(scope="package")

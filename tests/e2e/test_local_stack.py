@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
-from shared.report_page import CONTENT_SECURITY_POLICY
+from shared.pure.report_page import CONTENT_SECURITY_POLICY
 from tests.waiting import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "job-request.json"
@@ -90,6 +90,6 @@ def test_host_restart_mid_flow_loses_nothing_and_does_nothing_twice(stack, servi
     stack.host.start()
     report = wait_until(lambda: report_done(services, job_id), 90, 0.3, what="the job's report")
     counts = services.batch.task_counts(job_id)
-    assert (counts["completed"], counts["succeeded"]) == (8, 8), "each task ran once"
-    assert len([j for j in services.batch.list_jobs() if j["id"] == job_id]) == 1
+    assert (counts.completed, counts.succeeded) == (8, 8), "each task ran once"
+    assert len([j for j in services.batch.list_jobs() if j.id == job_id]) == 1
     assert report["outcome"]["taskCounts"]["succeeded"] == 8

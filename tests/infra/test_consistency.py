@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from shared import settings
+from shared.pure import settings
 from tests.infra.bicep_model import (
     MAIN,
     ROOT,
@@ -100,7 +100,7 @@ APP_FILES = [ROOT / "function_app.py", *sorted((ROOT / "functions").glob("*.py")
 
 
 def _resolve(node: ast.AST) -> str | None:
-    """A string argument: a literal, a name from shared.settings, or an f-string over those."""
+    """A string argument: a literal, a name from shared.pure.settings, or an f-string over those."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.Name | ast.Attribute):
@@ -257,8 +257,8 @@ def test_funcignore_excludes(path):
 
 
 @pytest.mark.parametrize("path", [
-    "function_app.py", "host.json", "requirements.txt", "shared/settings.py", "functions/__init__.py",
-    "tools/log_uploader.py", "schemas/job-request.v1.json",
+    "function_app.py", "host.json", "requirements.txt", "shared/pure/settings.py", "functions/__init__.py",
+    "shared/node/log_uploader.py", "schemas/job-request.v1.json",
 ])
 def test_funcignore_keeps(path):
     assert not funcignored(path)

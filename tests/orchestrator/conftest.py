@@ -15,8 +15,11 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 from azure.storage.blob import BlobClient
 
+from local.batch.control import EmulatorProcess
 from local.host.payloads import blob_argument
-from shared import services as services_module
+from shared.adapters import services as services_module
+from shared.adapters.services import Services, build
+from shared.pure.settings import load
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +60,20 @@ def app(app_env):
 @pytest.fixture
 def svc(app_env):
     return services_module.services()
+
+
+@pytest.fixture
+def own_batch(app_env, tmp_path) -> Services:
+    """Services on a Batch emulator of this test's own, for tests that move the watchdog's clock: a sweep
+    hours or days ahead ends or deletes every managed job it sees, so it must see only this test's."""
+    emulator = EmulatorProcess(tmp_path / "workspace", ["pool-2x1:2:1", "pool-empty:0"],
+                               log_file=tmp_path / "batch.log")
+    endpoint = emulator.start()
+    try:
+        yield build(load({**app_env, "BATCH_ACCOUNT_URL": endpoint.url, "BATCH_ACCOUNT_NAME": endpoint.account,
+                          "BATCH_ACCOUNT_KEY": endpoint.key}))
+    finally:
+        emulator.stop()
 
 
 def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | None = None) -> ServiceBusMessage:

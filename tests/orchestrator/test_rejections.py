@@ -7,7 +7,8 @@ import uuid
 
 from azure.servicebus import ServiceBusClient
 
-from functions.submit import ORIGINAL_ID, QUOTA_ATTEMPTS
+from shared.pure.quota import ATTEMPTS as QUOTA_ATTEMPTS
+from shared.pure.quota import ORIGINAL_ID
 from tests.orchestrator.conftest import blob_event, request, sb_message
 
 
@@ -55,11 +56,11 @@ def test_conflicting_request_under_existing_job_is_refused(app, svc):
     app["submit"](sb_message(request(job_id, pool="pool-empty", tasks=3), other))
     record = rejected_for(svc, other)
     assert "already exists" in record["reason"] and record["jobId"] == job_id
-    assert svc.batch.task_counts(job_id)["active"] == 2, "not merged"
+    assert svc.batch.task_counts(job_id).active == 2, "not merged"
 
 
 def test_quota_reached_schedules_the_request_again(app, svc, batch_emulator, servicebus):
-    live = sum(1 for j in svc.batch.list_jobs() if j["state"] in ("active", "terminating"))
+    live = sum(1 for j in svc.batch.list_jobs() if j.state in ("active", "terminating"))
     batch_emulator.set_faults(activeJobQuota=live)
     message_id = uuid.uuid4().hex
     try:
@@ -82,6 +83,6 @@ def test_hostile_blob_names_get_records_not_crashes(app, svc):
     for name in ["../../etc/passwd", "job/only-two", "a" * 300 + "/n/logs/x", "j1/n1/logs/\u202eevil.txt"]:
         # Storage itself may refuse to hold such names; the trigger can still be handed one.
         app["collect_log"](blob_event(name))
-    records = [b.name for b in svc.store.reports.list_blobs(name_starts_with="rejected-blobs/")]
+    records = [b.name for b in svc.store.reports.list("rejected-blobs/")]
     assert len(records) >= 4
-    assert json.loads(svc.store.reports.download_blob(records[0]).readall())["rule"]
+    assert svc.store.reports.read_json(records[0])["rule"]

@@ -103,26 +103,36 @@ def test_sqlite_commits_before_replies_and_groups_only_completions(tmp_path):
 
     from local.servicebus.store import GROUP_COMMIT_S, SqliteStore
 
-    store = SqliteStore(tmp_path)
+    now = 0.0  # 0.0 so that now - start is exact at the window's edge
+    store = SqliteStore(tmp_path, clock=lambda: now)
     other = sqlite3.connect(store.location)  # what a restarted broker would load
 
     def stored() -> list[int]:
         return [seq for (seq,) in other.execute("SELECT seq FROM messages ORDER BY seq")]
 
-    store.add([_record(1), _record(2), _record(3)], 4)
+    store.add([_record(seq) for seq in range(1, 6)], 6)
     store.flush()  # the server calls this before writing any reply
-    assert stored() == [1, 2, 3]
+    assert stored() == [1, 2, 3, 4, 5]
     store.remove([1], grouped=True)  # a completion may wait for the group commit...
     store.flush()
-    assert stored() == [1, 2, 3]
-    time.sleep(GROUP_COMMIT_S + 0.01)
-    store.flush()  # ...but no longer than GROUP_COMMIT_S
-    assert stored() == [2, 3]
-    store.remove([2], grouped=True)
-    store.remove([3])  # anything else is committed at once, and takes pending completions with it
+    assert stored() == [1, 2, 3, 4, 5]
+    now = GROUP_COMMIT_S / 2
+    store.remove([2], grouped=True)  # ...which a later completion joins without extending it
     store.flush()
-    assert stored() == []
-    store.remove([9], grouped=True)
-    store.close()  # a clean stop commits what is pending
+    assert stored() == [1, 2, 3, 4, 5]
+    now = GROUP_COMMIT_S - 0.001
+    store.flush()
+    assert stored() == [1, 2, 3, 4, 5]
+    now = GROUP_COMMIT_S
+    store.flush()  # ...but no longer than GROUP_COMMIT_S after the first
+    assert stored() == [3, 4, 5]
+    store.remove([3], grouped=True)
+    store.remove([4])  # anything else is committed at once, and takes pending completions with it
+    store.flush()
+    assert stored() == [5]
+    store.remove([5], grouped=True)
+    store.flush()
+    assert stored() == [5]
+    store.close()  # a clean stop commits what is pending, whatever the clock says
     assert stored() == []
     other.close()

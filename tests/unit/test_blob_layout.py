@@ -1,6 +1,6 @@
 import pytest
 
-from shared import blob_layout as bl
+from shared.pure import blob_layout as bl
 
 NODE = "tvmps_" + "a" * 64 + "_d"
 
@@ -62,7 +62,7 @@ BAD = [
 @pytest.mark.parametrize(("name", "rule"), BAD, ids=[repr(b[0])[:40] for b in BAD])
 def test_parse_rejects_with_a_record(name, rule):
     rejected = bl.parse_log_blob(name)
-    assert isinstance(rejected, bl.Rejected), rejected
+    assert isinstance(rejected, bl.BadBlobName), rejected
     assert rejected.rule == rule
     assert rejected.message and len(rejected.name_sha256) == 64
     assert rejected.name.isascii() and rejected.name.isprintable() and len(rejected.name) < 260
@@ -89,7 +89,7 @@ REPORTS = [
 def test_parse_report_blob(name, expected):
     parsed = bl.parse_report_blob(name)
     if expected is None:
-        assert isinstance(parsed, bl.Rejected)
+        assert isinstance(parsed, bl.BadBlobName)
     else:
         assert (parsed.job_id, parsed.kind) == expected
 

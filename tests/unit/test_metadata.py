@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared import metadata as md
+from shared.pure import metadata as md
 
 DEADLINE = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
 META = md.JobMetadata(deadline=DEADLINE, request_hash="ab" * 32, expected_tasks=8)

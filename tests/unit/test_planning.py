@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import metadata as md
-from shared.planning import CRASH_PSEUDO_NODE, Links, _task_pattern, plan, release_command, sas_expiry
-from shared.request import parse_request
-from shared.settings import PoolIdentity
+from shared.pure import metadata as md
+from shared.pure.planning import CRASH_PSEUDO_NODE, Links, _task_pattern, plan, release_command, sas_expiry
+from shared.pure.request import parse_request
+from shared.pure.settings import PoolIdentity
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 LINKS = Links(uploader_url="https://acct/tools/log_uploader.py?sig=r", logs_container_url="https://acct/job-logs?sig=w")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.redact import redact_sas
+from shared.pure.redact import redact_sas
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from shared import blob_layout as bl
-from shared import report as rp
+from shared.pure import blob_layout as bl
+from shared.pure import report as rp
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 

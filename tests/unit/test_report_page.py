@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from shared.report_page import MAX_ROWS, MAX_TASK_IDS, render_report_page
+from shared.pure.report_page import MAX_ROWS, MAX_TASK_IDS, render_report_page
 
 REPORT = {
     "jobId": "nightly-7",

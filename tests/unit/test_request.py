@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import blob_layout as bl
-from shared.duration import format_duration, parse_duration
-from shared.request import (
+from shared.adapters.store import OUTCOMES_PREFIX, REJECTED_PREFIX
+from shared.pure import blob_layout as bl
+from shared.pure.duration import format_duration, parse_duration
+from shared.pure.request import (
     MAX_COMMAND_LINE,
     MAX_TASKS,
     RESERVED_JOB_IDS,
@@ -19,7 +20,6 @@ from shared.request import (
     request_hash,
     schema_text,
 )
-from shared.store import OUTCOMES_PREFIX, REJECTED_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"poolId": "pool-1", "timeout": "PT1H", "tasks": [{"id": "t1", "commandLine": "echo hi"}]}
@@ -202,7 +202,7 @@ def test_derive_job_id_is_stable_and_batch_valid(message_id):
 
 
 def test_reserved_job_ids_cover_every_report_folder():
-    rejected_blob = bl.rejected_blob_record_name(bl.Rejected("x", "rule", "message", "0" * 64))
+    rejected_blob = bl.rejected_blob_record_name(bl.BadBlobName("x", "rule", "message", "0" * 64))
     folders = {REJECTED_PREFIX, OUTCOMES_PREFIX, rejected_blob.split("/")[0] + "/"}
     assert {f.rstrip("/") for f in folders} <= RESERVED_JOB_IDS
 
@@ -231,7 +231,7 @@ def test_derive_job_id_separates_case():
 def test_schema_file_is_current():
     path = ROOT / "schemas" / "job-request.v1.json"
     assert path.read_text(encoding="utf-8") == schema_text(), (
-        "schemas/job-request.v1.json is stale: run python -m shared.request --write-schema schemas/job-request.v1.json"
+        "schemas/job-request.v1.json is stale: run python -m shared.flows.schema_file --write schemas/job-request.v1.json"
     )
 
 

@@ -2,8 +2,8 @@ import hashlib
 
 import pytest
 
-from shared.crashdump import ELF_CORE, MINIDUMP, UNKNOWN, CrashDumpScanner, scan_crash_dump
-from shared.logscan import LogScanner, scan_log
+from shared.pure.crashdump import ELF_CORE, MINIDUMP, UNKNOWN, CrashDumpScanner, scan_crash_dump
+from shared.pure.logscan import LogScanner, scan_log
 from tests.unit.dumps import elf_core, minidump
 
 

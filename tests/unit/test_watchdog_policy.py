@@ -2,8 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import metadata as md
-from shared.watchdog_policy import (
+from shared.pure import metadata as md
+from shared.pure.values import Job, TaskCounts
+from shared.pure.watchdog_policy import (
     PREP_STATUS,
     TASK_COUNTS,
     Delete,
@@ -13,7 +14,6 @@ from shared.watchdog_policy import (
     Policy,
     PrepInfo,
     RecordOutcome,
-    TaskCounts,
     Terminate,
     decide,
     needs_details,
@@ -28,14 +28,10 @@ def meta(deadline=NOW + 60 * MIN, expected=8, submitted=True, recorded=False):
     return md.encode(md.JobMetadata(deadline, "h" * 64, expected, submitted, recorded))
 
 
-def job(state="active", metadata=None, age=30 * MIN, **kw):
-    return JobSnapshot(
-        job_id=kw.pop("job_id", "job-1"),
-        state=state,
-        metadata=meta() if metadata is None else metadata,
-        creation_time=NOW - age,
-        **kw,
-    )
+def job(state="active", metadata=None, age=30 * MIN, task_counts=None, prep=None, outcome_recorded=None, **kw):
+    listed = Job(id=kw.pop("job_id", "job-1"), state=state, metadata=meta() if metadata is None else metadata,
+                 creation_time=NOW - age, **kw)
+    return JobSnapshot(listed, outcome_recorded=outcome_recorded, task_counts=task_counts, prep=prep)
 
 
 def counts(active=0, running=0, completed=8, failed=0):

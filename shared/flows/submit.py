@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared import metadata as md
-from shared.batch import BatchAdapter, Refused, Transient
-from shared.planning import JobPlan, plan, sas_expiry
-from shared.request import (
+from shared.adapters.batch import BatchAdapter, QuotaReached, Refused, Transient
+from shared.adapters.services import Services
+from shared.adapters.store import Store
+from shared.pure import metadata, quota
+from shared.pure.planning import WHEN_SUBMITTED, JobPlan, plan, sas_expiry
+from shared.pure.quota import Resend
+from shared.pure.request import (
     JobRequest,
     RequestInvalid,
     claimed_job_id,
@@ -26,7 +29,7 @@ from shared.request import (
     parse_request,
     request_hash,
 )
-from shared.store import Store
+from shared.pure.values import Job
 
 log = logging.getLogger("orchestrator.submit")
 CHUNK_RETRIES = 5
@@ -47,12 +50,12 @@ class AlreadySubmitted:
 
 
 @dataclass(frozen=True)
-class Rejected:
-    key: str
+class RequestRejected:
+    key: str  # where the rejection is kept: job-reports/rejected/{key}.json
     reason: str
 
 
-Result = Submitted | AlreadySubmitted | Rejected
+Result = Submitted | AlreadySubmitted | RequestRejected
 
 
 def rejection_key(message_id: str, now: datetime) -> str:
@@ -61,16 +64,17 @@ def rejection_key(message_id: str, now: datetime) -> str:
 
 
 def _reject(store: Store, raw: bytes, message_id: str, now: datetime, reason: str, errors=None,
-            job_id: str | None = None) -> Rejected:
+            job_id: str | None = None) -> RequestRejected:
     key = rejection_key(message_id, now)
     store.reject(key, raw, reason, errors, now, extra={"messageId": message_id, "jobId": job_id})
-    return Rejected(key, reason)
+    return RequestRejected(key, reason)
 
 
 def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: datetime, *,
            allowed_pools: frozenset[str] = frozenset(), concurrency: int = 8,
-           progress: Progress | None = None, existing_job: dict | None = None) -> Result:
-    """Raises Transient or QuotaReached for the caller to retry later; every other failure is a Rejected.
+           progress: Progress | None = None, existing_job: Job | None = None) -> Result:
+    """Raises Transient or QuotaReached for the caller to retry later; every other failure is a
+    RequestRejected.
 
     existing_job: the job as the caller already read it from Batch (the watchdog's listing), saving a call."""
     try:
@@ -95,27 +99,27 @@ def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: 
         else:
             existing = batch.get_job(job_id)
     if existing is not None:
-        metadata = md.as_dict(existing.get("metadata"))
+        values = dict(existing.metadata)
         try:
-            meta = md.decode(metadata)
-        except md.MetadataError:
+            meta = metadata.decode(values)
+        except metadata.MetadataError:
             meta = None
         if meta is None or meta.request_hash != digest:
             return _reject(store, raw, message_id, now,
                            f"jobId: a different job {job_id!r} already exists; a request under an existing "
                            "job id is refused, not merged. Use a new jobId.", job_id=job_id)
-        if meta.submitted or existing.get("state") not in ("active", "disabled"):
+        if meta.submitted or not existing.active:
             return AlreadySubmitted(job_id)
         job_plan = _plan(request, job_id, digest, meta.deadline - request.timeout, store)
     else:
-        metadata = md.as_dict(job_plan.job["metadata"])
+        values = metadata.as_dict(job_plan.job["metadata"])
     try:
         added = add_tasks(batch, job_plan, concurrency, progress)
     except Refused as err:
         # Validation let through something Batch will not take: end the job rather than leave it open.
         batch.terminate(job_id, "SubmissionRefused")
         return _reject(store, raw, message_id, now, f"Batch refused a task: {err}", job_id=job_id)
-    batch.finish_submission(job_id, md.to_items(md.mark_submitted(metadata)))
+    batch.update_job(job_id, on_all_tasks_complete=WHEN_SUBMITTED, metadata_values=metadata.mark_submitted(values))
     log.info("job submitted", extra={"job": job_id, "tasks": added, "resumed": existing is not None})
     return Submitted(job_id, added, resumed=existing is not None)
 
@@ -154,3 +158,23 @@ def add_tasks(batch: BatchAdapter, job_plan: JobPlan, concurrency: int, progress
             if progress:
                 progress(added, job_plan.expected_tasks)
     return added
+
+
+def on_message(raw: bytes, message_id: str, properties: Mapping[str, object], now: datetime,
+               services: Services) -> Result | Resend:
+    """One delivery of the job-requests queue. The active-job quota is waited out, not failed: the request
+    is scheduled again with backoff. Transient raises, so the message is abandoned and redelivered."""
+    s = services
+    lineage = quota.lineage(message_id, properties)
+    try:
+        result = submit(raw, lineage, s.batch, s.store, now, allowed_pools=s.settings.allowed_pools,
+                        concurrency=s.settings.submit_concurrency)
+    except QuotaReached:
+        again = quota.resend(message_id, properties, now)
+        s.queue.schedule(raw, again.message_id, again.properties, again.at)
+        log.info("active-job quota reached; request scheduled again",
+                 extra={"messageId": lineage, "attempt": again.attempt, "at": again.at.isoformat()})
+        return again
+    log.info("submit finished", extra={"messageId": lineage, "result": type(result).__name__,
+                                       "job": getattr(result, "job_id", None)})
+    return result

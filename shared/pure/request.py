@@ -1,18 +1,15 @@
 """Job request v1: the one pydantic model that validates requests and writes the published schema.
 
-Run `python -m shared.request --write-schema schemas/job-request.v1.json` after changing it.
+Run `python -m shared.flows.schema_file --write schemas/job-request.v1.json` after changing it.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,7 +27,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from shared.duration import DURATION_PATTERN, format_duration, parse_duration
+from shared.pure.duration import DURATION_PATTERN, format_duration, parse_duration
 
 SCHEMA_ID = "https://batch-orchestrator.local/schemas/job-request.v1.json"
 MAX_TASKS = 100_000
@@ -424,27 +421,3 @@ def json_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.request")
-    parser.add_argument("--write-schema", metavar="PATH", help="write the JSON Schema to PATH")
-    parser.add_argument("--check", metavar="REQUEST", help="validate a request file")
-    args = parser.parse_args(argv)
-    if args.write_schema:
-        Path(args.write_schema).write_text(schema_text(), encoding="utf-8")
-        print(f"wrote {args.write_schema}")
-    if args.check:
-        try:
-            req = parse_request(Path(args.check).read_bytes())
-        except RequestInvalid as exc:
-            print(f"invalid: {exc}", file=sys.stderr)
-            return 1
-        print(f"valid: {req.task_count()} tasks, hash {request_hash(req)}")
-    if not (args.write_schema or args.check):
-        parser.print_help()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

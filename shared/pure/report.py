@@ -7,7 +7,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shared.blob_layout import CRASH_DUMP, KIND_DIRS, LOG, LogBlob, check_name
+from shared.pure.blob_layout import CRASH_DUMP, KIND_DIRS, LOG, LogBlob, check_name
+from shared.pure.values import NodeRuns, TaskResult, TaskRun
 
 REPORT_SCHEMA = "job-report.v1"
 FILE_RECORD_SCHEMA = "job-file.v1"
@@ -43,6 +44,29 @@ def file_record(blob: LogBlob, *, size: int, sha256: str, content_type: str | No
     if size == 0:
         record["note"] = "zero-byte file"
     return record
+
+
+def node_rows(runs: Iterable[NodeRuns], tasks: Iterable[TaskResult]) -> list[dict[str, Any]]:
+    """Per node that ran the job: its prep and release exit codes and the tasks it ran, for the report."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(node_id: str, prep: TaskRun | None = None, release: TaskRun | None = None) -> dict[str, Any]:
+        prep, release = prep or TaskRun(), release or TaskRun()
+        return {"nodeId": node_id, "prepExitCode": prep.exit_code, "prepResult": prep.result,
+                "releaseExitCode": release.exit_code, "releaseResult": release.result, "tasks": []}
+
+    for node in runs:
+        rows[node.node_id] = row(node.node_id, node.preparation, node.release)
+    for task in tasks:
+        if task.node_id:
+            rows.setdefault(task.node_id, row(task.node_id))["tasks"].append(
+                {"id": task.id, "state": task.state, "exitCode": task.exit_code, "result": task.result})
+    return sorted(rows.values(), key=lambda r: r["nodeId"])
+
+
+def outcome_only(job_id: str, outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """The report of a job whose outcome is recorded but whose files have not been collected yet."""
+    return assemble_report(job_id, outcome, [], [], [])
 
 
 def parse_manifest(raw: bytes, job_id: str, node_id: str) -> dict[str, Any]:

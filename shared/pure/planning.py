@@ -1,7 +1,7 @@
 """Turn a validated job request into the Batch REST bodies to submit. Pure: no I/O, time passed in.
 
-The bodies are REST-shaped dicts (camelCase, as on the wire); the Batch adapter wraps them in the SDK's
-models. Keeping them as plain data makes the plan easy to test and to hash.
+The bodies are the Batch REST request bodies (camelCase, as on the wire); the Batch adapter sends them as
+they are. Keeping them as plain data makes the plan easy to test and to hash.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import metadata as md
-from shared.request import JobRequest, TaskSpec, expand_tasks
-from shared.settings import PoolIdentity
+from shared.pure import metadata
+from shared.pure.request import JobRequest, TaskSpec, expand_tasks
+from shared.pure.settings import PoolIdentity
 
 PREP_ID = "jobpreparation"
 RELEASE_ID = "jobrelease"
@@ -25,6 +25,10 @@ BACKSTOP = timedelta(minutes=10)
 UPLOADER_FILE = "log_uploader.py"
 CRASH_PSEUDO_NODE = "_tasks"  # failing tasks upload their own dumps here: the node id is unknown at submit
 NO_OP_PREP = "/bin/true"
+# A job is created with onAllTasksComplete=noaction, so a half-filled job is not ended early; once every
+# task is in, submission arms it with this.
+WHILE_SUBMITTING = "noaction"
+WHEN_SUBMITTED = "terminatejob"
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def release_command(user_command: str | None) -> str:
     return "/bin/bash -c " + shlex.quote("; ".join(steps))
 
 
-def job_body(request: JobRequest, job_id: str, meta: md.JobMetadata, links: Links, timeout: timedelta) -> dict:
+def job_body(request: JobRequest, job_id: str, meta: metadata.JobMetadata, links: Links, timeout: timedelta) -> dict:
     prep = request.preparation
     release = request.release
     prep_body = {
@@ -125,12 +129,12 @@ def job_body(request: JobRequest, job_id: str, meta: md.JobMetadata, links: Link
         "id": job_id,
         "poolInfo": {"poolId": request.pool_id},
         "priority": request.priority,
-        "onAllTasksComplete": "noaction",
+        "onAllTasksComplete": WHILE_SUBMITTING,
         "constraints": {"maxWallClockTime": _duration(timeout + BACKSTOP), "maxTaskRetryCount": 0},
         "commonEnvironmentSettings": _env(request.environment),
         "jobPreparationTask": prep_body,
         "jobReleaseTask": release_body,
-        "metadata": md.to_items(md.encode(meta)),
+        "metadata": metadata.to_items(metadata.encode(meta)),
     }
 
 
@@ -174,7 +178,7 @@ def plan(request: JobRequest, job_id: str, request_hash: str, now: datetime, lin
     timeout = request.timeout
     deadline = now + timeout
     expected = request.task_count()
-    meta = md.JobMetadata(deadline=deadline, request_hash=request_hash, expected_tasks=expected)
+    meta = metadata.JobMetadata(deadline=deadline, request_hash=request_hash, expected_tasks=expected)
     return JobPlan(job_id=job_id, job=job_body(request, job_id, meta, links, timeout), deadline=deadline,
                    expected_tasks=expected, request=request, links=links)
 

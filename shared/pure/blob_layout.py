@@ -1,6 +1,6 @@
 """Blob names in `job-logs` and `job-reports`: pure parsing of untrusted names.
 
-Parsers never raise on a bad name: they return a Rejected record saying which rule it broke.
+Parsers never raise on a bad name: they return a BadBlobName saying which rule it broke.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from shared.request import is_batch_id
+from shared.pure.request import is_batch_id
 
-LOGS_CONTAINER = "job-logs"
-REPORTS_CONTAINER = "job-reports"
+# job-reports folders that are not jobs (the request model refuses these as job ids).
+REJECTED_PREFIX = "rejected/"
+OUTCOMES_PREFIX = "outcomes/"
+REJECTED_BLOBS_PREFIX = "rejected-blobs/"
 
 LOG, CRASH_DUMP, MANIFEST = "log", "crashdump", "manifest"
 KIND_DIRS = {"logs": LOG, "crashdumps": CRASH_DUMP}
@@ -50,7 +52,7 @@ class ReportBlob:
 
 
 @dataclass(frozen=True)
-class Rejected:
+class BadBlobName:
     name: str  # escaped, shortened: safe to log and store
     rule: str
     message: str
@@ -66,13 +68,13 @@ def safe_preview(name: str) -> str:
     return escaped if len(escaped) <= _PREVIEW else escaped[:_PREVIEW] + f"...({len(name)} chars)"
 
 
-def _reject(name: object, rule: str, message: str) -> Rejected:
+def _reject(name: object, rule: str, message: str) -> BadBlobName:
     text = name if isinstance(name, str) else repr(name)
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return Rejected(safe_preview(text), rule, message, digest)
+    return BadBlobName(safe_preview(text), rule, message, digest)
 
 
-def check_name(name: object, max_length: int = MAX_NAME) -> Rejected | list[str]:
+def check_name(name: object, max_length: int = MAX_NAME) -> BadBlobName | list[str]:
     """Rules common to every container: returns the segments, or why the name is refused."""
     if not isinstance(name, str):
         return _reject(name, "not_text", "blob name is not text")
@@ -103,10 +105,10 @@ def check_name(name: object, max_length: int = MAX_NAME) -> Rejected | list[str]
     return segments
 
 
-def parse_log_blob(name: object) -> LogBlob | Rejected:
+def parse_log_blob(name: object) -> LogBlob | BadBlobName:
     """`{jobId}/{nodeId}/logs/...`, `{jobId}/{nodeId}/crashdumps/...`, `{jobId}/{nodeId}/manifest.json`."""
     segments = check_name(name, MAX_LOG_NAME)
-    if isinstance(segments, Rejected):
+    if isinstance(segments, BadBlobName):
         return segments
     if len(segments) < 3:
         return _reject(name, "outside_layout", "expected {jobId}/{nodeId}/logs|crashdumps/... or manifest.json")
@@ -123,10 +125,10 @@ def parse_log_blob(name: object) -> LogBlob | Rejected:
     return _reject(name, "outside_layout", "third segment must be 'logs/', 'crashdumps/' or 'manifest.json'")
 
 
-def parse_report_blob(name: object) -> ReportBlob | Rejected:
+def parse_report_blob(name: object) -> ReportBlob | BadBlobName:
     """`{jobId}/report.json`, `{jobId}/outcome.json`, `{jobId}/files/...json`, `{jobId}/nodes/{nodeId}.json`."""
     segments = check_name(name)
-    if isinstance(segments, Rejected):
+    if isinstance(segments, BadBlobName):
         return segments
     job_id, rest = segments[0], "/".join(segments[1:])
     if not is_batch_id(job_id):
@@ -174,6 +176,10 @@ def manifest_name(job_id: str, node_id: str) -> str:
     return f"{job_id}/{node_id}/{MANIFEST_NAME}"
 
 
-def rejected_blob_record_name(rejected: Rejected) -> str:
+def rejected_blob_record_name(bad: BadBlobName) -> str:
     # Keyed by the name's hash: the name itself is what could not be trusted.
-    return f"rejected-blobs/{rejected.name_sha256}.json"
+    return f"{REJECTED_BLOBS_PREFIX}{bad.name_sha256}.json"
+
+
+def request_name(job_id: str) -> str:
+    return f"{job_id}/request.json"

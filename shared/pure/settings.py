@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-# Container and queue names are part of the contract (DESIGN.md), not settings.
+# Container and queue names are part of the contract (docs/DESIGN.md), not settings.
 LOGS_CONTAINER = "job-logs"
 REPORTS_CONTAINER = "job-reports"
 TOOLS_CONTAINER = "tools"

@@ -1,4 +1,4 @@
-"""Builds the SDK clients and adapters from app settings, once per process.
+"""Builds the adapters from app settings, once per process.
 
 Locally: the Batch emulator's key, Azurite's connection string, the Service Bus emulator's connection
 string. In Azure: DefaultAzureCredential (the app's managed identity) for all three.
@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 from azure.storage.blob import BlobServiceClient
 
-from shared.batch import BatchAdapter
-from shared.settings import Settings, load
-from shared.store import Store
+from shared.adapters.batch import BatchAdapter
+from shared.adapters.blobs import CLIENT_KWARGS
+from shared.adapters.queue import RequestQueue
+from shared.adapters.store import Store
+from shared.pure.settings import Settings, load
 
 
 @dataclass
@@ -22,13 +24,7 @@ class Services:
     settings: Settings
     batch: BatchAdapter
     store: Store
-
-    def service_bus(self):
-        from azure.servicebus import ServiceBusClient
-
-        if self.settings.service_bus_connection:
-            return ServiceBusClient.from_connection_string(self.settings.service_bus_connection)
-        return ServiceBusClient(self.settings.service_bus_namespace, _credential())
+    queue: RequestQueue
 
 
 @functools.cache
@@ -47,8 +43,6 @@ def build(settings: Settings) -> Services:
     from azure.batch import BatchClient
     from azure.core.credentials import AzureNamedKeyCredential
 
-    from shared.collector import CLIENT_KWARGS
-
     if settings.batch_key:
         batch_credential = AzureNamedKeyCredential(settings.batch_account, settings.batch_key)
     else:
@@ -64,8 +58,11 @@ def build(settings: Settings) -> Services:
         url = settings.storage_blob_uri or f"https://{settings.storage_account}.blob.core.windows.net"
         service = BlobServiceClient(url, credential=_credential(), **CLIENT_KWARGS)
         key = None
+    queue = RequestQueue(settings.queue, connection_string=settings.service_bus_connection,
+                         namespace=settings.service_bus_namespace, credential=_credential)
     return Services(settings=settings, batch=batch, store=Store(service, account_key=key,
-                                                                   upload_identity=settings.pool_identity))
+                                                                   upload_identity=settings.pool_identity),
+                    queue=queue)
 
 
 @functools.cache

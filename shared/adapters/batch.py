@@ -1,27 +1,33 @@
 """The Batch adapter: the orchestrator's only door to Azure Batch, through the azure-batch SDK.
 
-It speaks in REST-shaped dicts and a few exceptions the core understands: Transient (retry later),
-QuotaReached (the account's active-job quota; wait, don't fail) and Refused (a permanent client error).
+Interface (what flows may call): get_job, list_jobs, create_job, add_tasks, update_job, terminate, delete,
+task_counts, node_runs, tasks. Answers are `shared.pure.values` (Job, TaskCounts, NodeRuns, TaskResult);
+request bodies are the REST bodies `shared.pure.planning` builds. Errors come as three exceptions the core
+understands: Transient (retry later), QuotaReached (the account's active-job quota: wait, don't fail) and
+Refused (a permanent client error, with Batch's error code).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 from urllib.parse import quote
 
-import azure.batch.models as m
-from azure.batch import BatchClient
+from azure.batch import BatchClient, models
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 from azure.core.rest import HttpRequest
+
+from shared.pure import metadata
+from shared.pure.values import Job, NodeRuns, TaskCounts, TaskResult, TaskRun
 
 log = logging.getLogger("orchestrator.batch")
 
 API_VERSION = "2025-06-01"
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-JOB_LIST_SELECT = ["id", "state", "metadata", "creationTime", "stateTransitionTime", "executionInfo"]
+JOB_LIST_SELECT = ["id", "state", "metadata", "creationTime", "stateTransitionTime", "executionInfo", "poolInfo"]
+TASK_SELECT = ["id", "state", "nodeInfo", "executionInfo"]
 ALREADY_ENDING = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
 
 
@@ -60,22 +66,58 @@ def _translate(err: Exception) -> Exception:
 
 
 @dataclass
-class Counter:
+class CallCounter:
     """Counts the Batch calls a piece of work made (benchmarks and the watchdog's cost report)."""
 
     calls: int = 0
 
 
-def _node_entry(node_id: str, prep: dict | None = None, release: dict | None = None) -> dict[str, Any]:
-    prep, release = prep or {}, release or {}
-    return {"nodeId": node_id, "prepExitCode": prep.get("exitCode"), "prepResult": prep.get("result"),
-            "releaseExitCode": release.get("exitCode"), "releaseResult": release.get("result"), "tasks": []}
+# ----- SDK models -> our values ---------------------------------------------------------------------
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _enum(value) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def _job(model: models.BatchJob) -> Job:
+    info = model.execution_info
+    return Job(
+        id=model.id, state=_enum(model.state) or "", metadata=metadata.as_dict(model.metadata),
+        creation_time=_utc(model.creation_time), state_transition_time=_utc(model.state_transition_time),
+        start_time=_utc(info.start_time) if info else None, end_time=_utc(info.end_time) if info else None,
+        terminate_reason=info.termination_reason if info else None,
+        on_all_tasks_complete=_enum(model.all_tasks_complete_mode),
+        pool_id=model.pool_info.pool_id if model.pool_info else None,
+    )
+
+
+def _run(info) -> TaskRun | None:
+    if info is None:
+        return None
+    failure = getattr(info, "failure_info", None)
+    return TaskRun(state=_enum(info.state), exit_code=info.exit_code, result=_enum(info.result),
+                   start_time=_utc(info.start_time), end_time=_utc(info.end_time),
+                   retry_count=getattr(info, "retry_count", None) or 0, failure=failure.code if failure else None)
+
+
+def _task(model: models.BatchTask) -> TaskResult:
+    info, node = model.execution_info, model.node_info
+    failure = info.failure_info if info else None
+    return TaskResult(
+        id=model.id, state=_enum(model.state) or "", node_id=node.node_id if node else None,
+        exit_code=info.exit_code if info else None, result=_enum(info.result) if info else None,
+        retry_count=(info.retry_count or 0) if info else 0, start_time=_utc(info.start_time) if info else None,
+        end_time=_utc(info.end_time) if info else None, failure=failure.code if failure else None,
+    )
 
 
 class BatchAdapter:
-    def __init__(self, client: BatchClient, counter: Counter | None = None):
+    def __init__(self, client: BatchClient, counter: CallCounter | None = None):
         self.client = client
-        self.counter = counter or Counter()
+        self.counter = counter or CallCounter()
 
     def _call(self, fn, *args, **kwargs):
         self.counter.calls += 1
@@ -89,18 +131,18 @@ class BatchAdapter:
 
     # ----- jobs -----------------------------------------------------------------------------------
 
-    def get_job(self, job_id: str) -> dict | None:
+    def get_job(self, job_id: str) -> Job | None:
         try:
-            return self._call(self.client.get_job, job_id).as_dict()
+            return _job(self._call(self.client.get_job, job_id))
         except Refused as err:
             if err.code == "JobNotFound":
                 return None
             raise
 
-    def create_job(self, body: dict) -> bool:
+    def create_job(self, body: Mapping) -> bool:
         """Create the job; False if it already exists (a concurrent or earlier delivery made it)."""
         try:
-            self._call(self.client.create_job, m.BatchJobCreateOptions(body))
+            self._call(self.client.create_job, models.BatchJobCreateOptions(dict(body)))
             return True
         except Refused as err:
             if err.code == "JobExists":
@@ -129,11 +171,13 @@ class BatchAdapter:
                           f"{getattr(getattr(item.error, 'message', None), 'value', '') or code}")
         return retry
 
-    def finish_submission(self, job_id: str, metadata_items: list[dict]) -> None:
-        update = m.BatchJobUpdateOptions({"onAllTasksComplete": "terminatejob", "metadata": metadata_items})
+    def update_job(self, job_id: str, *, on_all_tasks_complete: str, metadata_values: Mapping[str, str]) -> None:
+        """PATCH the job. Batch replaces the whole metadata list, so metadata_values is all of it."""
+        update = models.BatchJobUpdateOptions({"onAllTasksComplete": on_all_tasks_complete,
+                                          "metadata": metadata.to_items(metadata_values)})
         self._call(self.client.update_job, job_id, update)
 
-    def list_jobs(self, page_size: int = 1000) -> Iterator[dict]:
+    def list_jobs(self, page_size: int = 1000) -> Iterator[Job]:
         """Every job, page by page: one Batch call per page of up to 1,000 jobs."""
         pages = self.client.list_jobs(select=JOB_LIST_SELECT, max_results=page_size).by_page()
         while True:
@@ -142,23 +186,38 @@ class BatchAdapter:
             except StopIteration:
                 self.counter.calls -= 1  # the pager found no next link: no request was made
                 return
-            yield from (job.as_dict() for job in page)
+            yield from (_job(job) for job in page)
 
-    def task_counts(self, job_id: str) -> dict:
-        return self._call(self.client.get_job_task_counts, job_id).task_counts.as_dict()
+    def task_counts(self, job_id: str) -> TaskCounts:
+        counts = self._call(self.client.get_job_task_counts, job_id).task_counts
+        return TaskCounts(active=counts.active, running=counts.running, completed=counts.completed,
+                          succeeded=counts.succeeded, failed=counts.failed)
 
-    def prep_status(self, job_id: str) -> list[dict]:
+    def node_runs(self, job_id: str) -> list[NodeRuns]:
+        """Each node that ran the job's preparation task, with its prep and release runs."""
         try:
-            return [s.as_dict() for s in self._call(
-                lambda: list(self.client.list_job_preparation_and_release_task_status(job_id)))]
+            statuses = self._call(lambda: list(self.client.list_job_preparation_and_release_task_status(job_id)))
         except Refused as err:
             if err.code in ("JobPreparationTaskNotSpecified", "JobNotFound"):
                 return []
             raise
+        return [NodeRuns(node_id=s.node_id, preparation=_run(s.job_preparation_task_execution_info),
+                         release=_run(s.job_release_task_execution_info)) for s in statuses]
 
-    def tasks(self, job_id: str) -> list[dict]:
-        select = ["id", "state", "nodeInfo", "executionInfo"]
-        return [t.as_dict() for t in self._call(lambda: list(self.client.list_tasks(job_id, select=select)))]
+    def tasks(self, job_id: str) -> Iterator[TaskResult]:
+        """Every task of the job, page by page (one call per 1,000 tasks); nothing if the job is gone."""
+        pages = self.client.list_tasks(job_id, select=TASK_SELECT, max_results=1000).by_page()
+        while True:
+            try:
+                page = list(self._call(next, pages))
+            except StopIteration:
+                self.counter.calls -= 1
+                return
+            except Refused as err:
+                if err.code == "JobNotFound":  # deleted (retention) meanwhile: report what there is
+                    return
+                raise
+            yield from (_task(task) for task in page)
 
     def _send(self, method: str, path: str, body: dict | None = None) -> None:
         """One plain REST call. The SDK's begin_terminate/begin_delete start a poller thread that keeps
@@ -191,25 +250,3 @@ class BatchAdapter:
         except Refused as err:
             if err.code not in ("JobNotFound", "JobBeingDeleted"):
                 raise
-
-    def node_statuses(self, job_id: str) -> list[dict[str, Any]]:
-        """Per node: prep and release exit codes and the tasks it ran, for the report."""
-        nodes: dict[str, dict[str, Any]] = {}
-        for status in self.prep_status(job_id):
-            nodes[status["nodeId"]] = _node_entry(status["nodeId"], status.get("jobPreparationTaskExecutionInfo"),
-                                                  status.get("jobReleaseTaskExecutionInfo"))
-        try:
-            tasks = self.tasks(job_id)
-        except Refused as err:  # the job went (retention) between the two calls: report what there is
-            if err.code != "JobNotFound":
-                raise
-            tasks = []
-        for task in tasks:
-            node_id = (task.get("nodeInfo") or {}).get("nodeId")
-            if not node_id:
-                continue
-            info = task.get("executionInfo") or {}
-            entry = nodes.setdefault(node_id, _node_entry(node_id))
-            entry["tasks"].append({"id": task["id"], "state": task.get("state"), "exitCode": info.get("exitCode"),
-                                   "result": info.get("result")})
-        return sorted(nodes.values(), key=lambda n: n["nodeId"])

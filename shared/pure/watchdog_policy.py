@@ -1,6 +1,6 @@
 """The watchdog's pure policy: what to do with one job, given what Batch said and the time.
 
-Cost model: the adapter lists jobs (paged) and builds a JobSnapshot from each list item alone;
+Cost model: the adapter lists jobs (paged) and each listed Job becomes a JobSnapshot on its own;
 `needs_details` says which extra calls (task counts, prep status) are worth making for that job;
 `decide` is then called with whatever was fetched.
 """
@@ -8,11 +8,11 @@ Cost model: the adapter lists jobs (paged) and builds a JobSnapshot from each li
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from shared import metadata as md
+from shared.pure import metadata
+from shared.pure.values import Job, NodeRuns, TaskCounts, TaskRun
 
 # terminateReason values (Batch allows any string up to 64 chars).
 ORCHESTRATOR_TIMEOUT = "OrchestratorTimeout"
@@ -22,17 +22,6 @@ SUBMISSION_ABANDONED = "SubmissionAbandoned"
 
 TASK_COUNTS = "taskCounts"
 PREP_STATUS = "prepStatus"
-
-_ACTIVE_STATES = frozenset({"active", "disabled"})
-
-
-@dataclass(frozen=True)
-class TaskCounts:
-    active: int = 0
-    running: int = 0
-    completed: int = 0
-    succeeded: int = 0
-    failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,19 +36,18 @@ class PrepInfo:
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    job_id: str
-    state: str
-    metadata: Mapping[str, str]
-    creation_time: datetime
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    state_transition_time: datetime | None = None
-    terminate_reason: str | None = None
-    # None: take it from metadata. The adapter may know better (a completed job's metadata
-    # cannot be updated, so the adapter may record it elsewhere).
+    """A job as listed, plus whatever details `needs_details` asked for."""
+
+    job: Job
+    # None: take it from metadata. The store may know better (a completed job's metadata cannot be
+    # updated, so the outcome's marker is kept beside the report).
     outcome_recorded: bool | None = None
     task_counts: TaskCounts | None = None
     prep: PrepInfo | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
 
 
 @dataclass(frozen=True)
@@ -104,41 +92,56 @@ Decision = Nothing | Terminate | FinishSubmission | RecordOutcome | Delete
 
 
 @dataclass(frozen=True)
-class _Ctx:
-    meta: md.JobMetadata
-    outcome_recorded: bool = field(default=False)
+class Managed:
+    """A job the orchestrator owns, its metadata decoded."""
+
+    meta: metadata.JobMetadata
+    outcome_recorded: bool
 
 
-def _ctx(job: JobSnapshot) -> _Ctx | None | str:
+@dataclass(frozen=True)
+class Unreadable:
+    """Marked as ours, but its metadata does not decode: leave it alone and say why."""
+
+    problem: str
+
+
+def _read(snap: JobSnapshot) -> Managed | Unreadable | None:
+    """None for jobs that are not the orchestrator's."""
     try:
-        meta = md.decode(job.metadata)
-    except md.MetadataError as exc:
-        return str(exc)
+        meta = metadata.decode(snap.job.metadata)
+    except metadata.MetadataError as exc:
+        return Unreadable(str(exc))
     if meta is None:
         return None
-    recorded = meta.outcome_recorded if job.outcome_recorded is None else job.outcome_recorded
-    return _Ctx(meta, recorded)
+    recorded = meta.outcome_recorded if snap.outcome_recorded is None else snap.outcome_recorded
+    return Managed(meta, recorded)
 
 
-def _prep_due(job: JobSnapshot, now: datetime, policy: Policy) -> bool:
-    if now - job.creation_time < policy.prep_check_after:
+def _created(job: Job) -> datetime:
+    # Batch always sets creationTime; the fallbacks keep a malformed answer from crashing a sweep.
+    return job.creation_time or job.state_transition_time or datetime.min.replace(tzinfo=UTC)
+
+
+def _prep_due(job: Job, now: datetime, policy: Policy) -> bool:
+    if now - _created(job) < policy.prep_check_after:
         return False
     interval = max(int(policy.prep_check_interval.total_seconds()), 1)
     period = max(int(policy.sweep_period.total_seconds()), 1)
     # A per-job offset spreads the checks evenly over the interval instead of bursting.
-    offset = int.from_bytes(hashlib.sha256(job.job_id.encode()).digest()[:8], "big") % interval
+    offset = int.from_bytes(hashlib.sha256(job.id.encode()).digest()[:8], "big") % interval
     return (int(now.timestamp()) + offset) % interval < period
 
 
-def needs_details(job: JobSnapshot, now: datetime, policy: Policy | None = None) -> frozenset[str]:
+def needs_details(snap: JobSnapshot, now: datetime, policy: Policy | None = None) -> frozenset[str]:
     """The extra Batch calls worth making before `decide` for this job (usually none)."""
     policy = policy or Policy()
-    ctx = _ctx(job)
-    if not isinstance(ctx, _Ctx) or job.state not in _ACTIVE_STATES:
+    managed, job = _read(snap), snap.job
+    if not isinstance(managed, Managed) or not job.active:
         return frozenset()
-    if now >= ctx.meta.deadline:
+    if now >= managed.meta.deadline:
         return frozenset()
-    if not ctx.meta.submitted and now - job.creation_time >= policy.submission_grace:
+    if not managed.meta.submitted and now - _created(job) >= policy.submission_grace:
         return frozenset({TASK_COUNTS})
     if job.state == "active" and _prep_due(job, now, policy):
         # Prep status alone suffices: with waitForSuccess no task runs on a node whose prep failed.
@@ -146,7 +149,7 @@ def needs_details(job: JobSnapshot, now: datetime, policy: Policy | None = None)
     return frozenset()
 
 
-def _all_tasks_complete(meta: md.JobMetadata, counts: TaskCounts | None) -> bool:
+def _all_tasks_complete(meta: metadata.JobMetadata, counts: TaskCounts | None) -> bool:
     return (
         counts is not None
         and meta.expected_tasks > 0
@@ -156,8 +159,8 @@ def _all_tasks_complete(meta: md.JobMetadata, counts: TaskCounts | None) -> bool
     )
 
 
-def _prep_failed_everywhere(job: JobSnapshot, now: datetime, policy: Policy) -> bool:
-    prep, counts = job.prep, job.task_counts
+def _prep_failed_everywhere(snap: JobSnapshot, now: datetime, policy: Policy) -> bool:
+    prep, counts = snap.prep, snap.task_counts
     if prep is None or prep.nodes_tried == 0 or prep.nodes_failed < prep.nodes_tried:
         return False
     if prep.nodes_running or (counts is not None and counts.running):
@@ -166,43 +169,59 @@ def _prep_failed_everywhere(job: JobSnapshot, now: datetime, policy: Policy) -> 
     return last is not None and now - last >= policy.prep_failure_grace
 
 
-def decide(job: JobSnapshot, now: datetime, policy: Policy | None = None) -> Decision:
+def decide(snap: JobSnapshot, now: datetime, policy: Policy | None = None) -> Decision:
     policy = policy or Policy()
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    ctx = _ctx(job)
-    if ctx is None:
+    managed, job = _read(snap), snap.job
+    if managed is None:
         return Nothing("not managed")
-    if isinstance(ctx, str):
-        return Nothing(f"managed but unreadable: {ctx}")
-    meta = ctx.meta
+    if isinstance(managed, Unreadable):
+        return Nothing(f"managed but unreadable: {managed.problem}")
+    meta = managed.meta
 
     if job.state == "completed":
-        if not ctx.outcome_recorded:
+        if not managed.outcome_recorded:
             return RecordOutcome()
-        ended = job.end_time or job.state_transition_time or job.creation_time
+        ended = job.end_time or job.state_transition_time or _created(job)
         if now - ended >= policy.retention:
             return Delete(f"completed {ended.astimezone(UTC).isoformat()}, past retention")
         return Nothing("completed, within retention")
 
-    if job.state not in _ACTIVE_STATES:
+    if not job.active:
         return Nothing(f"{job.state}: Batch is acting on it")
 
     if now >= meta.deadline:
-        return Terminate(ORCHESTRATOR_TIMEOUT, f"deadline {md.format_time(meta.deadline)} passed")
+        return Terminate(ORCHESTRATOR_TIMEOUT, f"deadline {metadata.format_time(meta.deadline)} passed")
 
-    if _all_tasks_complete(meta, job.task_counts):
-        return Terminate(ALL_TASKS_COMPLETE, f"{job.task_counts.completed}/{meta.expected_tasks} tasks complete")
+    if _all_tasks_complete(meta, snap.task_counts):
+        return Terminate(ALL_TASKS_COMPLETE, f"{snap.task_counts.completed}/{meta.expected_tasks} tasks complete")
 
     if not meta.submitted:
-        age = now - job.creation_time
+        age = now - _created(job)
         if age >= policy.submission_abandon_after:
             return Terminate(SUBMISSION_ABANDONED, f"submission unfinished after {age}")
         if age >= policy.submission_grace:
             return FinishSubmission(f"submission unfinished after {age}")
         return Nothing("submission in progress")
 
-    if _prep_failed_everywhere(job, now, policy):
-        return Terminate(PREP_TASK_FAILED, f"prep failed on all {job.prep.nodes_tried} nodes that tried")
+    if _prep_failed_everywhere(snap, now, policy):
+        return Terminate(PREP_TASK_FAILED, f"prep failed on all {snap.prep.nodes_tried} nodes that tried")
 
     return Nothing("running")
+
+
+def prep_info(runs: list[NodeRuns]) -> PrepInfo:
+    """What the policy needs of the nodes' preparation runs."""
+    tried = failed = running = 0
+    last = None
+    for node in runs:
+        prep = node.preparation or TaskRun()
+        tried += 1
+        if prep.state == "running":
+            running += 1
+        elif prep.result == "failure":
+            failed += 1
+            end = prep.end_time
+            last = end if last is None or (end and end > last) else last
+    return PrepInfo(nodes_tried=tried, nodes_failed=failed, nodes_running=running, last_failure_time=last)

@@ -1,0 +1,123 @@
+"""One watchdog sweep: list the managed jobs, let the pure policy decide, carry out the decisions.
+
+Cost: the list pages (which carry state, metadata and executionInfo) plus calls only for the jobs the
+policy says need a closer look or an action. Actions run with bounded concurrency; two sweeps at once
+are harmless because every action is idempotent (terminating an ending job counts as done).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from shared.adapters.batch import BatchAdapter, QuotaReached, Refused, Transient
+from shared.adapters.services import Services
+from shared.adapters.store import Store
+from shared.flows import collect
+from shared.flows.submit import submit
+from shared.pure import metadata
+from shared.pure import watchdog_policy as policy
+from shared.pure.outcome import outcome_record
+from shared.pure.report import node_rows
+from shared.pure.values import Job
+
+log = logging.getLogger("orchestrator.watchdog")
+
+
+@dataclass
+class SweepReport:
+    jobs_seen: int = 0
+    managed: int = 0
+    actions: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    batch_calls: int = 0
+
+    def as_dict(self) -> dict:
+        return {"jobsSeen": self.jobs_seen, "managed": self.managed, "actions": dict(self.actions),
+                "errors": self.errors, "batchCalls": self.batch_calls}
+
+
+class Watchdog:
+    def __init__(self, batch: BatchAdapter, store: Store, rules: policy.Policy | None = None, concurrency: int = 8,
+                 allowed_pools: frozenset[str] = frozenset()):
+        self.batch = batch
+        self.store = store
+        self.rules = rules or policy.Policy()
+        self.concurrency = concurrency
+        self.allowed_pools = allowed_pools
+
+    def sweep(self, now: datetime) -> SweepReport:
+        report = SweepReport()
+        start_calls = self.batch.counter.calls
+        recorded = self.store.recorded_outcomes()
+        work = []
+        for job in self.batch.list_jobs():
+            report.jobs_seen += 1
+            if not metadata.is_managed(job.metadata):
+                continue
+            report.managed += 1
+            work.append(policy.JobSnapshot(job, outcome_recorded=job.id in recorded))
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="watchdog") as pool:
+            for job_id, action, error in pool.map(lambda snap: self._handle(snap, now), work):
+                if action != "Nothing":
+                    report.actions[action] += 1
+                if error:
+                    report.errors.append(f"{job_id}: {error}")
+        report.batch_calls = self.batch.counter.calls - start_calls
+        log.info("sweep done", extra=report.as_dict())
+        return report
+
+    def _handle(self, snap: policy.JobSnapshot, now: datetime) -> tuple[str, str, str | None]:
+        try:
+            needs = policy.needs_details(snap, now, self.rules)
+            if policy.TASK_COUNTS in needs:
+                snap = replace(snap, task_counts=self.batch.task_counts(snap.job_id))
+            if policy.PREP_STATUS in needs:
+                snap = replace(snap, prep=policy.prep_info(self.batch.node_runs(snap.job_id)))
+            decision = policy.decide(snap, now, self.rules)
+            self._act(snap.job, decision, now)
+            return snap.job_id, type(decision).__name__, None
+        except (Transient, QuotaReached, Refused) as err:
+            log.warning("watchdog action failed", extra={"job": snap.job_id, "error": str(err)})
+            return snap.job_id, "Error", str(err)
+
+    def _act(self, job: Job, decision: policy.Decision, now: datetime) -> None:
+        if isinstance(decision, policy.Terminate):
+            log.info("terminating job", extra={"job": job.id, "reason": decision.reason, "detail": decision.detail})
+            self.batch.terminate(job.id, decision.reason)
+        elif isinstance(decision, policy.FinishSubmission):
+            self._finish_submission(job, now)
+        elif isinstance(decision, policy.RecordOutcome):
+            self._record_outcome(job, now)
+        elif isinstance(decision, policy.Delete):
+            self.batch.delete(job.id)
+            self.store.forget_job(job.id)
+            log.info("job deleted after retention", extra={"job": job.id})
+
+    def _record_outcome(self, job: Job, now: datetime) -> None:
+        outcome = outcome_record(job, self.batch.task_counts(job.id), now)
+        self.store.write_outcome(job.id, outcome)
+        rows = node_rows(self.batch.node_runs(job.id), self.batch.tasks(job.id))
+        collect.rebuild_report(self.store.logs, self.store.reports, job.id, lambda _job_id: rows, outcome=outcome)
+        log.info("outcome recorded", extra={"job": job.id, "reason": job.terminate_reason})
+
+    def _finish_submission(self, job: Job, now: datetime) -> None:
+        saved = self.store.load_request(job.id)
+        if saved is None:
+            log.warning("no saved request to finish submission; terminating", extra={"job": job.id})
+            self.batch.terminate(job.id, policy.SUBMISSION_ABANDONED)
+            return
+        raw = json.dumps(saved["request"]).encode()
+        submit(raw, saved.get("messageId", job.id), self.batch, self.store, now,
+               allowed_pools=self.allowed_pools, concurrency=self.concurrency, existing_job=job)
+
+
+def sweep(services: Services, now: datetime) -> SweepReport:
+    """The timer's sweep, with the app's settings."""
+    s = services
+    rules = policy.Policy(retention=s.settings.retention)
+    return Watchdog(s.batch, s.store, rules, allowed_pools=s.settings.allowed_pools).sweep(now)
