@@ -13,8 +13,9 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from local.batch.account import Account
 from local.batch.config import MAX_TASKS_PER_COLLECTION, PAGE_SIZE_DEFAULT
-from local.batch.engine import Account, task_rel_dir
+from local.batch.environment import task_rel_dir
 from local.batch.errors import BatchError, invalid_property, invalid_query, not_found
 from local.batch.model import Job
 from local.batch.odata import (

@@ -12,9 +12,9 @@ import uuid
 from aiohttp import web
 
 from local.batch import auth
+from local.batch.account import Account
 from local.batch.api import ACCOUNT, routes
 from local.batch.config import SUPPORTED_API_VERSIONS, EmulatorConfig, Faults
-from local.batch.engine import Account
 from local.batch.errors import BatchError
 
 log = logging.getLogger("local.batch")

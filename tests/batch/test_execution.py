@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.batch.models as m
 from azure.batch.models._models import BatchJobTerminateOptions, BatchNodeRebootOptions
 
-from local.batch.engine import node_id_for
+from local.batch.pools import node_id_for
 from tests.batch.jobs import bash, create_job, tasks, terminate, wait_job_state, wait_tasks_done
 from tests.waiting import wait_until
 
@@ -180,3 +180,16 @@ def test_node_reboot_requeues_running_task_and_reruns_prep(batch_client, job_id,
     assert (info.requeue_count, info.retry_count, info.result) == (1, 0, "success")
     assert preps.read_text().count("p") == 2, "prep ran again after the reboot"
     terminate(batch_client, job_id)
+
+
+def test_terminate_while_prep_runs_frees_every_waiting_task(batch_client, job_id):
+    """Tasks placed on a node wait there for its preparation task; ending the job then must hand back every
+    one of them (each node's slots included), not every second one."""
+    create_job(batch_client, job_id, "pool-2x4", prep="/bin/sleep 60", release="/bin/true")
+    batch_client.create_tasks(job_id, tasks(*[(f"t{i}", "/bin/true") for i in range(8)]))
+    wait_until(lambda: sum(1 for t in batch_client.list_tasks(job_id) if t.state == "preparing") == 8,
+               what="all 8 tasks waiting on the preparation tasks")
+    terminate(batch_client, job_id)
+    wait_job_state(batch_client, job_id, "completed")
+    assert sorted(t.state for t in batch_client.list_tasks(job_id)) == ["active"] * 8
+    assert batch_client.get_job_task_counts(job_id).task_counts.running == 0

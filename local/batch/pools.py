@@ -1,0 +1,132 @@
+"""Pools of simulated nodes: creating and deleting them, and rebooting a node under its running tasks.
+
+Nodes are fixed at pool creation (no resizing or autoscale), each with a directory laid out like a
+Batch node and its own agent process. A reboot or a pool delete takes tasks away from a node at once;
+bumping the node's generation is what tells runs still in flight that they no longer own their task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+
+from local.batch import process
+from local.batch.bookkeeping import set_task_state, unplace
+from local.batch.environment import NODE_DIRS, node_env
+from local.batch.errors import BatchError, not_found
+from local.batch.executor import Executor
+from local.batch.model import Node, Pool
+from local.batch.specs import pool_from_body
+from local.batch.state import AccountState
+from local.batch.wire import now
+
+log = logging.getLogger("local.batch")
+
+
+def node_id_for(pool_id: str, index: int) -> str:
+    digest = hashlib.sha256(pool_id.encode()).hexdigest()[:10]
+    return f"tvmps_{digest}{index:04d}_d"
+
+
+class Pools:
+    def __init__(self, state: AccountState, executor: Executor):
+        self.state = state
+        self.executor = executor
+
+    def create_pool(self, body: dict) -> Pool:
+        state = self.state
+        pool = pool_from_body(body)
+        if pool.id in state.pools:
+            raise BatchError(409, "PoolExists", "The specified pool already exists.", PoolId=pool.id)
+        for index in range(pool.target_nodes):
+            node_id = node_id_for(pool.id, index)
+            root = state.workspace / "pools" / pool.id / "nodes" / node_id
+            for sub in NODE_DIRS:
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            node = pool.nodes[node_id] = Node(id=node_id, pool_id=pool.id, root=root, slots=pool.slots_per_node,
+                                              state="idle", agent=process.NodeAgent(node_id))
+            node.env = node_env(state.config, state.base_url, node)
+            node.agent.boot()
+        state.pools[pool.id] = pool
+        log.info("pool created", extra={"pool": pool.id, "nodes": pool.target_nodes})
+        state.wake()
+        return pool
+
+    def get_pool(self, pool_id: str) -> Pool:
+        pool = self.state.pools.get(pool_id)
+        if pool is None:
+            raise not_found("Pool", pool_id)
+        return pool
+
+    def get_node(self, pool_id: str, node_id: str) -> Node:
+        node = self.get_pool(pool_id).nodes.get(node_id)
+        if node is None:
+            raise not_found("Node", node_id)
+        return node
+
+    def delete_pool(self, pool_id: str) -> None:
+        pool = self.get_pool(pool_id)
+        if pool.state == "deleting":
+            raise BatchError(409, "PoolBeingDeleted", "The specified pool has been marked for deletion.")
+        pool.set_state("deleting")
+        for node in pool.nodes.values():
+            self._evict_node(node, requeue=True)
+        self.state.spawn(self._remove_pool(pool))
+
+    async def _remove_pool(self, pool: Pool) -> None:
+        await asyncio.sleep(0)
+        # Agents first: while the pool is still listed, close() would find them if this is cancelled.
+        await asyncio.gather(*(node.agent.close() for node in pool.nodes.values()), return_exceptions=True)
+        self.state.pools.pop(pool.id, None)
+        await asyncio.to_thread(shutil.rmtree, self.state.workspace / "pools" / pool.id, True)
+
+    def reboot_node(self, pool_id: str, node_id: str, option: str = "requeue") -> None:
+        """Kill the node's running tasks and void its preparation runs.
+
+        `requeue` puts the tasks back in the queue; `terminate` ends them as failed (Batch's other options,
+        taskcompletion and retaineddata, are treated as requeue since the emulator reboots at once).
+        """
+        node = self.get_node(pool_id, node_id)
+        if node.state == "rebooting":
+            raise BatchError(409, "NodeBeingRebooted", "The node is already rebooting.")
+        node.set_state("rebooting")
+        self._evict_node(node, requeue=option != "terminate")
+        for job in self.state.jobs.values():
+            rec = job.nodes.get(node.id)
+            if rec:
+                rec.prep_needed = True
+        self.state.spawn(self._finish_reboot(node))
+
+    async def _finish_reboot(self, node: Node) -> None:
+        await asyncio.sleep(self.state.config.reboot_seconds)
+        node.boot_time = now()
+        node.set_state("running" if node.running else "idle")
+        self.state.wake()
+
+    def _evict_node(self, node: Node, requeue: bool) -> None:
+        jobs = self.state.jobs
+        node.generation += 1
+        self.executor.kill_on_node(node.id, "node rebooted")
+        for job_id, task_id in list(node.running):
+            job = jobs.get(job_id)
+            task = job.tasks.get(task_id) if job else None
+            if job and task:
+                unplace(job, task, node)
+                if requeue and job.state == "active":
+                    task.execution.requeue_count += 1
+                    task.execution.last_requeue_time = now()
+                    set_task_state(job, task, "active")
+                    job.pending.appendleft(task.id)
+                else:
+                    self.executor.complete_task(job, task, None, process.failure(
+                        "TaskEnded", "The task was ended because its node rebooted."))
+        for job in jobs.values():
+            rec = job.nodes.get(node.id)
+            if rec and rec.prep_state == "running":
+                rec.prep_state = "completed"
+                rec.prep.end_time = now()
+                rec.prep.failure = process.failure("NodeRebooted", "The node rebooted while the task ran.")
+                rec.prep_needed = True
+        self.state.wake()

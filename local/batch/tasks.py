@@ -1,0 +1,112 @@
+"""Task requests within a job: add (one or a collection), get, terminate and delete.
+
+Adding only queues the task; the scheduler places it on its next pass, so a collection of 100 tasks
+costs one pass rather than a hundred.
+"""
+
+from __future__ import annotations
+
+from local.batch import process
+from local.batch.bookkeeping import count, unplace
+from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
+from local.batch.errors import BatchError, invalid_property, not_found
+from local.batch.executor import Executor
+from local.batch.jobs import ENDING_STATES, Jobs, refuse_if_ending
+from local.batch.model import Job, Task
+from local.batch.specs import task_from_body
+from local.batch.state import AccountState
+from local.batch.wire import fmt_time
+
+
+class Tasks:
+    def __init__(self, state: AccountState, jobs: Jobs, executor: Executor):
+        self.state = state
+        self.jobs = jobs
+        self.executor = executor
+
+    def add_task(self, job_id: str, body: dict) -> Task:
+        job = self.jobs.get_job(job_id)
+        refuse_if_ending(job, ENDING_STATES)
+        task = self._new_task(job, body)
+        self._enqueue(job, task)
+        return task
+
+    def add_tasks(self, job_id: str, bodies: list) -> list[dict]:
+        job = self.jobs.get_job(job_id)
+        refuse_if_ending(job, ENDING_STATES)
+        base_url = self.state.base_url
+        results = []
+        for body in bodies:
+            task_id = body.get("id") if isinstance(body, dict) else None
+            try:
+                if not isinstance(body, dict):
+                    raise invalid_property("value", body, "each task must be an object")
+                task = self._new_task(job, body)
+            except BatchError as err:
+                results.append({"status": "clienterror", "taskId": task_id,
+                                "error": err.body(base_url)})
+                continue
+            self._enqueue(job, task)
+            results.append({"status": "success", "taskId": task.id, "eTag": task.etag,
+                            "lastModified": fmt_time(task.last_modified),
+                            "location": f"{base_url}/jobs/{job.id}/tasks/{task.id}"})
+        return results
+
+    @staticmethod
+    def _new_task(job: Job, body: dict) -> Task:
+        task = task_from_body(body, job)
+        prep_id = (job.prep_spec or {}).get("id", PREP_ID)
+        release_id = (job.release_spec or {}).get("id", RELEASE_ID)
+        if job.prep_spec is not None and task.id == prep_id:
+            raise BatchError(409, "TaskIdSameAsJobPreparationTask",
+                             "The task id is the same as the job preparation task's id.", TaskId=task.id)
+        if job.release_spec is not None and task.id == release_id:
+            raise BatchError(409, "TaskIdSameAsJobReleaseTask",
+                             "The task id is the same as the job release task's id.", TaskId=task.id)
+        if task.id in job.tasks:
+            raise BatchError(409, "TaskExists", "The specified task already exists.", TaskId=task.id)
+        return task
+
+    def _enqueue(self, job: Job, task: Task) -> None:
+        job.task_seq += 1
+        task.seq = job.task_seq
+        job.tasks[task.id] = task
+        job.counts["active"] += 1
+        job.slot_counts["active"] += task.required_slots
+        job.pending.append(task.id)
+        self.state.wake()
+
+    def get_task(self, job_id: str, task_id: str) -> Task:
+        task = self.jobs.get_job(job_id).tasks.get(task_id)
+        if task is None:
+            raise not_found("Task", task_id)
+        return task
+
+    def terminate_task(self, job_id: str, task_id: str) -> None:
+        job = self.jobs.get_job(job_id)
+        task = self.get_task(job_id, task_id)
+        if task.state == "completed":
+            raise BatchError(409, "TaskCompleted", "The specified task is already completed.", TaskId=task_id)
+        task.user_terminated = True
+        if self.executor.kill_task(job, task, "terminated by the user"):
+            return  # its run completes it when the process exits
+        node = self.state.node_of(job, task.node_id) if task.node_id else None
+        if node:
+            unplace(job, task, node)
+        self.executor.complete_task(job, task, None, process.failure("TaskEnded", "The task was terminated by the user."))
+
+    def delete_task(self, job_id: str, task_id: str) -> None:
+        job = self.jobs.get_job(job_id)
+        task = self.get_task(job_id, task_id)
+        self.executor.kill_task(job, task, "deleted")
+        node = self.state.node_of(job, task.node_id) if task.node_id else None
+        if node and task.run_token is not None:
+            unplace(job, task, node)
+        count(job, task, -1)
+        del job.tasks[task.id]
+        self.executor.check_all_complete(job)
+        self.state.wake()
+
+    def task_wire(self, job: Job, task: Task) -> dict:
+        rel = task_rel_dir(job.id, task.id) if task.node_id else None
+        return task.wire(self.state.base_url, rel)
