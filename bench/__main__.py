@@ -6,7 +6,8 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ["bench.bench_batch", "bench.bench_orchestrator", "bench.bench_servicebus", "bench.bench_collect"]
+BENCHMARKS = ["bench.bench_batch", "bench.bench_orchestrator", "bench.bench_servicebus", "bench.bench_collect",
+              "bench.bench_collection"]
 
 
 def main(names: list[str]) -> int:

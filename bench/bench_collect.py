@@ -39,19 +39,23 @@ class _Sink:
 
 
 def _child(mode: str, conn: str, logs_name: str, reports_name: str, blob: str) -> dict:
+    from datetime import UTC, datetime
+
     from azure.storage.blob import ContainerClient
 
-    from shared.flows.collect import CLIENT_KWARGS, collect_blob
+    from shared.adapters.blobs import BlobContainer
+    from shared.flows.collect import on_crash_dump
+    from shared.pure.blob_layout import crash_record_name
 
     started = time.perf_counter()
     if mode == "plain":
         logs = ContainerClient.from_connection_string(conn, logs_name)
         size = logs.download_blob(blob).readinto(_Sink())
     else:
-        logs = ContainerClient.from_connection_string(conn, logs_name, **CLIENT_KWARGS)
-        reports = ContainerClient.from_connection_string(conn, reports_name, **CLIENT_KWARGS)
-        collect_blob(logs, reports, blob)
-        size = json.loads(reports.download_blob(blob.replace("/n1/", "/files/n1/", 1) + ".json").readall())["size"]
+        logs = BlobContainer.from_connection_string(conn, logs_name)
+        reports = BlobContainer.from_connection_string(conn, reports_name)
+        result = on_crash_dump(logs, reports, blob, datetime.now(UTC))
+        size = reports.read_json(crash_record_name("bench-job", result["sha256"]))["size"]
     elapsed = time.perf_counter() - started
     return {"mode": mode, "seconds": elapsed, "bytes": size, "peak_rss_mib": _peak_rss_mib()}
 
@@ -93,7 +97,7 @@ def run() -> dict:
         suffix = uuid.uuid4().hex[:8]
         logs = service.create_container(f"bench-logs-{suffix}")
         reports = service.create_container(f"bench-reports-{suffix}")
-        name = "bench-job/n1/crashdumps/core.bench"
+        name = "bench-job/_tasks/crashdumps/t1/core.bench"  # a failing task's own upload: the dump as is
         _upload(logs, name)
         args = (azurite.connection_string, logs.container_name, reports.container_name, name)
         plain, collect = [], []

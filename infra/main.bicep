@@ -56,7 +56,7 @@ param logRetentionDays int = 30
 @description('Create the Event Grid subscriptions to the blob-trigger webhooks. Needs the code deployed first; the azd postdeploy hook sets it.')
 param wireEventGrid bool = false
 
-@description('false (default): release tasks upload with the pool identity and the app only reads job-logs; true: the app signs a create+write SAS for them instead (app needs write on job-logs).')
+@description('false (default): release tasks upload with the pool identity and the app only reads job-logs; true: the app signs a create-only SAS for them instead, and one with write for Batch outputFiles (app needs write on job-logs).')
 param appIssuesUploadSas bool = false
 
 @description('Fallback: Blob Data Owner for the Functions host on the whole storage account instead of its own containers.')
@@ -68,17 +68,55 @@ var reportsContainer = 'job-reports'
 var toolsContainer = 'tools'
 var queueName = 'job-requests'
 
-// Blob-triggered functions (function_app.py) and the part of the blob path each handles
-// (DESIGN.md blob layout: job-logs/{jobId}/{nodeId}/logs/... and .../crashdumps/...).
-// collect_log takes every name, so manifests and names outside the layout are recorded, not missed.
+// Blob-triggered functions (functions/collect.py) and the Event Grid advanced filters that send each
+// only its own blobs (docs/DESIGN.md blob layout: job-logs/{jobId}/{nodeId}/manifest.json, bundles/,
+// crashdumps/). collect_node runs once per node, on its manifest; collect_stray sees only names outside
+// those, so a node's bundle costs no invocation at all. Operators:
+// https://learn.microsoft.com/azure/event-grid/event-filtering#advanced-filtering
 var blobFunctions = [
   {
-    name: 'collect_log'
-    subjectContains: ''
+    name: 'collect_node'
+    advancedFilters: [
+      {
+        operatorType: 'StringEndsWith'
+        key: 'subject'
+        values: [
+          '/manifest.json'
+        ]
+      }
+    ]
   }
   {
     name: 'collect_crash_dump'
-    subjectContains: '/crashdumps/'
+    advancedFilters: [
+      {
+        operatorType: 'StringContains'
+        key: 'subject'
+        values: [
+          '/crashdumps/'
+        ]
+      }
+    ]
+  }
+  {
+    name: 'collect_stray'
+    advancedFilters: [
+      {
+        operatorType: 'StringNotEndsWith'
+        key: 'subject'
+        values: [
+          '/manifest.json'
+        ]
+      }
+      {
+        operatorType: 'StringNotContains'
+        key: 'subject'
+        values: [
+          '/crashdumps/'
+          '/bundles/'
+        ]
+      }
+    ]
   }
 ]
 

@@ -1,4 +1,9 @@
-"""Start and stop Azurite (Blob + Queue) as a subprocess on 127.0.0.1."""
+"""Start and stop Azurite (Blob + Queue) as a subprocess on 127.0.0.1.
+
+With `events=True` the blob endpoint clients get is the blob events proxy (local/blobevents), a second
+child process in front of Azurite's blob port that publishes Event Grid BlobCreated events; the queue
+endpoint stays Azurite's own.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from local.blobevents.control import BlobEventsClient, BlobEventsProcess
 from local.child import free_port
 
 log = logging.getLogger(__name__)
@@ -44,16 +50,49 @@ class Azurite:
     cert: str | None = None
     key: str | None = None
     oauth: bool = False
+    # Front the blob endpoint with the blob events proxy. HTTP only: the proxy does not terminate TLS.
+    events: bool = False
+    events_port: int = field(default_factory=free_port)
+    events_log: str | None = None  # None: in Azurite's temporary folder, gone after stop()
+    events_retry: tuple[float, float] | None = None  # (first, longest) redelivery wait in seconds
     _proc: subprocess.Popen | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
+    _events_proc: BlobEventsProcess | None = None
+
+    def __post_init__(self) -> None:
+        if self.events and (self.cert or self.oauth):
+            raise ValueError("Azurite(events=True) is HTTP only: the blob events proxy does not serve HTTPS, so "
+                             "it cannot front an Azurite started with cert/key/oauth; drop one of the two")
 
     @property
     def scheme(self) -> str:
         return "https" if self.cert else "http"
 
     @property
-    def blob_endpoint(self) -> str:
+    def azurite_blob_endpoint(self) -> str:
+        """Azurite's own blob endpoint, bypassing the events proxy (no events for writes made here)."""
         return f"{self.scheme}://{HOST}:{self.blob_port}/{ACCOUNT_NAME}"
+
+    @property
+    def blob_endpoint(self) -> str:
+        if self.events:
+            return f"http://{HOST}:{self.events_port}/{ACCOUNT_NAME}"
+        return self.azurite_blob_endpoint
+
+    @property
+    def events_url(self) -> str:
+        if not self.events:
+            raise RuntimeError("this Azurite was started without events=True")
+        return f"http://{HOST}:{self.events_port}"
+
+    @property
+    def blob_events(self) -> BlobEventsClient:
+        """The proxy's control API: subscriptions and request/delivery counts."""
+        return BlobEventsClient(self.events_url)
+
+    @property
+    def events_pid(self) -> int | None:
+        return self._events_proc.pid if self._events_proc else None
 
     @property
     def queue_endpoint(self) -> str:
@@ -97,6 +136,10 @@ class Azurite:
         )
         try:
             self._wait_ready(timeout)
+            if self.events:
+                log_path = Path(self.events_log) if self.events_log else Path(self._tmp.name) / "blobevents.log"
+                self._events_proc = BlobEventsProcess(f"http://{HOST}:{self.blob_port}", self.events_port, log_path,
+                                                      self.events_retry).start(timeout)
         except BaseException:
             self.stop()
             raise
@@ -121,6 +164,9 @@ class Azurite:
                 time.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:
+        events, self._events_proc = self._events_proc, None
+        if events is not None:
+            events.stop(timeout)
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()

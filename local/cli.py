@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -24,7 +25,8 @@ from rich.table import Table
 
 from local.stack import ENDPOINTS_FILE, Stack, StackOptions
 from shared.adapters.services import Services, build
-from shared.pure.report import node_rows
+from shared.flows import files
+from shared.pure.blob_layout import node_record_name
 from shared.pure.request import JobRequest, RequestInvalid, derive_job_id, parse_request
 from shared.pure.settings import MissingSetting, load
 
@@ -96,24 +98,58 @@ def send_request(s: Services, raw: bytes, request: JobRequest) -> tuple[str, str
     return job_id, message_id
 
 
+def _collection_line(report: dict | None) -> tuple[int, int | None]:
+    """(nodes collected, nodes expected or None while Batch has not said)."""
+    collection = (report or {}).get("collection") or {}
+    expected = collection.get("expectedNodes")
+    without = set(collection.get("nodesWithoutManifest") or [])
+    return collection.get("collectedNodes", 0), (len(set(expected) - without) if expected is not None else None)
+
+
 def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dict:
-    """Live progress of the job's tasks until it completes and its report is collected."""
+    """Live progress: the job's tasks, then the collection of its nodes, until the report is complete.
+
+    Exit codes (scripts may rely on them): 1 the job did not finish in time, 3 the job finished but its
+    collection was still running."""
     deadline = time.monotonic() + timeout
+    report: dict | None = None
+    finished = False
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         bar = progress.add_task(f"{job_id}: waiting for Batch", total=expected)
-        while time.monotonic() < deadline:
+        nodes_bar = None
+        while True:  # at least one look, however short the wait
             job = s.batch.get_job(job_id)
-            if job is not None:
+            if job is not None and not finished:
                 counts = s.batch.task_counts(job_id)
                 progress.update(bar, completed=counts.completed,
-                                description=f"{job_id}: {job.state}, {counts.running} running, "
+                                description=f"{job_id}: tasks {job.state}, {counts.running} running, "
                                             f"{counts.failed} failed")
+                finished = job.state == "completed"
+            if finished or job is None:
                 # The report is only worth reading once Batch says the job is over.
-                if job.state == "completed" and (report := s.store.report(job_id)) and report.get(
-                        "outcome") and report.get("collectionComplete"):
+                report = s.store.report(job_id)
+                if report and report.get("outcome") and report.get("collectionComplete"):
+                    if nodes_bar is not None:
+                        done, total = _collection_line(report)
+                        progress.update(nodes_bar, completed=done, total=total or done,
+                                        description=f"{job_id}: collected {done} of {total} nodes")
                     return report
+                done, total = _collection_line(report)
+                if nodes_bar is None:
+                    nodes_bar = progress.add_task(f"{job_id}: collecting nodes", total=total)
+                progress.update(nodes_bar, completed=done, total=total,
+                                description=f"{job_id}: collecting {done} of {total if total is not None else '?'} "
+                                            "nodes")
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.5)
+    if finished or (report and report.get("outcome")):
+        done, total = _collection_line(report)
+        err.print(f"[yellow]{job_id}: job finished, collection still running[/] ({done} of "
+                  f"{total if total is not None else '?'} nodes collected after {timeout:.0f}s). "
+                  f"See `orchestrator status {job_id}` later.")
+        raise typer.Exit(3)
     err.print(f"[red]{job_id} did not finish within {timeout:.0f}s.[/] See `orchestrator status {job_id}`; "
               "rejected requests: `orchestrator rejected`.")
     raise typer.Exit(1)
@@ -123,7 +159,10 @@ def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dic
 def submit(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="job request JSON"),
            wait: bool = typer.Option(False, "--wait", help="show progress and end with the report"),
            timeout: float = typer.Option(900, help="seconds to wait with --wait")) -> None:
-    """Validate a job request locally and send it to the job-requests queue."""
+    """Validate a job request locally and send it to the job-requests queue.
+
+    With --wait, exit code 0 means the job finished and its report is complete, 1 that it did not finish
+    in time, 3 that it finished but its logs were still being collected, 2 a request or setup problem."""
     raw = file.read_bytes()
     try:
         request = parse_request(raw)
@@ -139,8 +178,13 @@ def submit(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="j
         show_status(s, job_id, wait_for_job(s, job_id, request.task_count(), timeout))
 
 
+def _exit_text(code, result) -> str:
+    return "-" if code is None and result is None else f"{code}" + (f" ({result})" if result and result != "success"
+                                                                     else "")
+
+
 def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
-    """report: the job's report when the caller already has it."""
+    """report: the job's report when the caller already has it. Reads report.json and two Batch calls."""
     job = s.batch.get_job(job_id)
     report = report or s.store.report(job_id) or {}
     if job is None and not report:
@@ -155,65 +199,135 @@ def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
         console.print(f"[bold]{job_id}[/]: {job.state}"
                       + (f", ended: {job.terminate_reason}" if job.terminate_reason else ""))
         console.print("tasks: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        nodes = node_rows(s.batch.node_runs(job_id), s.batch.tasks(job_id))
     else:
-        console.print(f"[bold]{job_id}[/]: deleted from Batch; from the report")
-        nodes = report.get("nodes") or []
-    table = Table("node", "prep exit", "release exit", "tasks", title="nodes")
-    for node in nodes:
-        table.add_row(node["nodeId"], str(node.get("prepExitCode")), str(node.get("releaseExitCode")),
-                      ", ".join(t["id"] for t in node.get("tasks") or []))
+        outcome = report.get("outcome") or {}
+        console.print(f"[bold]{job_id}[/]: deleted from Batch; from the report (ended: {outcome.get('terminateReason')})")
+    if not report:
+        console.print("no report yet: the nodes upload their logs when the job ends")
+        return
+    table = Table("node", "status", "prep exit", "release exit", "tasks", "failed", "files", "error lines",
+                  "crash dumps", title="nodes")
+    for node in report.get("nodes") or []:
+        table.add_row(node["nodeId"], node.get("status", ""), _exit_text(node.get("prepExitCode"), node.get("prepResult")),
+                      _exit_text(node.get("releaseExitCode"), node.get("releaseResult")),
+                      str(node.get("tasksRun", "-")), str(node.get("tasksFailed", "-")), str(node.get("files", "-")),
+                      str(node.get("errorLines", "-")),
+                      str(node.get("crashDumpCount", 0 if node.get("status") == "collected" else "-")))
     console.print(table)
-    files = Table(title="collected logs")
-    for column in ("node", "file"):
-        files.add_column(column, overflow="fold")
-    for column in ("size", "lines", "error lines"):
-        files.add_column(column, justify="right")
-    for f in report.get("files") or []:
-        files.add_row(f.get("nodeId", ""), f.get("path", "").removeprefix("logs/"), str(f.get("size", "")),
-                      str(f.get("lines", "")), str(f.get("errorLines", "")))
-    console.print(files)
-    dumps = report.get("crashDumps") or []
-    if dumps:
-        crashes = Table("node", "file", "format", "executable", "signal/exception", "fingerprint", title="crash dumps")
-        for d in dumps:
-            crashes.add_row(d.get("nodeId", ""), d.get("path", ""), str(d.get("format")), str(d.get("executable")),
-                            str(d.get("signalName") or d.get("exceptionCode")), str(d.get("fingerprint", ""))[:16])
+    tasks = report.get("tasks") or {}
+    failed = tasks.get("failed") or []
+    if failed:
+        listing = Table("task", "node", "exit", "retries", "first error line", title=f"failed tasks "
+                        f"({len(failed)} of {tasks.get('failedTotal')} shown)")
+        for task in failed[:50]:
+            listing.add_row(task["id"], str(task.get("nodeId")), str(task.get("exitCode")), str(task.get("retries")),
+                            (task.get("excerpt") or [""])[0])
+        console.print(listing)
+    groups = report.get("crashGroups") or []
+    if groups:
+        crashes = Table("count", "format", "executable", "signal/exception", "where", "nodes", title="crash groups")
+        for g in groups:
+            crashes.add_row(str(g["count"]), str(g.get("format")), str(g.get("executable")),
+                            str(g.get("signalName") or g.get("exceptionCode")), str(g.get("location")),
+                            ", ".join(g.get("nodes") or []))
         console.print(crashes)
-    if report:
-        console.print(f"collection complete: {report.get('collectionComplete')}")
+    totals = report.get("totals") or {}
+    console.print(f"files {totals.get('files', 0)}, {totals.get('bytes', 0)} bytes, error lines "
+                  f"{totals.get('errorLines', 0)}; collection complete: {report.get('collectionComplete')}"
+                  + (f"; refused uploads: {totals['refused']}" if totals.get("refused") else ""))
 
 
 @app.command()
 def status(job_id: str) -> None:
-    """Job state, task counts, per node the prep/release exit codes and tasks, and the collected files."""
+    """Job state, task counts, per node the prep/release results, failed tasks and crash groups."""
     show_status(_services(), job_id)
 
 
 @app.command()
 def logs(job_id: str, node: str = typer.Option(None, help="only this node"),
-         download: Path = typer.Option(None, help="download the files into this folder")) -> None:
-    """List (or download) the logs and crash dumps the release tasks uploaded."""
+         file: str = typer.Option(None, "--file", help="one file, by its path in the listing: fetched out of the "
+                                  "node's bundle with ranged reads (to stdout, or into --download)"),
+         download: Path = typer.Option(None, help="with --file, write it here; without, download the nodes' "
+                                       "bundles (zip) and crash dumps (gzip) here")) -> None:
+    """List the collected files of a job (from its index), or fetch one, or download a node's uploads.
+
+    Exit codes: 0 done, 1 nothing collected (yet) for what was asked, 2 the path is on several nodes."""
     s = _services()
-    prefix = f"{job_id}/{node}/" if node else f"{job_id}/"
-    table = Table("blob", "size")
+    try:
+        if file:
+            _fetch_one(s, job_id, node, file, download)
+        elif download:
+            _download_uploads(s, job_id, node, download)
+        else:
+            _list_files(s, job_id, node)
+    except files.NotCollected as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+def _list_files(s: Services, job_id: str, node: str | None) -> None:
+    table = Table(title=f"collected files of {job_id}")
+    for column in ("node", "file"):
+        table.add_column(column, overflow="fold")
+    for column in ("size", "lines", "error lines"):
+        table.add_column(column, justify="right")
     count = 0
-    for blob in s.store.logs.list(prefix):
+    for f in files.index(s.store, job_id, node):
         count += 1
-        table.add_row(blob.name, str(blob.size))
-        if download:
-            target = (download / blob.name).resolve()
-            if not target.is_relative_to(download.resolve()):
-                err.print(f"[yellow]skipped {blob.name!r}: it would land outside {download}[/]")
+        table.add_row(f.node_id, f.path + (f"  (was {f.original})" if f.original else ""), str(f.size), str(f.lines),
+                      str(f.error_lines))
+    console.print(table)
+    if not count:
+        console.print(f"no collected files for {job_id}" + (f" on {node}" if node else "") + " yet")
+
+
+def _fetch_one(s: Services, job_id: str, node: str | None, path: str, target_dir: Path | None) -> None:
+    if node is None:
+        where = sorted({f.node_id for f in files.find(s.store, job_id, path)})
+        if not where:
+            raise files.NotCollected(f"{path!r} is in no collected node's index of job {job_id!r}")
+        if len(where) > 1:
+            err.print(f"[yellow]{path!r} is on {len(where)} nodes ({', '.join(where[:5])}...): pass --node[/]")
+            raise typer.Exit(2)
+        node = where[0]
+    opened = files.open_file(s.store, job_id, node, path)
+    try:
+        if target_dir is None:
+            shutil.copyfileobj(opened.stream, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            target = (target_dir / node / path).resolve()
+            if not target.is_relative_to(target_dir.resolve()):
+                err.print(f"[red]{path!r} would land outside {target_dir}[/]")
+                raise typer.Exit(1)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(opened.stream, out)
+            console.print(f"wrote {target}")
+    finally:
+        opened.close()
+    err.print(f"[dim]{opened.size} bytes of {node}'s {opened.bundle_size}-byte bundle, in {opened.reader.requests} "
+              "ranged reads[/]")
+
+
+def _download_uploads(s: Services, job_id: str, node: str | None, target_dir: Path) -> None:
+    count = 0
+    for node_id in [node] if node else files.collected_nodes(s.store, job_id):
+        record = s.store.reports.read_json(node_record_name(job_id, node_id)) or {}
+        blobs = [p["blob"] for p in (record.get("bundle") or {}).get("parts", [])]
+        blobs += [d["blob"] for d in record.get("crashDumps") or []]
+        for name in blobs:
+            target = (target_dir / name).resolve()
+            if not target.is_relative_to(target_dir.resolve()):
+                err.print(f"[yellow]skipped {name!r}: it would land outside {target_dir}[/]")
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as fh:
-                s.store.logs.download_to(blob.name, fh)
-    console.print(table)
+                s.store.logs.download_to(name, fh)
+            count += 1
     if not count:
-        console.print(f"no files under job-logs/{prefix} yet: release tasks upload when the job ends")
-    elif download:
-        console.print(f"downloaded {count} files into {download}")
+        raise files.NotCollected(f"nothing collected for {job_id}" + (f" on {node}" if node else "") + " yet")
+    console.print(f"downloaded {count} files into {target_dir} (bundles are zip files, crash dumps gzip)")
 
 
 @app.command()

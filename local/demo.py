@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from local.stack import REPO, Stack, StackOptions
-from shared.pure.report import node_rows
+from shared.flows import files
 from shared.pure.request import parse_request
 
 EXAMPLE = REPO / "examples" / "job-request.json"
@@ -43,7 +43,7 @@ def run_demo(console: Console | None = None) -> int:
                 job_id, _ = send_request(services, raw, request)
                 console.print(f"sent {EXAMPLE.name} through Service Bus: job [bold]{job_id}[/]")
                 report = wait_for_job(services, job_id, request.task_count(), TIMEOUT_S)
-                _print_walkthrough(console, services, job_id)
+                _print_walkthrough(console, services, job_id, report)
                 show_status(services, job_id, report)
         except typer.Exit as exc:  # a subclass of RuntimeError: the step already said what failed
             return exc.exit_code or 1
@@ -54,15 +54,18 @@ def run_demo(console: Console | None = None) -> int:
     return 0
 
 
-def _print_walkthrough(console: Console, services, job_id: str) -> None:
-    """Like the seed sample: per node, the shared file as the release task saw it, and the exit codes."""
-    logs = services.store.logs
-    for node in node_rows(services.batch.node_runs(job_id), services.batch.tasks(job_id)):
-        raw = logs.read(f"{job_id}/{node['nodeId']}/logs/job-1/jobrelease/stdout.txt")
-        contents = "(release stdout not collected)" if raw is None else raw.decode(errors="replace")
-        console.print(f"\n[bold]Node {node['nodeId']}[/]: prep exit code {node['prepExitCode']}, "
-                      f"release exit code {node['releaseExitCode']}")
-        console.print(f"  tasks run: {', '.join(t['id'] for t in node['tasks'])}")
+def _print_walkthrough(console: Console, services, job_id: str, report: dict) -> None:
+    """Like the seed sample: per node, the shared file as the release task saw it (its stdout, read out of
+    the node's bundle), and the exit codes."""
+    for node in report.get("nodes") or []:
+        try:
+            opened = files.open_file(services.store, job_id, node["nodeId"], "job-1/jobrelease/stdout.txt")
+            contents = opened.stream.read().decode(errors="replace")
+            opened.close()
+        except files.NotCollected:
+            contents = "(release stdout not collected)"
+        console.print(f"\n[bold]Node {node['nodeId']}[/]: prep exit code {node.get('prepExitCode')}, "
+                      f"release exit code {node.get('releaseExitCode')}, tasks run {node.get('tasksRun')}")
         console.print("  job_prep_and_release.txt:")
         for line in contents.splitlines():
             console.print(f"    {line}")

@@ -1,10 +1,13 @@
-"""The whole local stand-in: Azurite, the Batch emulator, the Service Bus emulator and the dev host
-running function_app.py, each a child process on 127.0.0.1, started in order and stopped in reverse."""
+"""The whole local stand-in: Azurite (behind the blob events proxy, the Event Grid stand-in), the Batch
+emulator, the Service Bus emulator and the dev host running function_app.py, each a child process on
+127.0.0.1, started in order and stopped in reverse. Once the host serves, each blob trigger with source
+EventGrid is subscribed to BlobCreated events, as infra/modules/eventgrid-subscriptions.bicep does in Azure."""
 
 from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,8 @@ from azure.storage.blob import BlobServiceClient
 
 from local.azurite import Azurite
 from local.batch.control import EmulatorProcess, Endpoint
-from local.child import ReadyProcess
+from local.blobevents import BLOB_CREATED, BlobEventsClient
+from local.child import ReadyProcess, free_port
 from local.servicebus.control import ServiceBusProcess
 from shared.adapters.store import Store
 from shared.pure.settings import DEFAULT_QUEUE
@@ -46,6 +50,7 @@ class Stack:
         self.servicebus_connection = ""
         self.host: ReadyProcess | None = None
         self.host_url = ""
+        self.subscriptions: list[str] = []
 
     def app_settings(self) -> dict[str, str]:
         assert self.azurite and self.batch_endpoint
@@ -67,7 +72,8 @@ class Stack:
         work.mkdir(parents=True, exist_ok=True)
         try:
             self.progress("starting Azurite (blob and queue storage)")
-            self.azurite = Azurite(location=str(work / "azurite") if o.persistent else None).start(timeout=60)
+            self.azurite = Azurite(location=str(work / "azurite") if o.persistent else None, events=True,
+                                   events_log=str(work / "blobevents.log")).start(timeout=60)
             # In Azure the Bicep creates the containers; here the stack does, before the host polls them.
             Store(BlobServiceClient.from_connection_string(self.azurite.connection_string)).ensure_containers()
             self.progress(f"starting the Batch emulator with pool {o.pool}")
@@ -81,10 +87,15 @@ class Stack:
                 work / "servicebus" if o.persistent else None)
             self.servicebus_connection = self.servicebus.start().connection_string
             self.progress("starting the dev host with function_app.py")
+            # A port fixed for the stack's life, even when asked for any: the subscriptions point at it, so a
+            # restarted host (host.stop(); host.start()) gets its events again, as an app's URL stays put.
+            port = o.http_port or free_port()
             self.host = ReadyProcess("dev host", [
-                sys.executable, "-m", "local.host", "--app-dir", str(REPO), "--port", str(o.http_port),
+                sys.executable, "-m", "local.host", "--app-dir", str(REPO), "--port", str(port),
                 "--host-id", "local-stack"], "HOST_URL=", work / "host.log", env=self.app_settings())
             self.host_url = self.host.start()
+            self.subscriptions = subscribe_blob_triggers(self.azurite.blob_events, self.host_url)
+            self.progress(f"subscribed {', '.join(self.subscriptions) or 'no blob triggers'} to BlobCreated events")
             self.progress(f"all up: functions at {self.host_url}")
             return self
         except BaseException:
@@ -110,3 +121,21 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def subscribe_blob_triggers(events: BlobEventsClient, host_url: str) -> list[str]:
+    """One subscription per blob trigger with source EventGrid, named and filtered from what the host lists
+    (`GET /admin/functions`): the local counterpart of infra/modules/eventgrid-subscriptions.bicep.
+    Subscriptions live in the proxy's memory, so every start creates them again."""
+    with urllib.request.urlopen(f"{host_url}/admin/functions", timeout=30) as response:
+        functions = json.loads(response.read())
+    names = []
+    for function in functions:
+        if "webhook" not in function:
+            continue
+        name = f"{function['name']}-blob-created".replace("_", "-")
+        events.subscribe(name, function["webhook"], subject_begins_with=function["subjectBeginsWith"],
+                         subject_ends_with=function["subjectEndsWith"], case_sensitive=True,
+                         included_event_types=[BLOB_CREATED])
+        names.append(name)
+    return names

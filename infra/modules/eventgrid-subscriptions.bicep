@@ -10,7 +10,7 @@
 param systemTopicName string
 param functionAppName string
 param logsContainer string
-@description('Blob-triggered functions: [{ name, subjectContains }]; subjectContains narrows events to the function\'s blob path ("" for all).')
+@description('Blob-triggered functions: [{ name, advancedFilters }]; the filters narrow events to the function\'s own blobs.')
 param blobFunctions array
 
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
@@ -42,15 +42,7 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022
         'Microsoft.Storage.BlobCreated'
       ]
       subjectBeginsWith: '/blobServices/default/containers/${logsContainer}/'
-      advancedFilters: empty(fn.subjectContains) ? [] : [
-        {
-          operatorType: 'StringContains'
-          key: 'subject'
-          values: [
-            fn.subjectContains
-          ]
-        }
-      ]
+      advancedFilters: fn.advancedFilters
     }
     retryPolicy: {
       maxDeliveryAttempts: 30

@@ -1,5 +1,5 @@
-// Event Grid system topic on the storage account. The blob triggers of collect_log and
-// collect_crash_dump use source="EventGrid": the Functions host does not poll job-logs, it waits for
+// Event Grid system topic on the storage account. The blob triggers (collect_node, collect_crash_dump,
+// collect_stray) use source="EventGrid": the Functions host does not poll job-logs, it waits for
 // BlobCreated events pushed to its blobs_extension webhook by the subscriptions in
 // eventgrid-subscriptions.bicep (created after the code is deployed, see main.bicep).
 

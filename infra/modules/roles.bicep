@@ -146,7 +146,7 @@ resource appToolsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
 
 // app: on job-logs, Reader is all the collect functions need (the blob triggers read what the
 // release tasks uploaded), and by default release tasks upload as the pool's identity. With
-// appIssuesUploadSas=true the app signs a create+write user delegation SAS for them instead; its
+// appIssuesUploadSas=true the app signs a create-only user delegation SAS for them instead; its
 // permissions are the intersection of the SAS's and the signer's, so the app then needs Blob Data
 // Contributor here.
 resource appLogsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -243,16 +243,41 @@ resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 // Pool identity
 // ---------------------------------------------------------------------------------------------
 
-// pool: Storage Blob Data Contributor on job-logs only, for release-task uploads through the node's
-// managed identity endpoint. Azure has no built-in "create and write only" data role (Contributor also
-// reads and deletes; a custom role with only blobs/write and blobs/add/action would need
-// role-definition rights at deploy time), so the container scope is the limit here. Locally, and
-// wherever the uploader runs with a SAS, the SAS itself carries only create+write.
+// pool: a custom role with a single data action, blobs/add/action, on job-logs only: release-task
+// uploads through the node's managed identity endpoint may create new blobs and nothing else. Put Blob
+// and Put Block List accept add/action for a blob that does not exist yet and need blobs/write to replace
+// one (https://learn.microsoft.com/rest/api/storageservices/put-blob#authorization), so a node can add its
+// files but never overwrite, read, list or delete anyone's, in a pool shared by many jobs. The collector
+// refuses (and records) uploads from a node that did not run the job or that come after its collection
+// closed. The definition is assignable in this resource group only.
+resource poolLogWriterRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'batch-orchestrator-log-writer')
+  properties: {
+    roleName: 'Batch Orchestrator Log Writer (${resourceGroup().name})'
+    description: 'Create new blobs only (no overwrite, read, list or delete): Batch nodes uploading job logs.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'
+        ]
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+// pool: that role, on job-logs only.
 resource poolLogsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(logs.id, poolPrincipalId, roles.blobDataContributor)
+  name: guid(logs.id, poolPrincipalId, poolLogWriterRole.id)
   scope: logs
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+    roleDefinitionId: poolLogWriterRole.id
     principalId: poolPrincipalId
     principalType: 'ServicePrincipal'
   }

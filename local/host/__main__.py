@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="HTTP port (default: Host.LocalHttpPort in local.settings.json, else 7071; 0 = any)")
     parser.add_argument("--functions", nargs="+", default=None, help="serve only these functions")
     parser.add_argument("--host-id", default=None, help="id under azure-webjobs-hosts (default: machine name)")
-    parser.add_argument("--blob-poll-interval", type=float, default=2.0, help="seconds between blob scans")
+    parser.add_argument("--blob-poll-interval", type=float, default=2.0,
+                        help="seconds between blob scans (polling blob triggers; EventGrid ones scan once)")
     parser.add_argument("--shutdown-timeout", type=float, default=30.0,
                         help="seconds running invocations get to finish on stop")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))

@@ -1,17 +1,32 @@
-"""Blob trigger: poll a container for new and changed blobs; receipts make each blob version run once.
+"""Blob trigger: find new blob versions (a container scan, or Event Grid events); receipts make each run once.
+
+Two sources, as the binding's `source` says:
+- `LogsAndContainerScan` (the default): poll, listing the container every `blob_poll_interval`.
+- `EventGrid`: no polling. Event Grid (locally: local/blobevents) POSTs BlobCreated events to the host's
+  blob extension webhook, `POST /runtime/webhooks/blobs?functionName=Host.Functions.<name>`
+  (https://learn.microsoft.com/azure/azure-functions/functions-event-grid-blob-trigger#build-the-endpoint-url),
+  which hands them to `BlobListener.accept`. On start-up the listener lists the container once, so blobs
+  written while the host was down still run: the real host relies on Event Grid redelivering for up to 24 h
+  instead, but locally a host is often stopped for longer, and the stand-in keeps no events across restarts.
 
 A receipt is a marker blob `azure-webjobs-hosts/blobreceipts/{hostId}/{functionId}/{etag}/{container}/{blob}`
 (the host's layout). It counts attempts before each invocation, so a crash mid-run counts too, and after
 poisonBlobThreshold failures the blob is reported on the `webjobs-blobtrigger-poison` queue and not retried.
+
+All blob functions of a host share one `BlobScheduler`: at most host.json `maxDegreeOfParallelism` invocations
+at once, for all blob-triggered functions together, as the docs define it
+(https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-blob#hostjson-settings).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -30,6 +45,9 @@ from .storage import HostStorage
 log = logging.getLogger("local.host.blob")
 
 POISON_QUEUE = "webjobs-blobtrigger-poison"
+EVENT_GRID = "eventgrid"
+SUBJECT_PREFIX = "/blobServices/default/containers/{container}/blobs/"
+RETRY_AFTER_ERROR_S = 1.0  # a storage error (not the function's) while processing: try that blob again after this
 
 
 @dataclass(frozen=True)
@@ -38,21 +56,28 @@ class BlobPath:
 
     container: str
     prefix: str
+    suffix: str  # literal text after the last `{...}`; Event Grid's subjectEndsWith
     pattern: re.Pattern
 
     @classmethod
     def parse(cls, path: str) -> BlobPath:
         container, _, rest = path.strip("/").partition("/")
         prefix = rest.split("{", 1)[0]
+        suffix = rest.rsplit("}", 1)[1] if "{" in rest else ""
         regex = ""
         for literal, name in re.findall(r"([^{]*)(?:\{([^}]*)\})?", rest):
             regex += re.escape(literal)
             if name:
                 regex += f"(?P<{re.sub(r'[^0-9A-Za-z_]', '_', name)}>.+?)"
-        return cls(container, prefix, re.compile(f"^{regex}$"))
+        return cls(container, prefix, suffix, re.compile(f"^{regex}$"))
 
     def matches(self, blob_name: str) -> bool:
         return bool(self.pattern.fullmatch(blob_name))
+
+    def subject_filters(self) -> dict[str, str]:
+        """Event Grid subject filters that let through every blob this path can match, and few others."""
+        return {"subjectBeginsWith": SUBJECT_PREFIX.format(container=self.container) + self.prefix,
+                "subjectEndsWith": self.suffix}
 
 
 def quoted(etag: str) -> str:
@@ -60,31 +85,98 @@ def quoted(etag: str) -> str:
     return etag if etag.startswith('"') else f'"{etag}"'
 
 
+Job = Callable[[], Awaitable[None]]
+
+
+class BlobScheduler:
+    """Runs blob invocations for all blob functions of a host, at most `parallelism` at once.
+
+    Work waits in lanes, one per (function, first path segment of the blob name) - for job-logs/{jobId}/...
+    that is one lane per job - and free slots take from the lanes in turn. A burst of a thousand blobs for
+    one job therefore delays another job's blob by at most one turn, instead of queueing it behind the burst.
+    """
+
+    def __init__(self, parallelism: int) -> None:
+        self.parallelism = parallelism
+        self.running = 0
+        self._lanes: dict[Hashable, collections.deque[Job]] = {}
+        self._turns: collections.deque[Hashable] = collections.deque()
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._lanes.values())
+
+    def submit(self, lane: Hashable, job: Job) -> None:
+        queue = self._lanes.get(lane)
+        if queue is None:
+            queue = self._lanes[lane] = collections.deque()
+            self._turns.append(lane)
+        queue.append(job)
+        self._pump()
+
+    def drop(self, keep: Callable[[Hashable], bool]) -> None:
+        """Forget queued (not running) work of the lanes `keep` says no to."""
+        for lane in [lane for lane in self._lanes if not keep(lane)]:
+            del self._lanes[lane]
+        self._turns = collections.deque(lane for lane in self._turns if lane in self._lanes)
+
+    def _pump(self) -> None:
+        while self.running < self.parallelism and self._turns:
+            lane = self._turns.popleft()
+            queue = self._lanes[lane]
+            job = queue.popleft()
+            if queue:
+                self._turns.append(lane)
+            else:
+                del self._lanes[lane]
+            self.running += 1
+            asyncio.get_running_loop().create_task(job()).add_done_callback(self._finished)
+
+    def _finished(self, _task: asyncio.Task) -> None:
+        self.running -= 1
+        self._pump()
+
+
 class BlobListener:
     def __init__(self, spec: FunctionSpec, connection_string: str, options: BlobOptions, invoker: Invoker,
-                 storage: HostStorage, host_id: str, poll_interval: float) -> None:
+                 storage: HostStorage, host_id: str, poll_interval: float, scheduler: BlobScheduler) -> None:
         self.spec = spec
         self.path = BlobPath.parse(spec.trigger["path"])
+        self.event_driven = str(spec.trigger.get("source") or "").lower() == EVENT_GRID
         self.connection_string = connection_string
         self.options = options
         self.invoker = invoker
         self.storage = storage
+        self.scheduler = scheduler
         self.receipt_root = f"blobreceipts/{host_id}/{spec.function_id}"
         self.poll_interval = poll_interval
+        # Blob versions are (name, quoted etag). done: settled in this run; pending: queued, running or
+        # waiting to be retried.
         self.done: set[tuple[str, str]] = set()
-        self.in_flight: dict[tuple[str, str], asyncio.Task] = {}
-        self._slots = asyncio.Semaphore(options.max_degree_of_parallelism)
+        self.pending: set[tuple[str, str]] = set()
+        self.running: dict[tuple[str, str], asyncio.Task] = {}
+        self.caught_up = asyncio.Event()  # EventGrid source: the start-up scan has listed everything
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task | None = None
+        self._retries: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._missing_logged = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     async def start(self) -> None:
         self.container = ContainerClient.from_connection_string(self.connection_string, self.path.container)
         self.poison = QueueClient.from_connection_string(self.connection_string, POISON_QUEUE,
                                                          message_encode_policy=TextBase64EncodePolicy())
-        self._poller = asyncio.create_task(self._poll(), name=f"blob:{self.spec.name}")
-        log.info("polling", extra={"function": self.spec.name, "container": self.path.container,
-                                   "prefix": self.path.prefix, "interval_s": self.poll_interval})
+        if self.event_driven:
+            self._poller = asyncio.create_task(self._catch_up(), name=f"blob-catch-up:{self.spec.name}")
+            log.info("waiting for Event Grid events, after one catch-up scan",
+                     extra={"function": self.spec.name, "container": self.path.container})
+        else:
+            self._poller = asyncio.create_task(self._poll(), name=f"blob:{self.spec.name}")
+            log.info("polling", extra={"function": self.spec.name, "container": self.path.container,
+                                       "prefix": self.path.prefix, "interval_s": self.poll_interval})
 
     async def _poll(self) -> None:
         while not self._stopping.is_set():
@@ -98,18 +190,32 @@ class BlobListener:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
 
+    async def _catch_up(self) -> None:
+        delay = self.poll_interval
+        while not self._stopping.is_set():
+            try:
+                await self.scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("catch-up scan failed; retrying", extra={"function": self.spec.name,
+                                                                     "error": f"{type(exc).__name__}: {exc}"})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.caught_up.set()
+            log.info("catch-up scan done; events only from now on", extra={"function": self.spec.name})
+            return
+
     async def scan(self) -> None:
         try:
             async for blob in self.container.list_blobs(name_starts_with=self.path.prefix or None,
                                                         include=["metadata"]):
                 if self._stopping.is_set():
                     return
-                key = (blob.name, blob.etag)
-                if key in self.done or key in self.in_flight or not self.path.matches(blob.name):
-                    continue
-                task = asyncio.create_task(self._process(blob))
-                self.in_flight[key] = task
-                task.add_done_callback(lambda _t, k=key: self.in_flight.pop(k, None))
+                if self.path.matches(blob.name):
+                    self._enqueue((blob.name, quoted(blob.etag)), blob)
             self._missing_logged = False
         except ResourceNotFoundError:
             if not self._missing_logged:
@@ -117,33 +223,100 @@ class BlobListener:
                          extra={"function": self.spec.name, "container": self.path.container})
                 self._missing_logged = True
 
-    def _receipt(self, name: str, etag: str) -> str:
-        return f"{self.receipt_root}/{quoted(etag)}/{self.path.container}/{name}"
+    def accept(self, container: str, name: str, etag: str | None) -> bool:
+        """A BlobCreated event for this function (EventGrid source). False while stopping: the sender should
+        try again later. A blob this function's path does not match is accepted and ignored, as the host does."""
+        if self._stopping.is_set():
+            return False
+        if container != self.path.container or not self.path.matches(name):
+            return True
+        self._enqueue((name, quoted(etag) if etag else ""), None)
+        return True
 
-    async def _process(self, blob) -> None:
-        key = (blob.name, blob.etag)
-        async with self._slots:
-            if self._stopping.is_set():
-                return
-            receipt_path = self._receipt(blob.name, blob.etag)
-            receipt = await self.storage.read_metadata(receipt_path) or {}
-            if receipt.get("status") in ("complete", "poisoned"):
-                self.done.add(key)
-                return
-            attempts = int(receipt.get("attempts", "0")) + 1
-            await self.storage.write_marker(receipt_path, {"status": "incomplete", "attempts": str(attempts)})
+    def _enqueue(self, key: tuple[str, str], blob) -> None:
+        if key in self.done or key in self.pending:
+            return
+        self.pending.add(key)
+        self._submit(key, blob)
+
+    def _submit(self, key: tuple[str, str], blob) -> None:
+        lane = (self.spec.name, key[0].split("/", 1)[0])
+        self.scheduler.submit(lane, lambda: self._run(key, blob))
+
+    async def _run(self, key: tuple[str, str], blob) -> None:
+        if self._stopping.is_set():
+            self.pending.discard(key)
+            return
+        self.running[key] = asyncio.current_task()
+        try:
+            outcome = await self._process(key, blob)
+        except asyncio.CancelledError:
+            self.pending.discard(key)
+            raise
+        except Exception as exc:
+            # Storage trouble, not the function failing: the blob has not been settled, so try it again.
+            log.warning("processing a blob failed; retrying", extra={
+                "function": self.spec.name, "blob": f"{self.path.container}/{key[0]}",
+                "error": f"{type(exc).__name__}: {exc}", "retry_in_s": RETRY_AFTER_ERROR_S})
+            outcome = "retry-later"
+        finally:
+            self.running.pop(key, None)
+        if outcome == "retry" and not self._stopping.is_set():
+            self._submit(key, blob)  # still pending; goes to the back of its lane
+        elif outcome == "retry-later" and not self._stopping.is_set():
+            self._retries[key] = asyncio.get_running_loop().call_later(RETRY_AFTER_ERROR_S, self._retry, key, blob)
+        else:
+            self.pending.discard(key)
+
+    def _retry(self, key: tuple[str, str], blob) -> None:
+        self._retries.pop(key, None)
+        if self._stopping.is_set():
+            self.pending.discard(key)
+        else:
+            self._submit(key, blob)
+
+    def _receipt(self, name: str, etag: str) -> str:
+        return f"{self.receipt_root}/{etag}/{self.path.container}/{name}"
+
+    async def _process(self, key: tuple[str, str], blob) -> str:
+        """One attempt at one blob version; returns "done" or "retry"."""
+        name, etag = key
+        if blob is None:
+            # An event names the version; the blob may have moved on (or gone) since. A newer version raised
+            # its own event, so this one is settled without running.
             try:
-                await self.invoker.invoke(self.spec, self._argument(blob),
-                                          f"Reason='New blob detected: {self.path.container}/{blob.name}'",
-                                          blob=f"{self.path.container}/{blob.name}", attempt=attempts)
-            except Exception:
-                if attempts < self.options.poison_blob_threshold:
-                    return  # not marked done: the next scan retries it
-                await self._poison(blob)
-                await self.storage.write_marker(receipt_path, {"status": "poisoned", "attempts": str(attempts)})
-            else:
-                await self.storage.write_marker(receipt_path, {"status": "complete", "attempts": str(attempts)})
-            self.done.add(key)
+                blob = await self.container.get_blob_client(name).get_blob_properties()
+            except ResourceNotFoundError:
+                self.done.add(key)
+                return "done"
+            current = quoted(blob.etag)
+            if etag and current != etag:
+                log.info("blob changed since its event; the newer version runs instead",
+                         extra={"function": self.spec.name, "blob": f"{self.path.container}/{name}"})
+                self.done.add(key)
+                return "done"
+            etag = current  # an event without an eTag stands for whatever version is there now
+        version = (name, etag)
+        receipt_path = self._receipt(name, etag)
+        receipt = await self.storage.read_metadata(receipt_path) or {}
+        if receipt.get("status") in ("complete", "poisoned"):
+            self.done.update((key, version))
+            return "done"
+        attempts = int(receipt.get("attempts", "0")) + 1
+        await self.storage.write_marker(receipt_path, {"status": "incomplete", "attempts": str(attempts)})
+        try:
+            await self.invoker.invoke(self.spec, self._argument(blob),
+                                      f"Reason='New blob detected: {self.path.container}/{name}'",
+                                      blob=f"{self.path.container}/{name}", attempt=attempts)
+        except Exception:
+            if attempts < self.options.poison_blob_threshold:
+                return "retry"
+            await self._poison(name, etag)
+            await self.storage.write_marker(receipt_path, {"status": "poisoned", "attempts": str(attempts)})
+        else:
+            await self.storage.write_marker(receipt_path, {"status": "complete", "attempts": str(attempts)})
+        self.done.update((key, version))
+        return "done"
 
     def _argument(self, blob):
         container, name, conn = self.path.container, blob.name, self.connection_string
@@ -166,15 +339,15 @@ class BlobListener:
                              f"{container}/{name}", uri, properties, dict(blob.metadata or {}),
                              connection=self.spec.trigger.get("connection") or "AzureWebJobsStorage")
 
-    async def _poison(self, blob) -> None:
+    async def _poison(self, name: str, etag: str) -> None:
         # The host's poison message: which function, and which blob version, gave up.
         message = {"Type": "BlobTrigger", "FunctionId": self.spec.function_id, "BlobType": "BlockBlob",
-                   "ContainerName": self.path.container, "BlobName": blob.name, "ETag": quoted(blob.etag)}
+                   "ContainerName": self.path.container, "BlobName": name, "ETag": etag}
         with contextlib.suppress(ResourceExistsError):
             await self.poison.create_queue()
         await self.poison.send_message(json.dumps(message))
         log.error("blob moved to the poison queue after repeated failures",
-                  extra={"function": self.spec.name, "blob": f"{self.path.container}/{blob.name}",
+                  extra={"function": self.spec.name, "blob": f"{self.path.container}/{name}",
                          "queue": POISON_QUEUE, "attempts": self.options.poison_blob_threshold})
 
     async def stop_receiving(self) -> None:
@@ -182,16 +355,22 @@ class BlobListener:
         if self._poller:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+        self.scheduler.drop(lambda lane: lane[0] != self.spec.name)
+        self.pending.intersection_update(self.running)
 
     async def drain(self, timeout: float) -> int:
-        if self.in_flight:
-            await asyncio.wait(list(self.in_flight.values()), timeout=max(timeout, 0))
-        return len(self.in_flight)
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=max(timeout, 0))
+        return len(self.running)
 
     async def close(self) -> None:
-        for task in list(self.in_flight.values()):
+        tasks = list(self.running.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for client in (getattr(self, "container", None), getattr(self, "poison", None)):
             if client is not None:
                 await client.close()

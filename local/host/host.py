@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .blob_trigger import BlobListener
+from .blob_trigger import BlobListener, BlobScheduler
 from .errors import HostConfigError
 from .http_trigger import BIND, HttpServer
 from .invoker import Invoker
@@ -76,6 +76,11 @@ class Host:
     def url(self) -> str:
         return f"http://{BIND}:{self.port}"
 
+    def blob_webhooks(self) -> list[dict[str, str]]:
+        """For each blob function with source EventGrid: the webhook Event Grid should POST to, and subject
+        filters for its path. What `GET /admin/functions` also lists; what infra subscribes in Azure."""
+        return self._http.blob_webhooks() if self._http else []
+
     # -- settings -------------------------------------------------------------------------------------
 
     def _apply_settings(self) -> dict[str, str]:
@@ -131,6 +136,8 @@ class Host:
             self._storage = HostStorage(resolver.connection(STORAGE_SETTING, STORAGE_SETTING, first.name,
                                                             first.trigger["name"]))
         listeners = []
+        # One for all blob functions: maxDegreeOfParallelism is app-wide.
+        scheduler = BlobScheduler(host_json.blobs.max_degree_of_parallelism)
         for spec in specs:
             binding = spec.trigger["name"]
             if spec.trigger_type == "serviceBusTrigger":
@@ -141,7 +148,7 @@ class Host:
             elif spec.trigger_type == "blobTrigger":
                 conn = resolver.connection(spec.trigger.get("connection"), STORAGE_SETTING, spec.name, binding)
                 listeners.append(BlobListener(spec, conn, host_json.blobs, self._invoker, self._storage,
-                                              self.host_id, self.options.blob_poll_interval))
+                                              self.host_id, self.options.blob_poll_interval, scheduler))
             elif spec.trigger_type == "timerTrigger":
                 listeners.append(TimerListener(spec, self._invoker, self._storage, self.host_id))
 
@@ -156,8 +163,9 @@ class Host:
             await listener.start()
 
         port = self.requested_port if self.requested_port is not None else (self._local_port or DEFAULT_PORT)
+        webhooks = {x.spec.function_id: x for x in self._listeners if isinstance(x, BlobListener) and x.event_driven}
         self._http = HttpServer([s for s in specs if s.trigger_type == "httpTrigger"], host_json.route_prefix,
-                                self._invoker, port, self.host_id)
+                                self._invoker, port, self.host_id, webhooks)
         self.port = await self._http.start(specs, self.options.shutdown_timeout)
         self._http.ready = True
 

@@ -1,13 +1,23 @@
-"""HTTP trigger: an aiohttp server on 127.0.0.1 serving `/{routePrefix}/{route}` like Core Tools (no keys)."""
+"""HTTP trigger: an aiohttp server on 127.0.0.1 serving `/{routePrefix}/{route}` like Core Tools (no keys).
+
+The same server takes the blob extension's Event Grid webhook, `POST /runtime/webhooks/blobs?functionName=
+Host.Functions.<name>` (https://learn.microsoft.com/azure/azure-functions/functions-event-grid-blob-trigger),
+answering as the extension does: `aeg-event-type: SubscriptionValidation` gets 200 and the validation code
+back (https://learn.microsoft.com/azure/event-grid/end-point-validation-event-grid-events-schema);
+`Notification` gets 202 once its BlobCreated events are queued; an unknown function gets 404. The `code=`
+key in the query is accepted and not checked, like every key locally.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
 import azure.functions as func
 from aiohttp import web
 
+from .blob_trigger import BlobListener
 from .errors import HostConfigError
 from .invoker import Invoker
 from .loader import FunctionSpec
@@ -21,6 +31,9 @@ ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool": r"(?i:true|false)",
                 "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
                 "double": r"-?\d+(?:\.\d+)?", "float": r"-?\d+(?:\.\d+)?", "decimal": r"-?\d+(?:\.\d+)?"}
+WEBHOOK_PATH = "/runtime/webhooks/blobs"
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+_SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
 _PARAM = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([^}?=]+))?(\?)?(?:=[^}]*)?\}")
 
 
@@ -64,7 +77,7 @@ def _response(result: object) -> web.StreamResponse:
 
 class HttpServer:
     def __init__(self, specs: list[FunctionSpec], route_prefix: str, invoker: Invoker, port: int,
-                 host_id: str) -> None:
+                 host_id: str, blob_webhooks: dict[str, BlobListener] | None = None) -> None:
         self.specs = specs
         self.route_prefix = route_prefix
         self.invoker = invoker
@@ -75,12 +88,14 @@ class HttpServer:
         self.runner: web.AppRunner | None = None
         self.routes: list[tuple[str, list[str], str]] = []
         self.all_specs: list[FunctionSpec] = []
+        self.webhooks = blob_webhooks or {}  # function id -> listener, for functions whose blob source is EventGrid
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=100 * 1024 * 1024)
         app.router.add_get("/", self._root)
         app.router.add_get("/admin/host/status", self._status)
         app.router.add_get("/admin/functions", self._functions)
+        app.router.add_post(WEBHOOK_PATH, self._blob_webhook)
         prefix = f"/{self.route_prefix}" if self.route_prefix else ""
         for spec in self.specs:
             methods = [str(m).upper() for m in (spec.trigger.get("methods") or ALL_METHODS)]
@@ -117,7 +132,61 @@ class HttpServer:
                                   "version": "local"})
 
     async def _functions(self, _request: web.Request) -> web.Response:
-        return web.json_response([{"name": s.name, "trigger": s.trigger_type} for s in self.all_specs])
+        hooks = {h["function"]: h for h in self.blob_webhooks()}
+        out = []
+        for spec in self.all_specs:
+            entry = {"name": spec.name, "trigger": spec.trigger_type}
+            if spec.trigger_type == "blobTrigger":
+                entry["path"] = spec.trigger["path"]
+                entry["source"] = spec.trigger.get("source") or "LogsAndContainerScan"
+            if spec.name in hooks:
+                entry.update({k: v for k, v in hooks[spec.name].items() if k != "function"})
+            out.append(entry)
+        return web.json_response(out)
+
+    def blob_webhooks(self) -> list[dict[str, str]]:
+        return [{"function": listener.spec.name,
+                 "webhook": f"http://{BIND}:{self.port}{WEBHOOK_PATH}?functionName={function_id}",
+                 **listener.path.subject_filters()}
+                for function_id, listener in self.webhooks.items()]
+
+    async def _blob_webhook(self, request: web.Request) -> web.Response:
+        function_id = request.query.get("functionName", "")
+        listener = self.webhooks.get(function_id)
+        if listener is None:
+            return web.json_response({"error": f"no blob trigger with source EventGrid named {function_id!r}"},
+                                     status=404)
+        kind = request.headers.get("aeg-event-type", "").lower()
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        # Event Grid schema: an array; CloudEvents: one object.
+        events = body if isinstance(body, list) else [body]
+        if kind == "subscriptionvalidation":
+            try:
+                code = events[0]["data"]["validationCode"]
+            except (IndexError, KeyError, TypeError):
+                return web.json_response({"error": "no data.validationCode in the validation event"}, status=400)
+            log.info("Event Grid validation handshake", extra={"function": listener.spec.name})
+            return web.json_response({"validationResponse": code})
+        if kind in ("unsubscribe", "subscriptiondeletion"):
+            return web.Response(status=202)
+        if kind != "notification":
+            return web.json_response({"error": "aeg-event-type must be SubscriptionValidation or Notification"},
+                                     status=400)
+        created = []
+        for event in events:
+            if not isinstance(event, dict) or (event.get("eventType") or event.get("type")) != BLOB_CREATED:
+                continue
+            match = _SUBJECT.match(str(event.get("subject", "")))
+            if match is None:
+                return web.json_response({"error": f"unexpected subject {event.get('subject')!r}"}, status=400)
+            created.append((match[1], match[2], (event.get("data") or {}).get("eTag")))
+        # 2xx only once every event is queued: otherwise Event Grid should try again (a stopping host).
+        if not all(listener.accept(*blob) for blob in created):
+            return web.json_response({"error": "the host is stopping"}, status=503)
+        return web.Response(status=202)
 
     async def start(self, all_specs: list[FunctionSpec], shutdown_timeout: float) -> int:
         self.all_specs = all_specs
@@ -136,6 +205,8 @@ class HttpServer:
         for name, methods, path in self.routes:
             log.info("http function", extra={"function": name, "methods": ",".join(methods),
                                              "url": f"http://{BIND}:{self.port}{path}"})
+        for hook in self.blob_webhooks():
+            log.info("blob trigger webhook (subscribe it to BlobCreated events)", extra=hook)
         return self.port
 
     async def stop(self) -> None:

@@ -7,11 +7,13 @@ in plain values (`BlobItem`, `Download`). Absent blobs are None, not exceptions.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -55,7 +57,8 @@ class Download:
 
 
 def _dumps(body: Any) -> bytes:
-    return json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False).encode()
+    # Compact: report.json is read whole by the HTTP API and the CLI, and has to stay small.
+    return json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
 class BlobContainer:
@@ -105,6 +108,26 @@ class BlobContainer:
         raw = self.read(name, limit)
         return None if raw is None else json.loads(raw)
 
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        """length bytes from offset (fewer at the end of the blob): one ranged GET."""
+        return self._client.get_blob_client(name).download_blob(offset=offset, length=length).readall()
+
+    def lines(self, name: str) -> Iterator[bytes]:
+        """A line-delimited blob, line by line, a chunk at a time; nothing if it is absent."""
+        download = self.open(name)
+        if download is None:
+            return
+        rest = b""
+        for chunk in download.chunks():
+            rest += chunk
+            *complete, rest = rest.split(b"\n")
+            yield from (line for line in complete if line)
+        if rest:
+            yield rest
+
+    def reader(self, parts: Sequence[tuple[str, int]], window: int = CHUNK_SIZE) -> BlobReader:
+        return BlobReader(self, parts, window)
+
     def download_to(self, name: str, sink: BinaryIO) -> int:
         return self._client.download_blob(name).readinto(sink)
 
@@ -133,6 +156,40 @@ class BlobContainer:
 
     def write_json(self, name: str, body: Any, metadata: Mapping[str, str] | None = None) -> None:
         self.write(name, _dumps(body), content_type=JSON_TYPE, metadata=metadata)
+
+    def create_json(self, name: str, body: Any) -> bool:
+        """Write only if the name is free; False if it was taken (by an earlier or concurrent writer)."""
+        try:
+            self._client.upload_blob(name, _dumps(body), overwrite=False,
+                                     content_settings=ContentSettings(content_type=JSON_TYPE))
+            return True
+        except ResourceExistsError:
+            return False
+
+    def write_stream(self, name: str, chunks: Iterable[bytes], content_type: str | None = None) -> int:
+        """Write a blob of any size from an iterable of byte strings, CHUNK_SIZE at a time (Put Block, then
+        Put Block List), never holding more than one block. Returns the bytes written."""
+        blob = self._client.get_blob_client(name)
+        ids: list[str] = []
+        buffer = bytearray()
+        total = 0
+
+        def stage() -> None:
+            block_id = base64.b64encode(f"{len(ids):08d}".encode()).decode()
+            blob.stage_block(block_id, bytes(buffer))
+            ids.append(block_id)
+            buffer.clear()
+
+        for chunk in chunks:
+            buffer += chunk
+            total += len(chunk)
+            if len(buffer) >= CHUNK_SIZE:
+                stage()
+        if buffer or not ids:
+            stage()
+        blob.commit_block_list(ids, content_settings=ContentSettings(content_type=content_type) if content_type
+                               else None)
+        return total
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
@@ -171,3 +228,62 @@ class BlobContainer:
                     continue
                 raise
         raise StillChanging(f"{name[:200]!r}: still changing after {_CONFLICT_ATTEMPTS} attempts")
+
+
+class BlobReader(io.RawIOBase):
+    """A read-only, seekable file over one blob or the parts of one (in order), read by ranged GETs of
+    `window` bytes and kept one window at a time: zipfile can read one entry of a bundle through it without
+    the bundle being downloaded, and a front-to-back read downloads each byte once."""
+
+    def __init__(self, container: BlobContainer, parts: Sequence[tuple[str, int]], window: int = CHUNK_SIZE):
+        super().__init__()
+        self._container = container
+        self._parts = list(parts)
+        self._size = sum(size for _, size in self._parts)
+        self._window = window
+        self._pos = 0
+        self._cached_at = 0
+        self._cached = b""
+        self.requests = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def _fetch(self, offset: int) -> None:
+        start = 0
+        for name, size in self._parts:
+            if offset < start + size:
+                inner = offset - start
+                self._cached = self._container.read_range(name, inner, min(self._window, size - inner))
+                self._cached_at = offset
+                self.requests += 1
+                return
+            start += size
+        self._cached, self._cached_at = b"", offset
+
+    def readinto(self, buffer) -> int:
+        """Fill the buffer (zipfile counts a short read of a header as a truncated file)."""
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and self._pos < self._size:
+            if not self._cached_at <= self._pos < self._cached_at + len(self._cached):
+                self._fetch(self._pos)
+                if not self._cached:
+                    break
+            start = self._pos - self._cached_at
+            data = self._cached[start:start + len(view) - filled]
+            view[filled:filled + len(data)] = data
+            filled += len(data)
+            self._pos += len(data)
+        return filled

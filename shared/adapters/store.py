@@ -4,7 +4,7 @@
 - `job-reports/{jobId}/request.json`: the accepted request, so the watchdog can finish a submission
 - `job-reports/{jobId}/outcome.json` and the marker `job-reports/outcomes/{jobId}`: a completed job's
   outcome (Batch refuses metadata updates on completed jobs, so the marker is how a sweep knows)
-- `tools/log_uploader.py` (container `tools`): the release-task uploader, read by nodes through a read-only SAS
+- `tools/log_uploader.py` and `tools/lognames.py`: the release task's uploader, read by nodes through read-only SASs
 """
 
 from __future__ import annotations
@@ -25,18 +25,17 @@ from azure.storage.blob import (
 
 from shared.adapters.blobs import BlobContainer
 from shared.pure import blob_layout
-from shared.pure.planning import Links
+from shared.pure.planning import NODE_FILES, Links
 from shared.pure.redact import redact_sas
 from shared.pure.settings import (
     LOGS_CONTAINER,
     REPORTS_CONTAINER,
     TOOLS_CONTAINER,
-    UPLOADER_BLOB,
     PoolIdentity,
 )
 
 log = logging.getLogger("orchestrator.store")
-UPLOADER_SOURCE = Path(__file__).resolve().parent.parent / "node" / "log_uploader.py"
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 REJECTED_PREFIX = blob_layout.REJECTED_PREFIX
 OUTCOMES_PREFIX = blob_layout.OUTCOMES_PREFIX
 
@@ -105,9 +104,11 @@ class Store:
     # ----- what nodes get -------------------------------------------------------------------------
 
     def place_uploader(self) -> None:
+        """Publish the node-side files (the uploader and the naming rules it imports) to `tools`."""
         if self._uploader_placed:
             return
-        self._tools.write(UPLOADER_BLOB, UPLOADER_SOURCE.read_bytes())
+        for name in NODE_FILES:
+            self._tools.write(name, (NODE_DIR / name).read_bytes())
         self._uploader_placed = True
 
     def _sign(self, now: datetime, expiry: datetime) -> dict:
@@ -120,22 +121,25 @@ class Store:
             self._delegation = (key, key_expiry)
         return {"user_delegation_key": self._delegation[0]}
 
-    def uploader_url(self, now: datetime, expiry: datetime) -> str:
-        sas = generate_blob_sas(self._service.account_name, TOOLS_CONTAINER, UPLOADER_BLOB,
+    def node_file_url(self, name: str, now: datetime, expiry: datetime) -> str:
+        sas = generate_blob_sas(self._service.account_name, TOOLS_CONTAINER, name,
                                 permission=BlobSasPermissions(read=True), expiry=expiry,
                                 start=now - timedelta(minutes=5), **self._sign(now, expiry))
-        return f"{self._tools.url}/{UPLOADER_BLOB}?{sas}"
+        return f"{self._tools.url}/{name}?{sas}"
 
     def links(self, now: datetime, expiry: datetime) -> Links:
-        """What a job's nodes need: the uploader's URL, and where to write with which credential."""
-        # With the pool's identity writing, no SAS goes into the job's definition.
-        logs = self.logs.url if self._upload_identity is not None else self.logs_upload_url(now, expiry)
-        return Links(uploader_url=self.uploader_url(now, expiry), logs_container_url=logs,
-                     upload_identity=self._upload_identity)
+        """What a job's nodes need: the node-side files' URLs, and where to write with which credential."""
+        files = tuple((name, self.node_file_url(name, now, expiry)) for name in NODE_FILES)
+        if self._upload_identity is not None:
+            # With the pool's identity writing, no SAS goes into the job's definition.
+            return Links(node_files=files, logs_container_url=self.logs.url, upload_identity=self._upload_identity)
+        return Links(node_files=files, logs_container_url=self.logs_upload_url(now, expiry),
+                     task_output_url=self.logs_upload_url(now, expiry, overwrite=True))
 
-    def logs_upload_url(self, now: datetime, expiry: datetime) -> str:
-        """Create and write only: a node can add its files but cannot read, list or delete anyone's."""
+    def logs_upload_url(self, now: datetime, expiry: datetime, overwrite: bool = False) -> str:
+        """Create only: the uploader can add its files but not overwrite, read, list or delete anyone's.
+        overwrite=True adds write, which Batch documents for an outputFiles container SAS."""
         sas = generate_container_sas(self._service.account_name, LOGS_CONTAINER,
-                                     permission=ContainerSasPermissions(create=True, write=True), expiry=expiry,
+                                     permission=ContainerSasPermissions(create=True, write=overwrite), expiry=expiry,
                                      start=now - timedelta(minutes=5), **self._sign(now, expiry))
         return f"{self.logs.url}?{sas}"

@@ -1,40 +1,49 @@
-"""The collect triggers' flow: stream a `job-logs` blob, index it, rebuild the report.
+"""The collect triggers: one collection per node (its manifest), one per crash dump, and a record for any
+name outside the layout.
 
-Containers come in as parameters (`shared.adapters.blobs.BlobContainer`). Every write is an overwrite of a
-name derived from the input, so re-running on the same blob is harmless.
+A node's bundle is streamed once, front to back, in bounded memory: each file is scanned as it passes and
+its index line written out at once, and the node's totals merge into the report under its ETag. Work per
+job is linear in its files; nothing here lists a job's records or asks Batch about its tasks (the
+watchdog's outcome step does that, once). Every step is safe to repeat: a redelivered manifest or dump
+changes nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import zipfile
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote
 
 from shared.adapters.blobs import BlobContainer
-from shared.adapters.services import Services
+from shared.node import lognames
 from shared.pure import blob_layout as layout
-from shared.pure import report
+from shared.pure import node_record as nodes
+from shared.pure import report as reports_model
 from shared.pure.crashdump import CrashDumpScanner
 from shared.pure.logscan import LogScanner
+from shared.pure.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestInvalid, Upload, parse_manifest
 from shared.pure.settings import LOGS_CONTAINER
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("orchestrator.collect")
 
-PREFETCH_DEPTH = 2  # chunks downloaded ahead while the current one is hashed
+PREFETCH_DEPTH = 2  # chunks downloaded ahead while the current one is scanned
+READ_WINDOW = 8 * 1024 * 1024  # one ranged GET of a bundle
+SCAN_CHUNK = 1024 * 1024
+INFLATE_CHUNK = 4 * 1024 * 1024  # the most one step of decompression may produce (a bomb stays bounded)
 
-NodeStatuses = Callable[[str], list[Mapping[str, Any]]]
 
-
-def no_node_statuses(job_id: str) -> list[Mapping[str, Any]]:
-    return []
+def _iso(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat()
 
 
 def _prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH) -> Iterator[bytes]:
-    """Download the next chunks on a thread while the caller hashes this one (hashlib drops the GIL)."""
+    """Download the next chunks on a thread while the caller scans this one (hashlib drops the GIL)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -69,110 +78,34 @@ def _prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH) -> Iterato
         worker.join(timeout=5)
 
 
-# Index records also carry their key figures as blob metadata, so the report is rebuilt from one
-# listing instead of a read per file.
-def _record_metadata(record: Mapping[str, Any]) -> dict[str, str]:
-    meta = {"kind": record["kind"], "size": str(record["size"]), "sha256": record["sha256"]}
-    if "log" in record:
-        meta["lines"] = str(record["log"]["lines"])
-        meta["errorlines"] = str(record["log"]["errorLines"])
-    if "crashDump" in record:
-        for key, value in record["crashDump"].items():
-            if value is not None and key in ("format", "executable", "signalName", "exceptionCode", "fingerprint"):
-                meta[key.lower()] = quote(str(value), safe="")
-    return meta
+def gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Decompress a gzip stream chunk by chunk, never more than INFLATE_CHUNK at a time; members written
+    one after another are one stream, as gunzip reads them."""
+    inflater = zlib.decompressobj(wbits=31)
+    open_member = False
+    for chunk in chunks:
+        data = chunk
+        while data:
+            open_member = True
+            out = inflater.decompress(data, INFLATE_CHUNK)
+            if out:
+                yield out
+            if inflater.eof:
+                data, open_member = inflater.unused_data, False
+                inflater = zlib.decompressobj(wbits=31)
+            else:
+                data = inflater.unconsumed_tail
+    tail = inflater.flush()
+    if tail:
+        yield tail
+    if open_member:
+        raise zlib.error("the gzip stream ends in the middle of a member")
 
 
-def _record_from_listing(job_id: str, name: str, meta: Mapping[str, str]) -> dict[str, Any] | None:
-    rest = name.removeprefix(layout.files_prefix(job_id))
-    node_id, _, path = rest.partition("/")
-    if not path.endswith(".json") or "size" not in meta:
-        return None
-    record: dict[str, Any] = {
-        "jobId": job_id,
-        "nodeId": node_id,
-        "kind": meta.get("kind"),
-        "path": path.removesuffix(".json"),
-        "size": int(meta["size"]),
-        "sha256": meta.get("sha256"),
-    }
-    if record["kind"] == layout.LOG:
-        record["log"] = {"lines": int(meta.get("lines", 0)), "errorLines": int(meta.get("errorlines", 0))}
-    elif record["kind"] == layout.CRASH_DUMP:
-        names = ("format", "executable", "signalName", "exceptionCode", "fingerprint")
-        record["crashDump"] = {k: unquote(meta[k.lower()]) if k.lower() in meta else None for k in names}
-    return record
-
-
-def list_file_records(reports: BlobContainer, job_id: str, node_id: str | None = None) -> list[dict[str, Any]]:
-    prefix = layout.files_prefix(job_id, node_id)
-    out = []
-    for item in reports.list(prefix, metadata=True):
-        record = _record_from_listing(job_id, item.name, item.metadata)
-        if record is not None:
-            out.append(record)
-    return out
-
-
-def index_file(logs: BlobContainer, reports: BlobContainer, blob: layout.LogBlob,
-               tail_lines: int = 50) -> dict[str, Any] | None:
-    """Stream one log or crash dump and write its index record; None if the blob has gone."""
-    download = logs.open(blob.name)
-    if download is None:
-        return None
-    scanner = LogScanner(tail_lines) if blob.kind == layout.LOG else CrashDumpScanner()
-    for chunk in _prefetched(download.chunks()):
-        scanner.feed(chunk)
-    summary = scanner.result()
-    record = report.file_record(
-        blob, size=summary.size, sha256=summary.sha256, content_type=download.content_type, summary=summary.to_dict()
-    )
-    reports.write_json(layout.file_record_name(blob), record, metadata=_record_metadata(record))
-    log.info("collect.indexed", extra={"jobId": blob.job_id, "nodeId": blob.node_id, "kind": blob.kind,
-                                        "path": layout.safe_preview(blob.path), "size": summary.size})
-    return record
-
-
-def refresh_node(logs: BlobContainer, reports: BlobContainer, job_id: str, node_id: str) -> Mapping | None:
-    """Check the node's manifest (if it has arrived) against the index records; write the node record."""
-    name = layout.manifest_name(job_id, node_id)
-
-    def build(_current) -> Mapping[str, Any]:
-        try:
-            raw = logs.read(name, report.MAX_MANIFEST_BYTES)
-            if raw is None:
-                return report.invalid_manifest_record(job_id, node_id, "manifest disappeared")
-            manifest = report.parse_manifest(raw, job_id, node_id)
-        except (ValueError, report.ManifestInvalid) as exc:
-            return report.invalid_manifest_record(job_id, node_id, str(exc))
-        return report.verify_manifest(manifest, list_file_records(reports, job_id, node_id))
-
-    if not logs.exists(name):
-        return None
-    record = reports.rewrite_json(layout.node_record_name(job_id, node_id), build)
-    log.info("collect.node", extra={"jobId": job_id, "nodeId": node_id, "collected": record.get("collected")})
-    return record
-
-
-def _node_records(reports: BlobContainer, job_id: str) -> list[dict[str, Any]]:
-    records = (reports.read_json(item.name) for item in reports.list(layout.nodes_prefix(job_id)))
-    return [r for r in records if r is not None]
-
-
-def rebuild_report(logs: BlobContainer, reports: BlobContainer, job_id: str,
-                   node_statuses: NodeStatuses = no_node_statuses,
-                   now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                   outcome: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
-    """Write `{jobId}/report.json` from what is indexed now. The watchdog passes the outcome it has just
-    written; the collect triggers read it."""
-    statuses = list(node_statuses(job_id))
-
-    def build(_current) -> Mapping[str, Any]:
-        known = outcome if outcome is not None else reports.read_json(layout.outcome_name(job_id))
-        return report.assemble_report(
-            job_id, known, statuses, list_file_records(reports, job_id), _node_records(reports, job_id),
-            generated_at=now().astimezone(UTC).isoformat(),
-        )
+def update_report(reports: BlobContainer, job_id: str, now: datetime, change) -> dict[str, Any]:
+    """Apply one merge to report.json under its ETag, then recompute its totals and state."""
+    def build(current):
+        return reports_model.finish(change(current or reports_model.empty_report(job_id)), _iso(now))
 
     return reports.rewrite_json(layout.report_name(job_id), build)
 
@@ -180,55 +113,228 @@ def rebuild_report(logs: BlobContainer, reports: BlobContainer, job_id: str,
 def record_rejected(logs: BlobContainer, reports: BlobContainer, bad: layout.BadBlobName,
                     raw_name: str) -> dict[str, Any]:
     # The record is what matters: an unaddressable name simply has no size to give.
-    record = {"schema": "rejected-blob.v1", "container": LOGS_CONTAINER, **bad.to_dict(),
-              "size": logs.size(raw_name)}
+    record = {"schema": "rejected-blob.v1", "container": LOGS_CONTAINER, **bad.to_dict(), "size": logs.size(raw_name)}
     reports.write_json(layout.rejected_blob_record_name(bad), record)
     log.warning("collect.rejected", extra={"rule": bad.rule, "blob": bad.name})
     return record
 
 
-def _report_due(blob: layout.LogBlob, node: Mapping[str, Any] | None) -> bool:
-    # Rebuilding on every log would list the whole job per file (quadratic in files per job).
-    # A node's manifest comes last, so rebuilding on manifests, on the file that completes a node
-    # and on crash dumps (few, and wanted early) keeps the report current at linear cost.
-    return blob.kind in (layout.MANIFEST, layout.CRASH_DUMP) or bool(node and node.get("collected"))
-
-
-def collect_blob(logs: BlobContainer, reports: BlobContainer, blob_name: str,
-                 node_statuses: NodeStatuses = no_node_statuses, tail_lines: int = 50,
-                 always_rebuild: bool = False) -> dict[str, Any]:
-    """Entry point for both collect triggers. Returns what was done (for logs and tests)."""
+def on_stray(logs: BlobContainer, reports: BlobContainer, blob_name: str) -> dict[str, Any]:
+    """Every name in job-logs: the layout's names are left to their own triggers (no I/O); any other is
+    recorded with the rule it broke, so nothing a node writes goes unseen."""
     parsed = layout.parse_log_blob(blob_name)
     if isinstance(parsed, layout.BadBlobName):
         record_rejected(logs, reports, parsed, blob_name)
         return {"status": "rejected", "rule": parsed.rule, "record": layout.rejected_blob_record_name(parsed)}
-    result: dict[str, Any] = {"status": "manifest" if parsed.kind == layout.MANIFEST else "indexed",
-                              "jobId": parsed.job_id, "nodeId": parsed.node_id}
-    if parsed.kind != layout.MANIFEST:
-        record = index_file(logs, reports, parsed, tail_lines)
-        if record is None:
+    return {"status": "in layout", "kind": parsed.kind}
+
+
+# ----- a node ------------------------------------------------------------------------------------
+
+def _refuse(reports: BlobContainer, job_id: str, node_id: str, run_id: str | None, refused: nodes.Refusal,
+            now: datetime) -> dict[str, Any]:
+    record = nodes.refused_record(job_id, node_id, run_id, refused, _iso(now))
+    reports.write_json(layout.refused_name(job_id, node_id, lognames.name_digest(f"{node_id}/{run_id}")), record)
+    update_report(reports, job_id, now, lambda r: reports_model.merge_refused(r, record))
+    log.warning("collect.refused", extra={"jobId": job_id, "nodeId": node_id, "rule": refused.rule})
+    return {"status": "refused", "rule": refused.rule, "jobId": job_id, "nodeId": node_id}
+
+
+def _scan_bundle(logs: BlobContainer, bundle: Upload, sizes: dict[str, int], tally: nodes.NodeTally) -> Iterator[bytes]:
+    """Index lines of every file in the bundle, as it streams past once."""
+    for part in bundle.parts:
+        if part.blob not in sizes:
+            tally.problem(f"bundle part {layout.safe_preview(part.blob)} is missing")
+            return
+        if sizes[part.blob] != part.size:
+            tally.problem(f"bundle part {layout.safe_preview(part.blob)} is {sizes[part.blob]} bytes; "
+                          f"the manifest says {part.size}")
+            return
+    reader = logs.reader([(p.blob, p.size) for p in bundle.parts], READ_WINDOW)
+    try:
+        archive = zipfile.ZipFile(reader)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        tally.problem(f"bundle is not a readable zip: {exc}")
+        return
+    with archive:
+        entries = sorted((i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.header_offset)
+        if len(entries) != bundle.entries:
+            tally.problem(f"bundle holds {len(entries)} files; the manifest says {bundle.entries}")
+        for info in entries:
+            scanner = LogScanner(tail_lines=0)
+            try:
+                with archive.open(info) as member:
+                    while chunk := member.read(SCAN_CHUNK):
+                        scanner.feed(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError) as exc:
+                # One damaged entry is reported; the rest of the node is still collected.
+                tally.problem(f"{layout.safe_preview(info.filename)}: {type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            yield (json.dumps(tally.add(info.filename, scanner.result()), ensure_ascii=False) + "\n").encode()
+
+
+def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now: datetime) -> dict[str, Any]:
+    """A node's manifest arrived (it is written last): collect the node."""
+    parsed = layout.parse_log_blob(blob_name)
+    if isinstance(parsed, layout.BadBlobName) or parsed.kind != layout.MANIFEST:
+        return on_stray(logs, reports, blob_name)
+    job_id, node_id, at = parsed.job_id, parsed.node_id, _iso(now)
+    record_name = layout.node_record_name(job_id, node_id)
+    try:
+        raw = logs.read(blob_name, MAX_MANIFEST_BYTES)
+        if raw is None:
             log.warning("collect.vanished", extra={"blob": layout.safe_preview(blob_name)})
-            return {**result, "status": "vanished"}
-        result["record"] = layout.file_record_name(parsed)
-    node = refresh_node(logs, reports, parsed.job_id, parsed.node_id)
-    result["nodeCollected"] = None if node is None else node.get("collected")
-    result["collectionComplete"] = None
-    if always_rebuild or _report_due(parsed, node):
-        rebuilt = rebuild_report(logs, reports, parsed.job_id, node_statuses)
-        result["collectionComplete"] = rebuilt.get("collectionComplete")
-    return result
+            return {"status": "vanished", "jobId": job_id, "nodeId": node_id}
+        manifest = parse_manifest(raw, job_id, node_id)
+    except (ValueError, ManifestInvalid) as exc:
+        record = nodes.invalid_record(job_id, node_id, str(exc), at)
+        reports.write_json(record_name, record)
+        update_report(reports, job_id, now, lambda r: reports_model.merge_node(r, nodes.report_row(record)))
+        return {"status": "invalid", "jobId": job_id, "nodeId": node_id, "reason": str(exc)}
+
+    existing = reports.read_json(record_name)
+    known = reports.read_json(layout.report_name(job_id))
+    refused = nodes.refusal(known, node_id, manifest.run_id, existing)
+    if refused is not None:
+        return _refuse(reports, job_id, node_id, manifest.run_id, refused, now)
+    if existing and existing.get("runId") == manifest.run_id and existing.get("status") == nodes.COLLECTED:
+        record, status = existing, "already collected"  # a redelivery: only make sure the report has it
+    else:
+        wanted = _failed_on(known, node_id)
+        record, status = _collect_node(logs, reports, manifest, now, wanted), "collected"
+    excerpts = record.get("excerpts") or {}
+    report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(
+        reports_model.merge_node(r, nodes.report_row(record)), excerpts))
+    missing = _failed_on(report, node_id, without_excerpt=True)
+    if missing:
+        # The outcome landed while this node was being read: find its failed tasks' lines in its index.
+        found = nodes.excerpts_from_index((json.loads(x) for x in reports.lines(layout.index_name(job_id, node_id))),
+                                          missing)
+        if found:
+            report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(r, found))
+    log.info("collect.node", extra={"jobId": job_id, "nodeId": node_id, "files": record.get("files"),
+                                     "status": status, "collectionComplete": report["collectionComplete"]})
+    return {"status": status, "jobId": job_id, "nodeId": node_id, "files": record.get("files"),
+            "problems": record.get("problemCount"), "collectionComplete": report["collectionComplete"]}
 
 
-def on_blob(services: Services, blob_name: str, *, crash_dump_trigger: bool) -> dict:
-    """A blob trigger fired. collect_log sees every name in the container (so names outside the layout are
-    recorded, not missed) and leaves crash dumps to collect_crash_dump, which sees only those."""
-    if not crash_dump_trigger:
-        parsed = layout.parse_log_blob(blob_name)
-        if isinstance(parsed, layout.LogBlob) and parsed.kind == layout.CRASH_DUMP:
-            return {"status": "left to collect_crash_dump"}
-    batch, store = services.batch, services.store
+def _failed_on(report: dict | None, node_id: str, without_excerpt: bool = False) -> set[str] | None:
+    """The failed tasks the report lists as having run on the node (None before the outcome is in)."""
+    tasks = (report or {}).get("tasks")
+    if tasks is None:
+        return None
+    return {t["id"] for t in tasks.get("failed") or [] if t.get("nodeId") == node_id
+            and not (without_excerpt and t.get("excerpt"))}
 
-    def statuses(job_id: str) -> list[Mapping[str, Any]]:
-        return report.node_rows(batch.node_runs(job_id), batch.tasks(job_id))
 
-    return collect_blob(store.logs, store.reports, blob_name, node_statuses=statuses)
+def _collect_node(logs: BlobContainer, reports: BlobContainer, manifest: Manifest, now: datetime,
+                  wanted: set[str] | None = None) -> dict[str, Any]:
+    job_id, node_id = manifest.job_id, manifest.node_id
+    tally = nodes.NodeTally(job_id, node_id, manifest, wanted=frozenset(wanted) if wanted is not None else None)
+    # One listing of the node's own prefix: sizes to check parts against, and anything not accounted for.
+    sizes = {}
+    for item in logs.list(f"{job_id}/{node_id}/"):
+        sizes[item.name] = item.size
+        if item.name not in manifest.blobs():
+            tally.stray(item.name)
+    index = layout.index_name(job_id, node_id)
+    if manifest.bundle is not None:
+        reports.write_stream(index, _scan_bundle(logs, manifest.bundle, sizes, tally), "application/x-ndjson")
+    else:
+        reports.write_stream(index, iter(()), "application/x-ndjson")
+    for dump in manifest.crash_dumps:
+        # A dump in parts has no single blob to trigger on: it is collected here, with its node.
+        if len(dump.parts) > 1 and not reports.exists(layout.crash_record_name(job_id, dump.sha256)):
+            missing = [p.blob for p in dump.parts if p.blob not in sizes]
+            if missing:
+                tally.problem(f"crash dump {dump.path}: part {layout.safe_preview(missing[0])} is missing")
+                continue
+            _collect_dump(logs, reports, job_id, [p.blob for p in dump.parts], compressed=True,
+                          copy={"blob": dump.blob, "nodeId": node_id, "taskId": _task_of_dump(dump.path),
+                                "path": dump.path, "compressed": True}, now=now)
+    record = tally.record(_iso(now))
+    reports.write_json(layout.node_record_name(job_id, node_id), record)
+    return record
+
+
+def _task_of_dump(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "job-1" else None
+
+
+# ----- a crash dump ------------------------------------------------------------------------------
+
+class _Vanished(Exception):
+    pass
+
+
+def _dump_chunks(logs: BlobContainer, blobs: list[str], compressed: bool) -> Iterator[bytes]:
+    def raw() -> Iterator[bytes]:
+        for name in blobs:  # one part open at a time
+            download = logs.open(name)
+            if download is None:
+                raise _Vanished(name)
+            yield from download.chunks()
+
+    chunks = _prefetched(raw())
+    return gunzip(chunks) if compressed else chunks
+
+
+def _collect_dump(logs: BlobContainer, reports: BlobContainer, job_id: str, blobs: list[str], compressed: bool,
+                  copy: dict[str, Any], now: datetime) -> dict[str, Any]:
+    scanner = CrashDumpScanner()
+    try:
+        for chunk in _dump_chunks(logs, blobs, compressed):
+            scanner.feed(chunk)
+    except _Vanished:
+        log.warning("collect.vanished", extra={"blob": layout.safe_preview(blobs[0])})
+        return {"status": "vanished"}
+    except zlib.error as exc:
+        copy = {**copy, "problem": f"not a complete gzip stream: {exc}"}
+    summary = scanner.result().to_dict()
+    name = layout.crash_record_name(job_id, summary["sha256"])
+    record = reports_model.crash_record(job_id, summary, copy, _iso(now))
+    if not reports.create_json(name, record):
+        record = reports.rewrite_json(name, lambda current: reports_model.add_copy(current or record, copy))
+        ours = record["copies"][0].get("blob") == copy["blob"]
+        if record.get("counted") or not ours:
+            # Another copy of a dump already counted (or being counted by the copy that recorded it first).
+            return {"status": "duplicate", "sha256": summary["sha256"], "fingerprint": summary["fingerprint"]}
+    update_report(reports, job_id, now, lambda r: reports_model.merge_crash(r, record))
+    reports.rewrite_json(name, lambda current: {**(current or record), "counted": True})
+    log.info("collect.crashdump", extra={"jobId": job_id, "sha256": summary["sha256"], "format": summary["format"]})
+    return {"status": "counted", "sha256": summary["sha256"], "fingerprint": summary["fingerprint"],
+            "format": summary["format"], "signalName": summary["signalName"]}
+
+
+def _dump_refusal(reports: BlobContainer, blob: layout.LogBlob) -> nodes.Refusal | None:
+    report = reports.read_json(layout.report_name(blob.job_id))
+    if blob.from_failing_task:
+        collection = (report or {}).get("collection") or {}
+        failed = {t["id"] for t in ((report or {}).get("tasks") or {}).get("failed") or []}
+        if collection.get("closedAt") and blob.task_id not in failed:
+            return nodes.Refusal("after_collection_closed", "a task's own upload arrived after collection closed "
+                                                            "and the task is not listed as failed")
+        return None
+    node = reports.read_json(layout.node_record_name(blob.job_id, blob.node_id))
+    # A dump of the run already collected is that run's, whatever order the events came in.
+    if node and node.get("runId") == blob.run_id:
+        return None
+    return nodes.refusal(report, blob.node_id, blob.run_id or "", None)
+
+
+def on_crash_dump(logs: BlobContainer, reports: BlobContainer, blob_name: str, now: datetime) -> dict[str, Any]:
+    parsed = layout.parse_log_blob(blob_name)
+    if isinstance(parsed, layout.BadBlobName) or parsed.kind != layout.CRASH_DUMP:
+        return on_stray(logs, reports, blob_name)
+    if parsed.part is not None:
+        return {"status": "left to the node's collection (a dump in parts)"}
+    refused = _dump_refusal(reports, parsed)
+    if refused is not None:
+        return _refuse(reports, parsed.job_id, parsed.node_id, parsed.run_id, refused, now)
+    compressed = not parsed.from_failing_task
+    copy = {"blob": blob_name, "nodeId": None if parsed.from_failing_task else parsed.node_id,
+            "taskId": parsed.task_id or _task_of_dump(layout.dump_path(parsed)), "path": layout.dump_path(parsed),
+            "compressed": compressed}
+    result = _collect_dump(logs, reports, parsed.job_id, [blob_name], compressed, copy, now)
+    return {**result, "jobId": parsed.job_id, "nodeId": parsed.node_id}

@@ -17,12 +17,10 @@ from datetime import datetime
 from shared.adapters.batch import BatchAdapter, QuotaReached, Refused, Transient
 from shared.adapters.services import Services
 from shared.adapters.store import Store
-from shared.flows import collect
+from shared.flows.outcome import record_outcome
 from shared.flows.submit import submit
 from shared.pure import metadata
 from shared.pure import watchdog_policy as policy
-from shared.pure.outcome import outcome_record
-from shared.pure.report import node_rows
 from shared.pure.values import Job
 
 log = logging.getLogger("orchestrator.watchdog")
@@ -92,18 +90,11 @@ class Watchdog:
         elif isinstance(decision, policy.FinishSubmission):
             self._finish_submission(job, now)
         elif isinstance(decision, policy.RecordOutcome):
-            self._record_outcome(job, now)
+            record_outcome(self.batch, self.store, job, now)
         elif isinstance(decision, policy.Delete):
             self.batch.delete(job.id)
             self.store.forget_job(job.id)
             log.info("job deleted after retention", extra={"job": job.id})
-
-    def _record_outcome(self, job: Job, now: datetime) -> None:
-        outcome = outcome_record(job, self.batch.task_counts(job.id), now)
-        self.store.write_outcome(job.id, outcome)
-        rows = node_rows(self.batch.node_runs(job.id), self.batch.tasks(job.id))
-        collect.rebuild_report(self.store.logs, self.store.reports, job.id, lambda _job_id: rows, outcome=outcome)
-        log.info("outcome recorded", extra={"job": job.id, "reason": job.terminate_reason})
 
     def _finish_submission(self, job: Job, now: datetime) -> None:
         saved = self.store.load_request(job.id)

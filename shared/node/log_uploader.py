@@ -1,57 +1,81 @@
 #!/usr/bin/env python3
-"""Upload a Batch node's logs and crash dumps for one job to the `job-logs` container.
+"""Compress and upload a Batch node's logs and crash dumps for one job to the `job-logs` container.
 
-Runs in the job release task, standard library only. It writes with either a container SAS that may
-only create and write ($ORCHESTRATOR_LOGS_SAS_URL), or the pool's user-assigned managed identity
+Runs at the end of the job release task, standard library only, beside `lognames.py` (both are resource
+files of the release task). One run writes (names in lognames.py):
+
+    bundles/{runId}.zip            every log of the node for the job, one zip: the tasks' stdout.txt and
+                                   stderr.txt (the preparation and release task's too) and the files
+                                   matching $ORCHESTRATOR_COLLECT_LOGS
+    crashdumps/{runId}/{path}.gz   each file matching $ORCHESTRATOR_COLLECT_CRASHDUMPS, gzip on its own
+    manifest.json                  last: what this run uploaded, with sizes and sha256
+
+A zip because anyone can open it (unzip, any file manager) and one file can be read out of it with
+ranged reads of its central directory and that file's bytes, without fetching the bundle. Every blob is
+created, never overwritten (`If-None-Match: *`, and rights that only allow creating): with a create-only
+SAS ($ORCHESTRATOR_LOGS_SAS_URL) or as the pool's user-assigned managed identity
 ($ORCHESTRATOR_LOGS_CONTAINER_URL and $ORCHESTRATOR_UPLOAD_CLIENT_ID: a token from the node's instance
 metadata endpoint, so no secret sits in the job's definition). Nothing here lists, reads or deletes.
-Exits 0 whatever happens (the release task's exit code must stay the user's command's); failures are
-reported on stderr and in the manifest.
 
-    {jobId}/{nodeId}/logs/<path>        files matching --logs, and tasks' stdout.txt/stderr.txt
-    {jobId}/{nodeId}/crashdumps/<path>  files matching --crash-dumps
-    {jobId}/{nodeId}/manifest.json      written last: every uploaded file with size and sha256
-
-<path> is relative to $AZ_BATCH_NODE_ROOT_DIR/workitems/{jobId}/, or `abs/<absolute path>`.
+Each blob goes up as one Put Blob from a file on the node's disk (so memory stays bounded whatever the
+sizes), in parts when it is over the single-upload limit. The time budget follows the release task's
+maxWallClock ($ORCHESTRATOR_RELEASE_MAX_SECONDS from $ORCHESTRATOR_RELEASE_STARTED), less a margin for the
+manifest. Exits 0 whatever happens (the release task's exit code must stay the user's command's);
+failures are reported on stderr and in the manifest.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import glob
+import gzip
 import hashlib
 import http.client
 import json
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from xml.sax.saxutils import escape
+import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lognames  # noqa: E402  (shipped beside this file; the node has no package to import it from)
 
 API_VERSION = "2021-08-06"
-BLOCK_SIZE = 4 * 1024 * 1024
-SINGLE_PUT_MAX = BLOCK_SIZE
+# Put Blob takes up to 5000 MiB from version 2019-12-12:
+# https://learn.microsoft.com/rest/api/storageservices/put-blob#remarks
+PART_BYTES = 4000 * 1024 * 1024
+COPY_CHUNK = 1024 * 1024
 MAX_ATTEMPTS = 6
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 20.0
-TIMEOUT = 120
-MANIFEST_SCHEMA = "job-logs-manifest.v1"
-DEFAULT_BUDGET = 600.0  # seconds; the release task is killed at 15 minutes
+TIMEOUT = 300
+DEFAULT_BUDGET = 600.0  # seconds, when the release task's own limit is not known
+MANIFEST_MARGIN = (30.0, 120.0)  # at least, at most: seconds kept back for the manifest
+MAX_LISTED = 1000  # failures and renames listed in the manifest; the rest are counted
 IMDS_TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
 STORAGE_RESOURCE = "https://storage.azure.com/"
 TOKEN_REFRESH_MARGIN = 300  # seconds before expiry
+ALWAYS_COLLECTED = ("job-1/*/stdout.txt", "job-1/*/stderr.txt")
 
 
 class UploadError(Exception):
-    pass
+    def __init__(self, message, error_code=None):
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class AlreadyExists(UploadError):
+    """409 on a create-only upload: an earlier attempt or run wrote this name."""
 
 
 def log(event, **fields):
-    # One JSON object per line on stderr; callers never pass the SAS or the URL.
+    # One JSON object per line on stderr; callers never pass the SAS, a token or the URL.
     print(json.dumps({"event": event, **fields}, sort_keys=True), file=sys.stderr, flush=True)
 
 
@@ -77,6 +101,7 @@ class _Refused(Exception):
     def __init__(self, code, error_code=None):
         super().__init__(f"HTTP {code} {error_code or ''}".strip())
         self.code = code
+        self.error_code = error_code
 
 
 def _exchange(request, timeout):
@@ -100,7 +125,7 @@ def _with_retries(once, sleep, what=""):
     """Call once() until it returns, backing off after each _Retryable, at most MAX_ATTEMPTS times."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            return once()
+            return once(attempt)
         except _Retryable as exc:
             if attempt == MAX_ATTEMPTS:
                 raise UploadError(f"{what}gave up after {attempt} attempts ({exc.reason})") from None
@@ -121,7 +146,8 @@ class ManagedIdentityToken:
 
     def get(self, force=False):
         if force or self._token is None or self._clock() >= self._expires - TOKEN_REFRESH_MARGIN:
-            self._token, self._expires = _with_retries(self._fetch, self._sleep, "managed identity token: ")
+            self._token, self._expires = _with_retries(lambda _n: self._fetch(), self._sleep,
+                                                       "managed identity token: ")
         return self._token
 
     def _fetch(self):
@@ -134,6 +160,23 @@ class ManagedIdentityToken:
                               "its client id right?)") from None
         except (ValueError, KeyError) as exc:
             raise _Retryable(type(exc).__name__) from None
+
+
+class _Slice:
+    """Bytes [offset, offset+length) of an open file, read in chunks: a request body that is never whole
+    in memory."""
+
+    def __init__(self, f, offset, length):
+        self._f, self._offset, self._left = f, offset, length
+        f.seek(offset)
+
+    def read(self, size=-1):
+        if self._left <= 0:
+            return b""
+        size = COPY_CHUNK if size is None or size < 0 else min(size, COPY_CHUNK)
+        data = self._f.read(min(size, self._left))
+        self._left -= len(data)
+        return data
 
 
 class Container:
@@ -152,68 +195,60 @@ class Container:
         self._token = token
         self._sleep = sleep
 
-    def _url(self, blob_name, extra=""):
-        query = "&".join(q for q in (self._sas, extra) if q)
-        return f"{self._base}/{urllib.parse.quote(blob_name, safe='/')}" + (f"?{query}" if query else "")
+    def _url(self, blob_name):
+        return f"{self._base}/{urllib.parse.quote(blob_name, safe='/')}" + (f"?{self._sas}" if self._sas else "")
 
-    def _put(self, blob_name, body, headers, extra=""):
-        """PUT with retries on 5xx, 429 and connection errors."""
-        headers = {"x-ms-version": API_VERSION, "Content-Length": str(len(body)), **headers}
+    def create(self, blob_name, body, content_type):
+        """Create a block blob from bytes, or from (file, offset, length); never overwrite one.
+
+        Raises AlreadyExists if the name was taken before this call (an earlier run wrote it).
+        """
+        length = len(body) if isinstance(body, bytes) else body[2]
+        headers = {"x-ms-version": API_VERSION, "x-ms-blob-type": "BlockBlob", "If-None-Match": "*",
+                   "x-ms-blob-content-type": content_type, "Content-Length": str(length)}
         refreshed = False
 
-        def once():
+        def once(attempt):
             nonlocal refreshed
             if self._token is not None:
                 headers["Authorization"] = "Bearer " + self._token.get()
-            request = urllib.request.Request(self._url(blob_name, extra), data=body, method="PUT", headers=headers)
+            data = body if isinstance(body, bytes) else _Slice(*body)
+            request = urllib.request.Request(self._url(blob_name), data=data, method="PUT", headers=headers)
             try:
                 _exchange(request, TIMEOUT)
             except _Refused as exc:
+                if exc.code == 409 and exc.error_code == "BlobAlreadyExists":
+                    if attempt > 1:
+                        return None  # an earlier attempt of this call landed; only its answer was lost
+                    raise AlreadyExists("the name already exists") from None
                 if exc.code in (401, 403) and self._token is not None and not refreshed:
                     # A token revoked or expired early: fetch a new one once, then give up.
                     self._token.get(force=True)
                     refreshed = True
-                    return once()
-                raise UploadError(str(exc)) from None
+                    return once(attempt)
+                raise UploadError(str(exc), exc.error_code) from None
 
         _with_retries(once, self._sleep)
 
-    def put_blob(self, blob_name, body, content_type):
-        self._put(blob_name, body, {"x-ms-blob-type": "BlockBlob", "x-ms-blob-content-type": content_type})
+    def create_file(self, base_name, path, content_type, deadline=None, part_bytes=None):
+        """Upload a file as one blob, or as parts of at most part_bytes; returns [{blob, size}]."""
+        part_bytes = part_bytes or PART_BYTES
+        size = os.path.getsize(path)
+        count = max(1, -(-size // part_bytes))
+        parts = []
+        with open(path, "rb") as f:
+            for index in range(count):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise UploadError("time budget used up")
+                name = lognames.part_blob(base_name, index, count)
+                offset = index * part_bytes
+                length = min(part_bytes, size - offset)
+                self.create(name, (f, offset, length), content_type)
+                parts.append({"blob": name, "size": length})
+        return parts
 
-    def put_block(self, blob_name, block_id, body):
-        self._put(blob_name, body, {}, "comp=block&blockid=" + urllib.parse.quote(block_id, safe=""))
 
-    def put_block_list(self, blob_name, block_ids, content_type):
-        xml = "<?xml version='1.0' encoding='utf-8'?><BlockList>"
-        xml += "".join(f"<Latest>{escape(b)}</Latest>" for b in block_ids) + "</BlockList>"
-        self._put(blob_name, xml.encode(), {"x-ms-blob-content-type": content_type, "Content-Type": "application/xml"},
-                  "comp=blocklist")
-
-
-def upload_file(container, path, blob_name, content_type, deadline=None):
-    """Returns (size, sha256) of the bytes actually sent."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        first = f.read(SINGLE_PUT_MAX + 1)
-        if len(first) <= SINGLE_PUT_MAX:
-            digest.update(first)
-            container.put_blob(blob_name, first, content_type)
-            return len(first), digest.hexdigest()
-        f.seek(0)
-        block_ids, size = [], 0
-        while block := f.read(BLOCK_SIZE):
-            if deadline is not None and time.monotonic() > deadline:
-                raise UploadError("time budget used up")
-            # Fixed-width ids: Azure requires all of a blob's block ids to have the same length.
-            block_id = base64.b64encode(f"block-{len(block_ids):08d}".encode()).decode()
-            container.put_block(blob_name, block_id, block)
-            digest.update(block)
-            size += len(block)
-            block_ids.append(block_id)
-        container.put_block_list(blob_name, block_ids, content_type)
-        return size, digest.hexdigest()
-
+# ----- what to upload -----------------------------------------------------------------------------
 
 def _relative(path, base):
     full = os.path.abspath(path)
@@ -235,40 +270,175 @@ def find_files(patterns, base):
 
 
 def plan(job_id, root, log_globs, crash_globs):
-    """[(local path, blob path under {jobId}/{nodeId}/, content type)], crash dumps winning ties."""
+    """(logs, crash dumps): [(local path, path relative to the job's folder)], crash dumps winning ties."""
     base = os.path.join(root, "workitems", job_id)
     crashes = find_files(crash_globs, base)
-    logs = find_files(list(log_globs) + ["job-1/*/stdout.txt", "job-1/*/stderr.txt"], base)
-    items = [(p, "crashdumps/" + rel, "application/octet-stream") for p, rel in crashes.items()]
-    items += [(p, "logs/" + rel, "text/plain; charset=utf-8") for p, rel in logs.items() if p not in crashes]
-    return sorted(items, key=lambda item: item[1])
+    logs = find_files(list(log_globs) + list(ALWAYS_COLLECTED), base)
+    return (sorted(((p, rel) for p, rel in logs.items() if p not in crashes), key=lambda i: i[1]),
+            sorted(crashes.items(), key=lambda i: i[1]))
 
 
-def run(job_id, node_id, container, root, log_globs, crash_globs, budget_seconds=DEFAULT_BUDGET):
-    """Upload, then the manifest; the budget leaves the manifest time inside the release task's 15 minutes."""
-    prefix = f"{job_id}/{node_id}/"
-    deadline = time.monotonic() + budget_seconds
-    files, failed = [], []
-    for path, rel, content_type in plan(job_id, root, log_globs, crash_globs):
-        if time.monotonic() > deadline:
-            failed.append({"path": rel, "error": "skipped: time budget used up"})
-            continue
+class Outcome:
+    """What a run did, for the manifest: listed up to MAX_LISTED, counted beyond."""
+
+    def __init__(self):
+        self.failed, self.failed_count = [], 0
+        self.renamed, self.renamed_count = [], 0
+
+    def fail(self, path, error):
+        self.failed_count += 1
+        if len(self.failed) < MAX_LISTED:
+            self.failed.append({"path": lognames.preview(path), "error": error})
+        log("upload.failed", path=lognames.preview(path), error=error)
+
+    def rename(self, stored, original):
+        self.renamed_count += 1
+        if len(self.renamed) < MAX_LISTED:
+            self.renamed.append({"path": stored, "original": original})
+
+
+def _copy(src, dst, digest, deadline):
+    size = 0
+    while chunk := src.read(COPY_CHUNK):
+        if deadline is not None and time.monotonic() > deadline:
+            raise UploadError("time budget used up")
+        digest.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+    return size
+
+
+def build_bundle(target, logs, outcome, deadline):
+    """Write the zip of every log; returns the number of files in it (a file cut short by the budget is
+    in it too, and listed as failed)."""
+    # strict_timestamps=False: a file dated before 1980 (ZIP's epoch) is stored as 1980, not refused.
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6, allowZip64=True,
+                         strict_timestamps=False) as bundle:
+        for path, rel in logs:
+            if time.monotonic() > deadline:
+                outcome.fail(rel, "skipped: time budget used up")
+                continue
+            stored, original = lognames.safe_path(rel)
+            try:
+                info = zipfile.ZipInfo.from_file(path, arcname=stored, strict_timestamps=False)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with open(path, "rb") as src, bundle.open(info, "w", force_zip64=info.file_size > 2**30) as dst:
+                    _copy(src, dst, hashlib.sha256(), deadline)
+            except (OSError, ValueError, UploadError) as exc:
+                outcome.fail(rel, str(exc) if isinstance(exc, UploadError) else type(exc).__name__)
+                continue
+            if original is not None:
+                outcome.rename(stored, original)
+        return len(bundle.infolist())
+
+
+def _digest_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_bundle(container, job_id, node_id, run_id, logs, scratch, outcome, deadline, part_bytes):
+    target = os.path.join(scratch, "bundle.zip")
+    entries = build_bundle(target, logs, outcome, deadline)
+    base = lognames.bundle_blob(job_id, node_id, run_id)
+    parts = container.create_file(base, target, "application/zip", deadline, part_bytes)
+    record = {"blob": base, "parts": parts, "size": os.path.getsize(target), "sha256": _digest_file(target),
+              "entries": entries}
+    os.unlink(target)
+    return record
+
+
+def upload_crash_dump(container, job_id, node_id, run_id, path, rel, scratch, deadline, part_bytes):
+    stored, original = lognames.safe_path(rel)
+    target = os.path.join(scratch, "dump.gz")
+    digest = hashlib.sha256()
+    # mtime=0: the same dump compresses to the same bytes on every run.
+    with open(path, "rb") as src, open(target, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as dst:
+        size = _copy(src, dst, digest, deadline)
+    base = lognames.crash_dump_blob(job_id, node_id, run_id, stored)
+    parts = container.create_file(base, target, "application/gzip", deadline, part_bytes)
+    record = {"path": stored, "blob": base, "parts": parts, "size": size, "sha256": digest.hexdigest(),
+              "compressedSize": os.path.getsize(target)}
+    if original is not None:
+        record["original"] = original
+    os.unlink(target)
+    return record
+
+
+def new_run_id(now=None):
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return f"{stamp}-{os.urandom(4).hex()}"
+
+
+def run(job_id, node_id, container, root, log_globs, crash_globs, budget_seconds=DEFAULT_BUDGET,
+        scratch_dir=None, part_bytes=None, run_id=None):
+    """Upload the bundle, then each crash dump, then the manifest (which the budget leaves time for)."""
+    started = time.time()
+    deadline = time.monotonic() + max(budget_seconds, 0)
+    run_id = run_id or new_run_id(started)
+    logs, crashes = plan(job_id, root, log_globs, crash_globs)
+    outcome = Outcome()
+    bundle, dumps = None, []
+    with tempfile.TemporaryDirectory(prefix="orchestrator-upload-", dir=scratch_dir) as scratch:
         try:
-            size, sha = upload_file(container, path, prefix + rel, content_type, deadline)
-            files.append({"path": rel, "size": size, "sha256": sha})
+            bundle = upload_bundle(container, job_id, node_id, run_id, logs, scratch, outcome, deadline, part_bytes)
         except (UploadError, OSError) as exc:
-            message = str(exc) if isinstance(exc, UploadError) else type(exc).__name__
-            failed.append({"path": rel, "error": message})
-            log("upload.failed", path=rel, error=message)
-    manifest = {"schema": MANIFEST_SCHEMA, "jobId": job_id, "nodeId": node_id, "files": files, "failed": failed}
+            outcome.fail("bundle", str(exc) if isinstance(exc, UploadError) else type(exc).__name__)
+        for path, rel in crashes:
+            if time.monotonic() > deadline:
+                outcome.fail(rel, "skipped: time budget used up")
+                continue
+            try:
+                dumps.append(upload_crash_dump(container, job_id, node_id, run_id, path, rel, scratch, deadline,
+                                               part_bytes))
+            except (UploadError, OSError) as exc:
+                outcome.fail(rel, str(exc) if isinstance(exc, UploadError) else type(exc).__name__)
+        shutil.rmtree(scratch, ignore_errors=True)
+    manifest = {
+        "schema": lognames.MANIFEST_SCHEMA, "jobId": job_id, "nodeId": node_id, "runId": run_id,
+        "startedAt": _iso(started), "finishedAt": _iso(time.time()), "bundle": bundle, "crashDumps": dumps,
+        "failed": outcome.failed, "failedCount": outcome.failed_count,
+        "renamed": outcome.renamed, "renamedCount": outcome.renamed_count,
+    }
+    written = True
     try:
-        body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        container.put_blob(prefix + "manifest.json", body, "application/json")
+        container.create(lognames.manifest_blob(job_id, node_id), json.dumps(manifest, sort_keys=True).encode(),
+                         "application/json")
     except UploadError as exc:
-        log("manifest.failed", error=str(exc))
-        failed.append({"path": "manifest.json", "error": str(exc)})
-    log("upload.done", uploaded=len(files), failed=len(failed), bytes=sum(f["size"] for f in files))
-    return files, failed
+        written = False
+        # A create-only credential that just created this run's bundle is refused only a name that exists:
+        # Storage answers 403 AuthorizationPermissionMismatch (replacing needs write), or 409 with write.
+        if isinstance(exc, AlreadyExists) or (bundle and exc.error_code == "AuthorizationPermissionMismatch"):
+            log("manifest.exists", note="an earlier run of this node's release task completed; keeping its upload")
+        else:
+            log("manifest.failed", error=str(exc))
+    log("upload.done", run=run_id, files=bundle["entries"] if bundle else 0, crashDumps=len(dumps),
+        failed=outcome.failed_count, manifest=written,
+        bytes=(bundle["size"] if bundle else 0) + sum(d["compressedSize"] for d in dumps))
+    return manifest, written
+
+
+def _iso(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def budget_from_env(env, now):
+    """Seconds left for uploading: the release task's maxWallClock from its start, less the manifest's
+    margin; an explicit ORCHESTRATOR_UPLOAD_BUDGET_SECONDS wins."""
+    explicit = env.get("ORCHESTRATOR_UPLOAD_BUDGET_SECONDS")
+    if explicit:
+        return float(explicit)
+    try:
+        limit = float(env["ORCHESTRATOR_RELEASE_MAX_SECONDS"])
+        started = float(env["ORCHESTRATOR_RELEASE_STARTED"])
+    except (KeyError, ValueError):
+        return DEFAULT_BUDGET
+    low, high = MANIFEST_MARGIN
+    margin = min(high, max(low, limit * 0.1))
+    return max(0.0, started + limit - margin - now)
 
 
 def _env_list(name):
@@ -293,8 +463,9 @@ def main(argv=None):
                         help="instance metadata token endpoint (identity uploads)")
     parser.add_argument("--logs", action="append", default=None, help="glob; repeatable")
     parser.add_argument("--crash-dumps", action="append", default=None, help="glob; repeatable")
-    parser.add_argument("--budget-seconds", type=float,
-                        default=float(os.environ.get("ORCHESTRATOR_UPLOAD_BUDGET_SECONDS", DEFAULT_BUDGET)))
+    parser.add_argument("--budget-seconds", type=float, default=None)
+    parser.add_argument("--part-bytes", type=int, default=int(os.environ.get("ORCHESTRATOR_UPLOAD_PART_BYTES", 0))
+                        or None, help="largest single upload (parts beyond it)")
     try:
         args = parser.parse_args(argv)
     except SystemExit:
@@ -318,8 +489,10 @@ def main(argv=None):
     except UploadError as exc:
         log("upload.skipped", reason=str(exc))
         return 0
+    budget = args.budget_seconds if args.budget_seconds is not None else budget_from_env(os.environ, time.time())
     try:
-        run(args.job_id, args.node_id, container, args.root, log_globs, crash_globs, args.budget_seconds)
+        run(args.job_id, args.node_id, container, args.root, log_globs, crash_globs, budget,
+            scratch_dir=os.environ.get("AZ_BATCH_TASK_WORKING_DIR") or None, part_bytes=args.part_bytes)
     except Exception as exc:  # the release task's exit code must stay the user's
         log("upload.crashed", error=type(exc).__name__)
     return 0

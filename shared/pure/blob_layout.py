@@ -1,15 +1,15 @@
-"""Blob names in `job-logs` and `job-reports`: pure parsing of untrusted names.
+"""Blob names in `job-logs` (what nodes write) and `job-reports` (what the functions write).
 
-Parsers never raise on a bad name: they return a BadBlobName saying which rule it broke.
+Parsers never raise on a bad name: they return a BadBlobName saying which rule it broke. The rules for
+what nodes write are shared with the uploader (`shared.node.lognames`), so both sides agree on them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import unicodedata
 from dataclasses import dataclass
 
+from shared.node import lognames
 from shared.pure.request import is_batch_id
 
 # job-reports folders that are not jobs (the request model refuses these as job ids).
@@ -17,38 +17,33 @@ REJECTED_PREFIX = "rejected/"
 OUTCOMES_PREFIX = "outcomes/"
 REJECTED_BLOBS_PREFIX = "rejected-blobs/"
 
-LOG, CRASH_DUMP, MANIFEST = "log", "crashdump", "manifest"
-KIND_DIRS = {"logs": LOG, "crashdumps": CRASH_DUMP}
-DIR_OF_KIND = {v: k for k, v in KIND_DIRS.items()}
-MANIFEST_NAME = "manifest.json"
-
-MAX_NAME = 1024  # Azure's limit on a blob name
-# A file's index record name adds "files/" and ".json": it must still fit the limit.
-MAX_LOG_NAME = MAX_NAME - len("files/") - len(".json")
-MAX_SEGMENT = 255
-MAX_DEPTH = 64
+MANIFEST, BUNDLE, CRASH_DUMP = "manifest", "bundle", "crashdump"
+TASKS_PSEUDO_NODE = lognames.TASKS_PSEUDO_NODE
+MAX_NAME = lognames.MAX_NAME
 # Batch node ids (e.g. tvmps_<64 hex>_d) run longer than job ids.
-_NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# Cc control, Cf format (bidi overrides, zero-width), Cs surrogates, Co private use, Cn unassigned.
-_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
-_PREVIEW = 200
+_NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_BUNDLE_RE = re.compile(r"(?P<run>[^/]+)\.zip(?:\.(?P<part>[0-9]{3}))?")
 
 
 @dataclass(frozen=True)
 class LogBlob:
     job_id: str
     node_id: str
-    kind: str  # LOG, CRASH_DUMP or MANIFEST
-    path: str  # relative to {jobId}/{nodeId}/, e.g. "logs/job-1/t1/stdout.txt"
+    kind: str  # MANIFEST, BUNDLE or CRASH_DUMP
+    path: str  # after {jobId}/{nodeId}/, e.g. "crashdumps/{runId}/job-1/t1/wd/core.1.gz"
     name: str
+    run_id: str | None = None  # bundles and the release task's crash dumps
+    part: int | None = None  # a part of a blob uploaded in parts (.000, .001, ...)
 
+    @property
+    def from_failing_task(self) -> bool:
+        """Batch's outputFiles upload of a failing task: the dump as it was, not compressed."""
+        return self.node_id == TASKS_PSEUDO_NODE
 
-@dataclass(frozen=True)
-class ReportBlob:
-    job_id: str
-    kind: str  # "report", "outcome", "file", "node"
-    path: str  # after {jobId}/
-    name: str
+    @property
+    def task_id(self) -> str | None:
+        """The task a failing task's own upload came from (`_tasks/crashdumps/{taskId}/...`)."""
+        return self.path.split("/")[1] if self.from_failing_task and self.kind == CRASH_DUMP else None
 
 
 @dataclass(frozen=True)
@@ -62,87 +57,66 @@ class BadBlobName:
         return {"name": self.name, "rule": self.rule, "message": self.message, "nameSha256": self.name_sha256}
 
 
-def safe_preview(name: str) -> str:
-    """Printable ASCII preview of any name (escapes everything else), at most ~200 chars."""
-    escaped = name.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return escaped if len(escaped) <= _PREVIEW else escaped[:_PREVIEW] + f"...({len(name)} chars)"
+def safe_preview(name: object) -> str:
+    return lognames.preview(name)
 
 
-def _reject(name: object, rule: str, message: str) -> BadBlobName:
-    text = name if isinstance(name, str) else repr(name)
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return BadBlobName(safe_preview(text), rule, message, digest)
+def _bad(name: object, rule: str, message: str) -> BadBlobName:
+    return BadBlobName(lognames.preview(name), rule, message, lognames.name_digest(name))
 
 
 def check_name(name: object, max_length: int = MAX_NAME) -> BadBlobName | list[str]:
     """Rules common to every container: returns the segments, or why the name is refused."""
-    if not isinstance(name, str):
-        return _reject(name, "not_text", "blob name is not text")
-    if not name:
-        return _reject(name, "empty", "blob name is empty")
-    if len(name) > max_length:
-        return _reject(name, "too_long", f"blob name is {len(name)} characters; the limit is {max_length}")
-    for ch in name:
-        cat = unicodedata.category(ch)
-        if cat in _BAD_CATEGORIES:
-            return _reject(name, "bad_character", f"contains {ch!r} (Unicode category {cat})")
-    if "\\" in name:
-        return _reject(name, "backslash", "contains a backslash")
-    if unicodedata.normalize("NFC", name) != name:
-        return _reject(name, "not_nfc", "is not in Unicode normal form C")
-    segments = name.split("/")
-    if len(segments) > MAX_DEPTH:
-        return _reject(name, "too_deep", f"has {len(segments)} path segments; the limit is {MAX_DEPTH}")
-    for seg in segments:
-        if seg == "":
-            return _reject(name, "empty_segment", "has an empty path segment (leading, trailing or double '/')")
-        if seg in (".", ".."):
-            return _reject(name, "path_traversal", f"has a {seg!r} path segment")
-        if len(seg) > MAX_SEGMENT:
-            return _reject(name, "segment_too_long", f"has a segment over {MAX_SEGMENT} characters")
-        if seg != seg.strip():
-            return _reject(name, "whitespace", "has a segment with leading or trailing whitespace")
-    return segments
+    broken = lognames.problem(name, max_length)
+    if broken is not None:
+        return _bad(name, *broken)
+    return name.split("/")
 
 
 def parse_log_blob(name: object) -> LogBlob | BadBlobName:
-    """`{jobId}/{nodeId}/logs/...`, `{jobId}/{nodeId}/crashdumps/...`, `{jobId}/{nodeId}/manifest.json`."""
-    segments = check_name(name, MAX_LOG_NAME)
-    if isinstance(segments, BadBlobName):
-        return segments
-    if len(segments) < 3:
-        return _reject(name, "outside_layout", "expected {jobId}/{nodeId}/logs|crashdumps/... or manifest.json")
-    job_id, node_id, top = segments[0], segments[1], segments[2]
-    if not is_batch_id(job_id):
-        return _reject(name, "bad_job_id", "job id segment breaks the Batch id rules")
-    if not _NODE_ID_RE.fullmatch(node_id):
-        return _reject(name, "bad_node_id", "node id segment must be 1-128 letters, digits, '-' or '_'")
-    rest = "/".join(segments[2:])
-    if len(segments) == 3 and top == MANIFEST_NAME:
-        return LogBlob(job_id, node_id, MANIFEST, rest, name)
-    if top in KIND_DIRS and len(segments) >= 4:
-        return LogBlob(job_id, node_id, KIND_DIRS[top], rest, name)
-    return _reject(name, "outside_layout", "third segment must be 'logs/', 'crashdumps/' or 'manifest.json'")
-
-
-def parse_report_blob(name: object) -> ReportBlob | BadBlobName:
-    """`{jobId}/report.json`, `{jobId}/outcome.json`, `{jobId}/files/...json`, `{jobId}/nodes/{nodeId}.json`."""
+    """`{jobId}/{nodeId}/manifest.json`, `.../bundles/{runId}.zip[.NNN]`, `.../crashdumps/...`."""
     segments = check_name(name)
     if isinstance(segments, BadBlobName):
         return segments
-    job_id, rest = segments[0], "/".join(segments[1:])
+    if len(segments) < 3:
+        return _bad(name, "outside_layout", "expected {jobId}/{nodeId}/manifest.json, bundles/ or crashdumps/")
+    job_id, node_id, top = segments[0], segments[1], segments[2]
     if not is_batch_id(job_id):
-        return _reject(name, "bad_job_id", "job id segment breaks the Batch id rules")
-    if rest in ("report.json", "outcome.json"):
-        return ReportBlob(job_id, rest.removesuffix(".json"), rest, name)
-    if len(segments) >= 5 and segments[1] == "files" and rest.endswith(".json"):
-        return ReportBlob(job_id, "file", rest, name)
-    if len(segments) == 3 and segments[1] == "nodes" and segments[2].endswith(".json"):
-        return ReportBlob(job_id, "node", rest, name)
-    return _reject(name, "outside_layout", "not a report, outcome, files/ or nodes/ blob")
+        return _bad(name, "bad_job_id", "job id segment breaks the Batch id rules")
+    if not _NODE_ID_RE.fullmatch(node_id):
+        return _bad(name, "bad_node_id", "node id segment must be 1-128 letters, digits, '-' or '_'")
+    rest = "/".join(segments[2:])
+    if len(segments) == 3 and top == lognames.MANIFEST_NAME and node_id != TASKS_PSEUDO_NODE:
+        return LogBlob(job_id, node_id, MANIFEST, rest, name)
+    if len(segments) == 4 and top == lognames.BUNDLES_DIR and node_id != TASKS_PSEUDO_NODE:
+        match = _BUNDLE_RE.fullmatch(segments[3])
+        if match and lognames.is_run_id(match["run"]):
+            part = int(match["part"]) if match["part"] else None
+            return LogBlob(job_id, node_id, BUNDLE, rest, name, match["run"], part)
+    if top == lognames.CRASH_DIR and len(segments) >= 5:
+        if node_id == TASKS_PSEUDO_NODE:
+            if is_batch_id(segments[3]):
+                return LogBlob(job_id, node_id, CRASH_DUMP, rest, name)
+        elif lognames.is_run_id(segments[3]):
+            part = int(name[-3:]) if lognames.is_part(name) else None
+            return LogBlob(job_id, node_id, CRASH_DUMP, rest, name, segments[3], part)
+    return _bad(name, "outside_layout", "not a manifest.json, a bundles/{runId}.zip or a crashdumps/{runId}/ file")
 
 
-# Names the collector writes in `job-reports`.
+def dump_path(blob: LogBlob) -> str:
+    """Where a crash dump was on the node, relative to the job's folder (workitems/{jobId}/)."""
+    parts = blob.path.split("/")
+    if blob.from_failing_task:
+        # outputFiles keep the path below the task's working directory.
+        return f"job-1/{parts[1]}/wd/" + "/".join(parts[2:])
+    inner = "/".join(parts[2:])
+    if blob.part is not None:
+        inner = inner[:-4]
+    return inner.removesuffix(lognames.GZIP_SUFFIX)
+
+
+# ----- names the functions write in job-reports --------------------------------------------------
+
 def report_name(job_id: str) -> str:
     return f"{job_id}/report.json"
 
@@ -151,17 +125,13 @@ def outcome_name(job_id: str) -> str:
     return f"{job_id}/outcome.json"
 
 
-def files_prefix(job_id: str, node_id: str | None = None) -> str:
-    return f"{job_id}/files/" + (f"{node_id}/" if node_id else "")
+def request_name(job_id: str) -> str:
+    return f"{job_id}/request.json"
 
 
-def file_record_name(blob: LogBlob) -> str:
-    return f"{files_prefix(blob.job_id, blob.node_id)}{blob.path}.json"
-
-
-def record_path_from_name(job_id: str, node_id: str, record_name: str) -> str:
-    """Inverse of file_record_name: the file's path relative to {jobId}/{nodeId}/."""
-    return record_name.removeprefix(files_prefix(job_id, node_id)).removesuffix(".json")
+def tasks_name(job_id: str) -> str:
+    """Every task's result, one JSON object per line."""
+    return f"{job_id}/tasks.jsonl"
 
 
 def nodes_prefix(job_id: str) -> str:
@@ -172,14 +142,28 @@ def node_record_name(job_id: str, node_id: str) -> str:
     return f"{nodes_prefix(job_id)}{node_id}.json"
 
 
+def index_prefix(job_id: str) -> str:
+    return f"{job_id}/index/"
+
+
+def index_name(job_id: str, node_id: str) -> str:
+    """The node's file index, one JSON object per file and line."""
+    return f"{index_prefix(job_id)}{node_id}.jsonl"
+
+
+def crash_record_name(job_id: str, sha256: str) -> str:
+    """Keyed by the dump's content: the failing task's copy and the release task's are one record."""
+    return f"{job_id}/crashdumps/{sha256}.json"
+
+
+def refused_name(job_id: str, node_id: str, digest: str) -> str:
+    return f"{job_id}/refused/{node_id}-{digest[:16]}.json"
+
+
 def manifest_name(job_id: str, node_id: str) -> str:
-    return f"{job_id}/{node_id}/{MANIFEST_NAME}"
+    return lognames.manifest_blob(job_id, node_id)
 
 
 def rejected_blob_record_name(bad: BadBlobName) -> str:
     # Keyed by the name's hash: the name itself is what could not be trusted.
     return f"{REJECTED_BLOBS_PREFIX}{bad.name_sha256}.json"
-
-
-def request_name(job_id: str) -> str:
-    return f"{job_id}/request.json"

@@ -1,4 +1,5 @@
-"""Streaming log summary: size, sha256, line counts and the last lines, in bounded memory."""
+"""Streaming log summary: size, sha256, line counts, the first error lines and the last lines, in bounded
+memory. Error lines keep what a user needs to read (cut, with secrets redacted)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from shared.pure.redact import redact_secrets
+
 ERROR_WORDS = (b"error", b"exception", b"fatal", b"traceback", b"panic", b"segfault")
 ERROR_RE = re.compile(b"|".join(ERROR_WORDS), re.IGNORECASE)
 # Longer lines are cut for matching and the tail: one runaway line must not hold memory.
 MAX_LINE_BYTES = 4096
 DEFAULT_TAIL_LINES = 50
+FIRST_ERRORS = 3
+EXCERPT_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,7 @@ class LogSummary:
     lines: int
     error_lines: int
     last_lines: list[str] = field(default_factory=list)
+    first_errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -30,7 +36,14 @@ class LogSummary:
             "lines": self.lines,
             "errorLines": self.error_lines,
             "lastLines": list(self.last_lines),
+            "firstErrors": list(self.first_errors),
         }
+
+
+def excerpt(line: bytes) -> str:
+    text = line.rstrip(b"\r").decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+    return redact_secrets(text[:EXCERPT_CHARS * 2])[:EXCERPT_CHARS]
 
 
 def _count_error_lines(body: bytes) -> int:
@@ -50,7 +63,10 @@ def _count_error_lines(body: bytes) -> int:
 
 
 class LogScanner:
-    def __init__(self, tail_lines: int = DEFAULT_TAIL_LINES, max_line_bytes: int = MAX_LINE_BYTES):
+    def __init__(self, tail_lines: int = DEFAULT_TAIL_LINES, max_line_bytes: int = MAX_LINE_BYTES,
+                 first_errors: int = FIRST_ERRORS):
+        self._first: list[bytes] = []
+        self._first_max = first_errors
         self._hash = hashlib.sha256()
         self._size = 0
         self._lines = 0
@@ -76,7 +92,10 @@ class LogScanner:
             # Whole lines in bulk: per-line Python would cap throughput far below the download's.
             body = chunk[first + 1 : last + 1]
             self._lines += body.count(b"\n")
-            self._errors += _count_error_lines(body)
+            found = _count_error_lines(body)
+            self._errors += found
+            if found and len(self._first) < self._first_max:
+                self._keep_first(body)
             if self._tail.maxlen:
                 for line in body[:-1].rsplit(b"\n", self._tail.maxlen)[-self._tail.maxlen :]:
                     self._tail.append(line[: self._max])
@@ -87,19 +106,34 @@ class LogScanner:
         if room > 0 and data:
             self._partial += data[:room]
 
+    def _keep_first(self, body: bytes) -> None:
+        line_end = -1
+        for match in ERROR_RE.finditer(body):
+            if len(self._first) >= self._first_max:
+                return
+            if match.start() <= line_end:
+                continue  # another error word on a line already kept
+            start = body.rfind(b"\n", 0, match.start()) + 1
+            line_end = body.find(b"\n", match.start())
+            self._first.append(body[start : min(line_end, start + self._max)])
+
     def _end_line(self, line: bytes) -> None:
         self._lines += 1
         if ERROR_RE.search(line):
             self._errors += 1
+            if len(self._first) < self._first_max:
+                self._first.append(line)
         if self._tail.maxlen:
             self._tail.append(line[: self._max])
 
     def result(self) -> LogSummary:
-        lines, errors, tail = self._lines, self._errors, list(self._tail)
+        lines, errors, tail, first = self._lines, self._errors, list(self._tail), list(self._first)
         if self._partial:  # a last line without a trailing newline still counts
             line = bytes(self._partial)
             lines += 1
-            errors += 1 if ERROR_RE.search(line) else 0
+            if ERROR_RE.search(line):
+                errors += 1
+                first = (first + [line])[: self._first_max]
             tail = (tail + [line])[-self._tail.maxlen :] if self._tail.maxlen else []
         return LogSummary(
             size=self._size,
@@ -107,6 +141,7 @@ class LogScanner:
             lines=lines,
             error_lines=errors,
             last_lines=[b.rstrip(b"\r").decode("utf-8", "replace") for b in tail],
+            first_errors=[excerpt(b) for b in first],
         )
 
 

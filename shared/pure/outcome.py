@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.pure import metadata
-from shared.pure.values import Job, TaskCounts
+from shared.pure.report import node_runs_rows
+from shared.pure.values import Job, NodeRuns, TaskCounts
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -25,3 +26,11 @@ def outcome_record(job: Job, counts: TaskCounts, now: datetime) -> dict:
         "taskCounts": counts.as_dict(),
         "recordedAt": now.astimezone(UTC).isoformat(),
     }
+
+
+def outcome_document(job: Job, counts: TaskCounts, tasks: dict, runs: list[NodeRuns],
+                     nodes_without_manifest: list[str], now: datetime) -> dict:
+    """outcome.json: the outcome, the tasks summed up (TaskSummary.to_dict()), and per node that ran the job
+    its prep and release results; everything the report needs from Batch, asked once."""
+    return {**outcome_record(job, counts, now), "tasks": tasks, "nodes": node_runs_rows(runs),
+            "nodesWithoutManifest": sorted(nodes_without_manifest)}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.node import lognames
 from shared.pure import metadata
 from shared.pure.request import JobRequest, TaskSpec, expand_tasks
 from shared.pure.settings import PoolIdentity
@@ -23,7 +24,9 @@ RELEASE_WINDOW = timedelta(minutes=15)  # the longest a release task may run
 # Batch ends the job itself this long after the deadline, in case the watchdog is not running.
 BACKSTOP = timedelta(minutes=10)
 UPLOADER_FILE = "log_uploader.py"
-CRASH_PSEUDO_NODE = "_tasks"  # failing tasks upload their own dumps here: the node id is unknown at submit
+# Shipped beside the uploader: the naming rules it shares with the collector (shared/node/lognames.py).
+NODE_FILES = (UPLOADER_FILE, "lognames.py")
+CRASH_PSEUDO_NODE = lognames.TASKS_PSEUDO_NODE
 NO_OP_PREP = "/bin/true"
 # A job is created with onAllTasksComplete=noaction, so a half-filled job is not ended early; once every
 # task is in, submission arms it with this.
@@ -33,12 +36,17 @@ WHEN_SUBMITTED = "terminatejob"
 
 @dataclass(frozen=True)
 class Links:
-    """Where the release task's uploader comes from (a read SAS URL) and where nodes write: a create+write
-    SAS URL, or, with upload_identity, the plain container URL that the pool's identity writes to."""
+    """What a job's nodes are given: the node-side files (name -> read SAS URL) and where they write.
 
-    uploader_url: str
+    With upload_identity, logs_container_url is the plain container URL the pool's identity writes to, for
+    the uploader and Batch's outputFiles alike. Without it, the uploader gets a create-only SAS, and
+    outputFiles get task_output_url: Batch documents write permission for an outputFiles container SAS.
+    """
+
+    node_files: tuple[tuple[str, str], ...]
     logs_container_url: str
     upload_identity: PoolIdentity | None = None
+    task_output_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,9 @@ def _constraints(max_retries: int, max_wall_clock: timedelta | None) -> dict:
 
 def release_command(user_command: str | None) -> str:
     """Run the user's release command (not under a shell, as Batch would), then the uploader; keep the
-    user's exit code, since the release task's result is theirs to read."""
-    steps = []
+    user's exit code, since the release task's result is theirs to read. The start time lets the uploader
+    fit in what is left of the task's maxWallClock."""
+    steps = ["export ORCHESTRATOR_RELEASE_STARTED=$(date +%s)"]
     if user_command:
         steps.append(f"{shlex.join(shlex.split(user_command))}; rc=$?")
     else:
@@ -113,7 +122,9 @@ def job_body(request: JobRequest, job_id: str, meta: metadata.JobMetadata, links
     else:
         release_env["ORCHESTRATOR_LOGS_CONTAINER_URL"] = links.logs_container_url
         release_env["ORCHESTRATOR_UPLOAD_CLIENT_ID"] = links.upload_identity.client_id
+    release_wall_clock = min(release.max_wall_clock, RELEASE_WINDOW) if release else RELEASE_WINDOW
     release_env.update({
+        "ORCHESTRATOR_RELEASE_MAX_SECONDS": str(int(release_wall_clock.total_seconds())),
         "ORCHESTRATOR_COLLECT_LOGS": json.dumps(list(request.collect.logs)),
         "ORCHESTRATOR_COLLECT_CRASHDUMPS": json.dumps(list(request.collect.crash_dumps)),
     })
@@ -121,9 +132,9 @@ def job_body(request: JobRequest, job_id: str, meta: metadata.JobMetadata, links
         "id": RELEASE_ID,
         "commandLine": release_command(release.command_line if release else None),
         "resourceFiles": [*(_resource_files(release.resource_files) if release else []),
-                          {"httpUrl": links.uploader_url, "filePath": UPLOADER_FILE}],
+                          *({"httpUrl": url, "filePath": name} for name, url in links.node_files)],
         "environmentSettings": _env(release_env),
-        "maxWallClockTime": _duration(min(release.max_wall_clock, RELEASE_WINDOW) if release else RELEASE_WINDOW),
+        "maxWallClockTime": _duration(release_wall_clock),
     }
     return {
         "id": job_id,
@@ -157,7 +168,7 @@ def task_body(spec: TaskSpec, request: JobRequest, job_id: str, links: Links) ->
 
 
 def _output_container(links: Links, path: str) -> dict:
-    container = {"containerUrl": links.logs_container_url, "path": path}
+    container = {"containerUrl": links.task_output_url or links.logs_container_url, "path": path}
     if links.upload_identity is not None:
         container["identityReference"] = {"resourceId": links.upload_identity.resource_id}
     return container

@@ -1,262 +1,194 @@
-"""Pure report assembly: per-file index records, manifest checks, and report.json."""
+"""report.json (schema job-report.v2), built incrementally: each node's collection, each crash dump and
+the job's outcome merge their part into the report as they arrive, in any order.
+
+Every merge takes the report as it is and returns it updated (the caller writes it back under the blob's
+ETag), then `finish` recomputes the totals and whether collection is complete. The report stays small
+whatever the job's size: counts per node and in all, the failed tasks up to a limit, crash groups with a
+few examples each. The full lists live beside it (tasks.jsonl, index/{nodeId}.jsonl).
+"""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shared.pure.blob_layout import CRASH_DUMP, KIND_DIRS, LOG, LogBlob, check_name
-from shared.pure.values import NodeRuns, TaskResult, TaskRun
+from shared.pure.node_record import COLLECTED, INVALID, REFUSED
+from shared.pure.values import NodeRuns, TaskRun
 
-REPORT_SCHEMA = "job-report.v1"
-FILE_RECORD_SCHEMA = "job-file.v1"
-NODE_RECORD_SCHEMA = "job-node.v1"
-MANIFEST_SCHEMA = "job-logs-manifest.v1"
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-MAX_MANIFEST_FILES = 100_000
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ManifestInvalid(ValueError):
-    pass
+REPORT_SCHEMA = "job-report.v2"
+CRASH_RECORD_SCHEMA = "job-crashdump.v1"
+MAX_GROUPS = 100
+MAX_GROUP_EXAMPLES = 5
+MAX_GROUP_NAMES = 10  # nodes and tasks named per crash group (counted beyond)
+MAX_EXCERPT_LINES = 2
+MAX_REFUSED = 100
+WAITING, NO_MANIFEST = "waiting", "no manifest"
+_CRASH_FIELDS = ("format", "executable", "signalName", "exceptionCode", "location")
 
 
-def file_record(blob: LogBlob, *, size: int, sha256: str, content_type: str | None,
-                summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The index record for one collected file (summary: LogSummary/CrashSummary.to_dict())."""
-    record: dict[str, Any] = {
-        "schema": FILE_RECORD_SCHEMA,
-        "jobId": blob.job_id,
-        "nodeId": blob.node_id,
-        "kind": blob.kind,
-        "path": blob.path,
-        "blobName": blob.name,
-        "size": size,
-        "sha256": sha256,
-        "contentType": content_type,
-    }
-    if blob.kind == LOG:
-        record["log"] = {k: v for k, v in summary.items() if k not in ("size", "sha256")}
-    elif blob.kind == CRASH_DUMP:
-        record["crashDump"] = {k: v for k, v in summary.items() if k not in ("size", "sha256")}
-    if size == 0:
-        record["note"] = "zero-byte file"
+def empty_report(job_id: str) -> dict[str, Any]:
+    return {"schema": REPORT_SCHEMA, "jobId": job_id, "generatedAt": None, "outcome": None, "tasks": None,
+            "collection": {"state": WAITING, "expectedNodes": None, "nodesWithoutManifest": [], "closedAt": None},
+            "collectionComplete": False, "totals": {}, "nodes": [], "crashGroups": [], "refused": [],
+            "refusedCount": 0}
+
+
+def _rows(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["nodeId"]: dict(row) for row in report.get("nodes") or []}
+
+
+def _with_rows(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    report["nodes"] = [rows[k] for k in sorted(rows)]
+    return report
+
+
+def merge_node(report: dict[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's collection (a report_row of its node record); keeps what the outcome said of the node."""
+    rows = _rows(report)
+    current = rows.get(row["nodeId"], {})
+    if current.get("status") == REFUSED:
+        return report
+    rows[row["nodeId"]] = {**current, **row}
+    return _with_rows(report, rows)
+
+
+def merge_refused(report: dict[str, Any], refused: Mapping[str, Any]) -> dict[str, Any]:
+    report["refusedCount"] = report.get("refusedCount", 0) + 1
+    listed = report.setdefault("refused", [])
+    if len(listed) < MAX_REFUSED:
+        listed.append(dict(refused))
+    return report
+
+
+def crash_record(job_id: str, summary: Mapping[str, Any], copy: Mapping[str, Any], seen_at: str) -> dict[str, Any]:
+    """summary: CrashSummary.to_dict() of the uncompressed dump; copy: where this copy of it came from."""
+    return {"schema": CRASH_RECORD_SCHEMA, "jobId": job_id, **dict(summary), "copies": [dict(copy)],
+            "counted": False, "firstSeenAt": seen_at}
+
+
+def add_copy(record: dict[str, Any], copy: Mapping[str, Any]) -> dict[str, Any]:
+    """The same dump again (a failing task's own upload and the release task's): one dump, two copies."""
+    if all(c.get("blob") != copy.get("blob") for c in record.get("copies", [])):
+        record.setdefault("copies", []).append(dict(copy))
     return record
 
 
-def node_rows(runs: Iterable[NodeRuns], tasks: Iterable[TaskResult]) -> list[dict[str, Any]]:
-    """Per node that ran the job: its prep and release exit codes and the tasks it ran, for the report."""
-    rows: dict[str, dict[str, Any]] = {}
-
-    def row(node_id: str, prep: TaskRun | None = None, release: TaskRun | None = None) -> dict[str, Any]:
-        prep, release = prep or TaskRun(), release or TaskRun()
-        return {"nodeId": node_id, "prepExitCode": prep.exit_code, "prepResult": prep.result,
-                "releaseExitCode": release.exit_code, "releaseResult": release.result, "tasks": []}
-
-    for node in runs:
-        rows[node.node_id] = row(node.node_id, node.preparation, node.release)
-    for task in tasks:
-        if task.node_id:
-            rows.setdefault(task.node_id, row(task.node_id))["tasks"].append(
-                {"id": task.id, "state": task.state, "exitCode": task.exit_code, "result": task.result})
-    return sorted(rows.values(), key=lambda r: r["nodeId"])
-
-
-def outcome_only(job_id: str, outcome: Mapping[str, Any]) -> dict[str, Any]:
-    """The report of a job whose outcome is recorded but whose files have not been collected yet."""
-    return assemble_report(job_id, outcome, [], [], [])
+def merge_crash(report: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    """Count a dump once, in the group of its fingerprint (the same crash across nodes and runs)."""
+    key = record.get("fingerprint") or record.get("sha256") or ""
+    groups = {g["fingerprint"]: dict(g) for g in report.get("crashGroups") or []}
+    if key not in groups and len(groups) >= MAX_GROUPS:
+        key = "other"
+    group = groups.setdefault(key, {"fingerprint": key, **{f: record.get(f) for f in _CRASH_FIELDS},
+                                    "count": 0, "nodes": [], "tasks": [], "dumps": []})
+    group["count"] += 1
+    copy = (record.get("copies") or [{}])[0]
+    for field_name, value in (("nodes", copy.get("nodeId")), ("tasks", copy.get("taskId"))):
+        if value and value not in group[field_name] and len(group[field_name]) < MAX_GROUP_NAMES:
+            group[field_name] = sorted([*group[field_name], value])
+    if len(group["dumps"]) < MAX_GROUP_EXAMPLES:
+        group["dumps"].append({"sha256": record.get("sha256"), "size": record.get("size"), **{
+            k: copy[k] for k in ("nodeId", "taskId", "path", "blob") if copy.get(k)}})
+    groups[key] = group
+    report["crashGroups"] = sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"]))
+    return report
 
 
-def parse_manifest(raw: bytes, job_id: str, node_id: str) -> dict[str, Any]:
-    """Validate an uploader manifest; raises ManifestInvalid naming the field and the rule."""
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise ManifestInvalid(f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestInvalid(f"manifest is not JSON: {exc.__class__.__name__}") from None
-    if not isinstance(data, dict):
-        raise ManifestInvalid("manifest must be a JSON object")
-    if data.get("jobId") != job_id or data.get("nodeId") != node_id:
-        raise ManifestInvalid("jobId/nodeId in the manifest do not match its blob name")
-    files = data.get("files")
-    if not isinstance(files, list) or len(files) > MAX_MANIFEST_FILES:
-        raise ManifestInvalid(f"files must be a list of at most {MAX_MANIFEST_FILES} entries")
-    clean = []
-    for i, entry in enumerate(files):
-        if not isinstance(entry, dict):
-            raise ManifestInvalid(f"files[{i}] must be an object")
-        path, size, sha = entry.get("path"), entry.get("size"), entry.get("sha256")
-        if (
-            not isinstance(path, str)
-            or not isinstance(check_name(path), list)
-            or path.split("/", 1)[0] not in KIND_DIRS
-        ):
-            raise ManifestInvalid(f"files[{i}].path must be a safe path under logs/ or crashdumps/")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ManifestInvalid(f"files[{i}].size must be a non-negative integer")
-        if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
-            raise ManifestInvalid(f"files[{i}].sha256 must be 64 lowercase hex digits")
-        clean.append({"path": path, "size": size, "sha256": sha})
-    failed = data.get("failed") or []
-    if not isinstance(failed, list):
-        raise ManifestInvalid("failed must be a list")
-    return {
-        "schema": data.get("schema"),
-        "jobId": job_id,
-        "nodeId": node_id,
-        "files": clean,
-        "failed": [
-            {"path": str(f.get("path", ""))[:1024], "error": str(f.get("error", ""))[:500]}
-            for f in failed
-            if isinstance(f, dict)
-        ][:1000],
-    }
-
-
-def verify_manifest(manifest: Mapping[str, Any], records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Node record: collected when every listed file has an index record with the same size and sha256.
-
-    records: at least {path, size, sha256} for the node's indexed files.
-    """
-    by_path = {r["path"]: r for r in records}
-    missing, mismatched = [], []
-    for entry in manifest["files"]:
-        got = by_path.get(entry["path"])
-        if got is None:
-            missing.append(entry["path"])
-        elif got.get("size") != entry["size"] or got.get("sha256") != entry["sha256"]:
-            mismatched.append(
-                {
-                    "path": entry["path"],
-                    "expected": {"size": entry["size"], "sha256": entry["sha256"]},
-                    "actual": {"size": got.get("size"), "sha256": got.get("sha256")},
-                }
-            )
-    return {
-        "schema": NODE_RECORD_SCHEMA,
-        "jobId": manifest["jobId"],
-        "nodeId": manifest["nodeId"],
-        "collected": not missing and not mismatched,
-        "expectedFiles": len(manifest["files"]),
-        "missing": sorted(missing),
-        "mismatched": sorted(mismatched, key=lambda m: m["path"]),
-        "uploadFailures": list(manifest.get("failed", [])),
-    }
-
-
-def invalid_manifest_record(job_id: str, node_id: str, reason: str) -> dict[str, Any]:
-    return {
-        "schema": NODE_RECORD_SCHEMA,
-        "jobId": job_id,
-        "nodeId": node_id,
-        "collected": False,
-        "manifestError": reason,
-    }
-
-
-def _crash_groups(crash_records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, Any]] = {}
-    for rec in crash_records:
-        info = rec.get("crashDump") or {}
-        key = info.get("fingerprint") or rec.get("sha256") or ""
-        group = groups.setdefault(
-            key,
-            {
-                "fingerprint": key,
-                "format": info.get("format"),
-                "executable": info.get("executable"),
-                "signalName": info.get("signalName"),
-                "exceptionCode": info.get("exceptionCode"),
-                "location": info.get("location"),
-                "count": 0,
-                "nodes": set(),
-                "files": [],
-            },
-        )
-        group["count"] += 1
-        group["nodes"].add(rec.get("nodeId"))
-        group["files"].append(f"{rec.get('nodeId')}/{rec.get('path')}")
-    out = []
-    for g in sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"])):
-        out.append({**g, "nodes": sorted(n for n in g["nodes"] if n), "files": sorted(g["files"])[:100]})
+def _run(run: TaskRun | None, prefix: str) -> dict[str, Any]:
+    run = run or TaskRun()
+    out = {f"{prefix}ExitCode": run.exit_code, f"{prefix}Result": run.result}
+    if run.state not in (None, "completed"):
+        out[f"{prefix}State"] = run.state  # still running, or never started, when the job ended
     return out
 
 
-def assemble_report(
-    job_id: str,
-    outcome: Mapping[str, Any] | None,
-    node_statuses: Iterable[Mapping[str, Any]],
-    file_records: Iterable[Mapping[str, Any]],
-    manifests: Iterable[Mapping[str, Any]],
-    generated_at: str | None = None,
-) -> dict[str, Any]:
-    """report.json. manifests: node records from verify_manifest/invalid_manifest_record.
+def node_runs_rows(runs: Iterable[NodeRuns]) -> list[dict[str, Any]]:
+    return [{"nodeId": r.node_id, **_run(r.preparation, "prep"), **_run(r.release, "release")}
+            for r in sorted(runs, key=lambda r: r.node_id)]
 
-    node_statuses: [{nodeId, prepExitCode, releaseExitCode, tasks: [...]}] from Batch.
-    """
-    statuses = {s["nodeId"]: s for s in node_statuses if s.get("nodeId")}
-    checks = {m["nodeId"]: m for m in manifests if m.get("nodeId")}
-    records = sorted(
-        (r for r in file_records if r.get("jobId", job_id) == job_id),
-        key=lambda r: (str(r.get("nodeId")), str(r.get("path"))),
-    )
-    per_node: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in records:
-        per_node.setdefault(str(rec.get("nodeId")), []).append(rec)
 
-    nodes = []
-    for node_id in sorted(set(statuses) | set(checks) | set(per_node)):
-        status, check, recs = statuses.get(node_id, {}), checks.get(node_id), per_node.get(node_id, [])
-        nodes.append(
-            {
-                "nodeId": node_id,
-                "prepExitCode": status.get("prepExitCode"),
-                "releaseExitCode": status.get("releaseExitCode"),
-                "tasks": list(status.get("tasks", [])),
-                "collected": bool(check and check.get("collected")),
-                "manifestReceived": check is not None,
-                "missing": list(check.get("missing", [])) if check else [],
-                "mismatched": list(check.get("mismatched", [])) if check else [],
-                "manifestError": check.get("manifestError") if check else None,
-                "uploadFailures": list(check.get("uploadFailures", [])) if check else [],
-                "files": sum(1 for r in recs if r.get("kind") == LOG),
-                "crashDumps": sum(1 for r in recs if r.get("kind") == CRASH_DUMP),
-            }
-        )
+def merge_outcome(report: dict[str, Any], outcome: Mapping[str, Any],
+                  excerpts: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """The job's outcome as recorded when it ended (outcome.json): Batch's word on which nodes ran it, their
+    prep and release results, and the tasks. A node collected before this that Batch does not list as
+    having run the job is refused now."""
+    report["outcome"] = {k: v for k, v in outcome.items() if k not in ("tasks", "nodes", "nodesWithoutManifest")}
+    tasks = dict(outcome.get("tasks") or {})
+    per_node = tasks.pop("perNode", {})
+    listed = []
+    for task in tasks.get("failed") or []:
+        excerpt = (excerpts or {}).get(task["id"])
+        entry = {k: v for k, v in task.items() if v is not None}
+        listed.append({**entry, "excerpt": excerpt[:MAX_EXCERPT_LINES]} if excerpt else entry)
+    tasks["failed"] = listed
+    report["tasks"] = tasks
+    rows = _rows(report)
+    expected = sorted(n["nodeId"] for n in outcome.get("nodes") or [])
+    without = set(outcome.get("nodesWithoutManifest") or [])
+    for node in outcome.get("nodes") or []:
+        counts = per_node.get(node["nodeId"], {})
+        row = rows.setdefault(node["nodeId"], {"nodeId": node["nodeId"], "status": WAITING, "collected": False})
+        row.update(node, tasksRun=counts.get("run", 0), tasksFailed=counts.get("failed", 0))
+        if node["nodeId"] in without and row.get("status") == WAITING:
+            row["status"] = NO_MANIFEST
+    for node_id, row in rows.items():
+        if node_id not in expected and row.get("status") != REFUSED:
+            row.update(status=REFUSED, collected=False,
+                       refusedReason="Batch lists no preparation or release run of the job on this node")
+            merge_refused(report, {"nodeId": node_id, "rule": "node_did_not_run_job", "runId": row.get("runId")})
+    collection = report.setdefault("collection", {})
+    collection["expectedNodes"] = expected
+    collection["nodesWithoutManifest"] = sorted(without)
+    return _with_rows(report, rows)
 
-    logs = [r for r in records if r.get("kind") == LOG]
-    crashes = [r for r in records if r.get("kind") == CRASH_DUMP]
-    expected_nodes = [n for n in nodes if n["releaseExitCode"] is not None or n["manifestReceived"]]
-    return {
-        "schema": REPORT_SCHEMA,
-        "jobId": job_id,
-        "generatedAt": generated_at,
-        "outcome": dict(outcome) if outcome is not None else None,
-        "collectionComplete": bool(expected_nodes) and all(n["collected"] for n in expected_nodes),
-        "totals": {
-            "nodes": len(nodes),
-            "nodesCollected": sum(1 for n in nodes if n["collected"]),
-            "files": len(logs),
-            "crashDumps": len(crashes),
-            "bytes": sum(int(r.get("size") or 0) for r in records),
-            "errorLines": sum(int((r.get("log") or {}).get("errorLines") or 0) for r in logs),
-        },
-        "nodes": nodes,
-        "files": [_brief(r) for r in logs],
-        "crashDumps": [_brief(r) for r in crashes],
-        "crashGroups": _crash_groups(crashes),
+
+def fill_excerpts(report: dict[str, Any], excerpts: Mapping[str, list[str]]) -> dict[str, Any]:
+    """A node collected after the outcome: the first error lines of its failed tasks."""
+    tasks = report.get("tasks") or {}
+    for task in tasks.get("failed") or []:
+        if "excerpt" not in task and task["id"] in excerpts:
+            task["excerpt"] = excerpts[task["id"]][:MAX_EXCERPT_LINES]
+    return report
+
+
+def finish(report: dict[str, Any], now: str) -> dict[str, Any]:
+    """Totals and the collection's state, from what has been merged. Collection is complete once the
+    outcome says which nodes ran the job and each of them that left a manifest has been collected; it
+    then closes, and later uploads are refused."""
+    rows = [r for r in report.get("nodes") or [] if r.get("status") != REFUSED]
+    collection = report.setdefault("collection", {})
+    expected = collection.get("expectedNodes")
+    by_id = {r["nodeId"]: r for r in rows}
+    if expected is None:
+        complete = False
+        state = "collecting" if rows else WAITING
+    else:
+        waiting_for = [n for n in expected if by_id.get(n, {}).get("status") not in (COLLECTED, INVALID, NO_MANIFEST)]
+        complete = not waiting_for
+        state = "complete" if complete else "collecting"
+        collection["waitingFor"] = waiting_for[:100]
+        if complete and not collection.get("closedAt"):
+            collection["closedAt"] = now
+    collection["state"] = state
+    collection["collectedNodes"] = sum(1 for r in rows if r.get("status") == COLLECTED)
+    report["collectionComplete"] = complete
+    groups = report.get("crashGroups") or []
+    report["totals"] = {
+        "nodes": len(rows),
+        "nodesCollected": collection["collectedNodes"],
+        "files": sum(r.get("files", 0) for r in rows),
+        "bytes": sum(r.get("bytes", 0) for r in rows),
+        "lines": sum(r.get("lines", 0) for r in rows),
+        "errorLines": sum(r.get("errorLines", 0) for r in rows),
+        "uploadFailures": sum(r.get("uploadFailureCount", 0) for r in rows),
+        "crashDumps": sum(g["count"] for g in groups),
+        "crashGroups": len(groups),
+        "refused": report.get("refusedCount", 0),
     }
+    report["generatedAt"] = now
+    return report
 
 
-def _brief(rec: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: rec.get(k) for k in ("nodeId", "path", "size", "sha256")}
-    if rec.get("log"):
-        out["lines"] = rec["log"].get("lines")
-        out["errorLines"] = rec["log"].get("errorLines")
-    if rec.get("crashDump"):
-        cd = rec["crashDump"]
-        out.update({k: cd.get(k) for k in ("format", "executable", "signalName", "exceptionCode", "fingerprint")})
-    return out
+def outcome_only(job_id: str, outcome: Mapping[str, Any], now: str | None = None) -> dict[str, Any]:
+    """The report of a job whose outcome is recorded but whose collection has not written a report yet."""
+    return finish(merge_outcome(empty_report(job_id), outcome), now or outcome.get("recordedAt") or "")

@@ -54,33 +54,31 @@ def _table(headers: Iterable[str], rows: list[list[str]], numeric: frozenset[int
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" + _more(len(rows), MAX_ROWS, "rows")
 
 
-def _tasks(tasks: list[Any]) -> str:
-    out = []
-    for task in tasks[:MAX_TASK_IDS]:
-        task = task if isinstance(task, Mapping) else {"id": task}
-        code = task.get("exitCode")
-        failed = f' <span class="bad">(exit {escape(str(code))})</span>' if code not in (0, None) else ""
-        out.append(_text(task.get("id")) + failed)
-    extra = f' <span class="muted">and {len(tasks) - MAX_TASK_IDS} more</span>' if len(tasks) > MAX_TASK_IDS else ""
-    return (", ".join(out) or "-") + extra
-
-
 def _summary(report: Mapping[str, Any]) -> str:
     outcome = report.get("outcome") or {}
     counts = outcome.get("taskCounts") or {}
     totals = report.get("totals") or {}
+    tasks = report.get("tasks") or {}
+    collection = report.get("collection") or {}
     complete = report.get("collectionComplete")
+    durations = tasks.get("durationSeconds") or {}
     rows = [
         ["state", _text(outcome.get("state") or "running (no outcome recorded yet)")],
         ["ended because", _text(outcome.get("terminateReason"))],
         ["tasks", ", ".join(f"{escape(k)} {_text(counts.get(k))}"
                             for k in ("completed", "succeeded", "failed", "running", "active")) if counts else "-"],
+        ["never started", _text(tasks.get("neverStarted"))],
+        ["task duration", (f"p50 {_text(durations.get('p50'))} s, p90 {_text(durations.get('p90'))} s, "
+                           f"max {_text(durations.get('max'))} s") if durations else "-"],
         ["created / ended", f"{_text(outcome.get('createdAt'))} / {_text(outcome.get('endedAt'))}"],
         ["deadline", _text(outcome.get("deadline"))],
         ["collection", f'<span class="{"ok" if complete else "bad"}">{"complete" if complete else "incomplete"}</span>'
-                       f" ({_text(totals.get('nodesCollected'))} of {_text(totals.get('nodes'))} nodes)"],
+                       f" ({_text(totals.get('nodesCollected'))} of {_text(totals.get('nodes'))} nodes)"
+                       + (f"; waiting for {_text(', '.join(collection['waitingFor']))}"
+                          if collection.get("waitingFor") else "")],
         ["files", f"{_text(totals.get('files'))} logs, {_text(totals.get('crashDumps'))} crash dumps, "
                   f"{_text(totals.get('bytes'))} bytes, {_text(totals.get('errorLines'))} error lines"],
+        ["refused uploads", _text(totals.get("refused")) if totals.get("refused") else "none"],
     ]
     return "<table><tbody>" + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</tbody></table>"
 
@@ -89,30 +87,38 @@ def _node_problems(node: Mapping[str, Any]) -> str:
     problems = []
     if node.get("manifestError"):
         problems.append(f"manifest: {_text(node['manifestError'])}")
-    if node.get("missing"):
-        problems.append("missing: " + ", ".join(_code(p) for p in node["missing"][:20]))
-    if node.get("mismatched"):
-        problems.append("changed after upload: " + ", ".join(_code(m.get("path")) for m in node["mismatched"][:20]))
-    if node.get("uploadFailures"):
-        problems.append("upload failed: " + ", ".join(_code(f.get("path")) for f in node["uploadFailures"][:20]))
+    if node.get("refusedReason"):
+        problems.append(f"refused: {_text(node['refusedReason'])}")
+    for key, what in (("uploadFailureCount", "files failed to upload"), ("problemCount", "files could not be read"),
+                      ("renamedCount", "names stored as safe names"), ("unexpectedBlobCount", "blobs not in its manifest")):
+        if node.get(key):
+            problems.append(f"{_text(node[key])} {what}")
     return "<br>".join(problems) or "-"
+
+
+def _status(node: Mapping[str, Any]) -> str:
+    status = node.get("status") or ("collected" if node.get("collected") else "waiting")
+    return f'<span class="{"ok" if status == "collected" else "bad"}">{escape(str(status))}</span>'
 
 
 def _nodes(nodes: list[Mapping[str, Any]]) -> str:
     rows = [[
-        _code(n.get("nodeId")), _exit(n.get("prepExitCode")), _exit(n.get("releaseExitCode")),
-        _tasks(list(n.get("tasks") or [])),
-        '<span class="ok">yes</span>' if n.get("collected") else '<span class="bad">no</span>',
+        _code(n.get("nodeId")), _status(n), _exit(n.get("prepExitCode")), _exit(n.get("releaseExitCode")),
+        _text(n.get("tasksRun")), _text(n.get("tasksFailed")), _text(n.get("files")), _text(n.get("errorLines")),
         _node_problems(n),
     ] for n in nodes]
-    return _table(["node", "prep exit", "release exit", "tasks", "collected", "problems"], rows)
+    return _table(["node", "collection", "prep exit", "release exit", "tasks", "failed", "files", "error lines",
+                   "problems"], rows, numeric=frozenset({4, 5, 6, 7}))
 
 
-def _files(files: list[Mapping[str, Any]]) -> str:
-    rows = [[_code(f.get("nodeId")), _code(f.get("path")), _text(f.get("size")), _text(f.get("lines")),
-             f'<span class="bad">{escape(str(f["errorLines"]))}</span>' if f.get("errorLines") else _text(f.get("errorLines"))]
-            for f in files]
-    return _table(["node", "file", "bytes", "lines", "error lines"], rows, numeric=frozenset({2, 3, 4}))
+def _failed_tasks(tasks: Mapping[str, Any]) -> str:
+    listed = tasks.get("failed") or []
+    rows = [[_code(t.get("id")), _code(t.get("nodeId")), _exit(t.get("exitCode")), _text(t.get("retries")),
+             "<br>".join(_code(line) for line in t.get("excerpt") or []) or "-"] for t in listed[:MAX_TASK_IDS]]
+    total = tasks.get("failedTotal") or len(listed)
+    more = f'<p class="muted">{total - min(len(listed), MAX_TASK_IDS)} more failed tasks: tasks.jsonl lists every task.</p>' \
+        if total > min(len(listed), MAX_TASK_IDS) else ""
+    return _table(["task", "node", "exit", "retries", "first error lines"], rows) + more
 
 
 def _crash_groups(groups: list[Mapping[str, Any]]) -> str:
@@ -137,10 +143,12 @@ def render_report_page(report: Mapping[str, Any]) -> str:
         "<h2>Nodes</h2>",
         _nodes(report.get("nodes") or []) if report.get("nodes") else "<p>No node has reported yet.</p>",
     ]
+    tasks = report.get("tasks") or {}
+    if tasks.get("failed"):
+        parts += ["<h2>Failed tasks</h2>", _failed_tasks(tasks)]
     groups = report.get("crashGroups") or []
     if groups:
         parts += ["<h2>Crash dumps</h2>", _crash_groups(groups)]
-    parts += ["<h2>Logs</h2>",
-              _files(report.get("files") or []) if report.get("files") else "<p>No log collected yet.</p>",
-              "</body></html>"]
+    parts += ['<p class="muted">Every file collected is listed in the job\'s index (<code>orchestrator logs '
+              f"{job_id}</code>).</p>", "</body></html>"]
     return "\n".join(parts) + "\n"

@@ -14,7 +14,6 @@ from datetime import timedelta
 LOGS_CONTAINER = "job-logs"
 REPORTS_CONTAINER = "job-reports"
 TOOLS_CONTAINER = "tools"
-UPLOADER_BLOB = "log_uploader.py"
 
 # Names the bindings reference: `%JOB_REQUESTS_QUEUE%`, `%WATCHDOG_SCHEDULE%`, connection prefixes.
 SERVICE_BUS_CONNECTION = "ServiceBusConnection"

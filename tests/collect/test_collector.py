@@ -1,194 +1,341 @@
-import contextlib
+"""The collector against Azurite: one collection per node from its bundle, crash dumps on their own and
+counted once, hostile input recorded rather than trusted, bounded memory."""
+
+import gzip
 import hashlib
+import io
 import json
 import tracemalloc
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
-from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient
 
-from shared.flows.collect import collect_blob, rebuild_report
-from shared.pure import blob_layout as bl
+from shared.flows import files
+from shared.flows.collect import on_crash_dump, on_manifest, on_stray
+from shared.node import lognames
+from shared.pure import blob_layout as layout
+from shared.pure import report as rp
+from shared.pure.outcome import outcome_document
+from shared.pure.task_summary import summarize
+from shared.pure.values import Job, NodeRuns, TaskCounts, TaskResult, TaskRun
 from tests.unit.dumps import elf_core, minidump
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+RUN = "20261201T120000Z-0123abcd"
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name, data in entries.items():
+            bundle.writestr(zipfile.ZipInfo(name), data, zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def put_node(logs, job, node, entries: dict[str, bytes], dumps: dict[str, bytes] | None = None, run=RUN,
+             part_bytes=None, bundle: bytes | None = None, write_dumps=True, **manifest_extra) -> dict:
+    """What the release-task uploader writes for a node: the bundle (in parts if asked), each dump gzip'd,
+    then the manifest."""
+    data = zip_of(entries) if bundle is None else bundle
+    base = lognames.bundle_blob(job, node, run)
+    size = part_bytes or len(data) or 1
+    chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+    parts = []
+    for i, chunk in enumerate(chunks):
+        name = lognames.part_blob(base, i, len(chunks))
+        logs.write(name, chunk)
+        parts.append({"blob": name, "size": len(chunk)})
+    dump_records = []
+    for path, raw in (dumps or {}).items():
+        blob = lognames.crash_dump_blob(job, node, run, path)
+        packed = gzip.compress(raw, mtime=0)
+        if write_dumps:
+            logs.write(blob, packed)
+        dump_records.append({"path": path, "blob": blob, "parts": [{"blob": blob, "size": len(packed)}],
+                             "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "compressedSize": len(packed)})
+    manifest = {"schema": lognames.MANIFEST_SCHEMA, "jobId": job, "nodeId": node, "runId": run,
+                "bundle": {"blob": base, "parts": parts, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                           "entries": len(entries)},
+                "crashDumps": dump_records, "failed": [], "failedCount": 0, "renamed": [], "renamedCount": 0,
+                **manifest_extra}
+    logs.write(lognames.manifest_blob(job, node), json.dumps(manifest).encode())
+    return manifest
+
+
+def collect(logs, reports, job, node):
+    return on_manifest(logs, reports, lognames.manifest_blob(job, node), NOW)
+
+
+def index_of(reports, job, node):
+    return [json.loads(line) for line in reports.lines(layout.index_name(job, node))]
+
+
+def record_outcome(reports, job_id, nodes, tasks=()):
+    """What the watchdog's outcome step merges (shared.flows.outcome), without a Batch account."""
+    ok = TaskRun(state="completed", exit_code=0, result="success")
+    doc = outcome_document(Job(id=job_id, state="completed", end_time=NOW), TaskCounts(), summarize(tasks).to_dict(),
+                           [NodeRuns(n, ok, ok) for n in nodes], [], NOW)
+    return reports.rewrite_json(layout.report_name(job_id), lambda cur: rp.finish(
+        rp.merge_outcome(cur or rp.empty_report(job_id), doc), NOW.isoformat()))
+
 
 LOG = b"starting\nworking\nERROR: disk full\nTraceback (most recent call last)\ndone\n"
 
 
-def put(container, name, data):
-    container.write(name, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_json(container, name):
-    return json.loads(container.read(name, limit=2**40))
-
-
-def manifest(job, node, files):
-    return json.dumps({"schema": "job-logs-manifest.v1", "jobId": job, "nodeId": node, "failed": [],
-                       "files": [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-                                 for p, d in files]}).encode()
-
-
-def test_log_is_indexed_and_report_written(containers):
+def test_a_node_is_collected_from_its_bundle_in_one_pass(containers):
     logs, reports = containers
-    sha = put(logs, "j1/n1/logs/job-1/t1/stdout.txt", LOG)
-    result = collect_blob(logs, reports, "j1/n1/logs/job-1/t1/stdout.txt")
-    assert result["status"] == "indexed"
-    record = read_json(reports, "j1/files/n1/logs/job-1/t1/stdout.txt.json")
-    assert (record["size"], record["sha256"], record["log"]["lines"], record["log"]["errorLines"]) == (
-        len(LOG), sha, 5, 2)
-    assert record["log"]["lastLines"][-1] == "done"
-    # A plain log before its node's manifest does not rebuild the report (cost stays linear).
-    assert not reports.exists("j1/report.json")
-    collect_blob(logs, reports, "j1/n1/logs/job-1/t1/stdout.txt", always_rebuild=True)
-    report = read_json(reports, "j1/report.json")
-    assert report["totals"]["files"] == 1 and report["collectionComplete"] is False
+    entries = {"job-1/t1/stdout.txt": LOG, "job-1/t1/stderr.txt": b"", "job-1/jobrelease/stdout.txt": b"bye\n"}
+    put_node(logs, "j1", "n1", entries)
+    result = collect(logs, reports, "j1", "n1")
+    assert (result["status"], result["files"], result["problems"]) == ("collected", 3, 0)
+    index = {line["path"]: line for line in index_of(reports, "j1", "n1")}
+    assert set(index) == set(entries)
+    line = index["job-1/t1/stdout.txt"]
+    assert (line["size"], line["sha256"], line["lines"], line["errorLines"]) == (
+        len(LOG), hashlib.sha256(LOG).hexdigest(), 5, 2)
+    assert line["firstErrors"] == ["ERROR: disk full", "Traceback (most recent call last)"]
+    assert index["job-1/t1/stderr.txt"]["size"] == 0, "a zero-byte file is indexed too"
+    node = reports.read_json(layout.node_record_name("j1", "n1"))
+    assert node["excerpts"] == {"t1": ["ERROR: disk full", "Traceback (most recent call last)"]}
+    report = reports.read_json(layout.report_name("j1"))
+    assert report["totals"]["files"] == 3 and report["collectionComplete"] is False, "waits for the outcome"
+    assert collect(logs, reports, "j1", "n1")["status"] == "already collected"
 
 
-def test_crash_dumps_are_fingerprinted(containers):
+HOSTILE_ENTRIES = ["../../../etc/passwd", "/etc/shadow", "job-1/t1/evil\u202etxt.exe", "job-1/t1/a\x07bell",
+                   "job-1/t1/" + "x" * 300, "C:\\Windows\\system32", "job-1//double", "job-1/t1/e\u0301"]
+
+
+def test_hostile_names_inside_a_bundle_never_void_the_node(containers):
     logs, reports = containers
-    put(logs, "j2/n1/crashdumps/core.1", elf_core())
-    put(logs, "j2/n2/crashdumps/core.7", elf_core() + b"\0" * 100)
-    put(logs, "j2/n2/crashdumps/app.dmp", minidump())
-    for name in ("j2/n1/crashdumps/core.1", "j2/n2/crashdumps/core.7", "j2/n2/crashdumps/app.dmp"):
-        collect_blob(logs, reports, name)
-    record = read_json(reports, "j2/files/n1/crashdumps/core.1.json")
-    assert record["crashDump"]["format"] == "elf-core" and record["crashDump"]["signalName"] == "SIGSEGV"
-    report = read_json(reports, "j2/report.json")
-    groups = {(g["format"], g["count"]) for g in report["crashGroups"]}
+    entries = {name: f"payload {i}\n".encode() for i, name in enumerate(HOSTILE_ENTRIES)}
+    entries["job-1/t2/stdout.txt"] = b"fine\n"
+    entries["job-1/t2/empty.log"] = b""
+    put_node(logs, "j2", "n1", entries)
+    result = collect(logs, reports, "j2", "n1")
+    assert (result["status"], result["files"], result["problems"]) == ("collected", len(entries), 0)
+    index = index_of(reports, "j2", "n1")
+    renamed = [line for line in index if "original" in line]
+    assert len(renamed) == len(HOSTILE_ENTRIES)
+    assert all(line["path"].startswith("_renamed/") and lognames.problem(line["path"]) is None for line in renamed)
+    assert all(line["original"].isascii() and line["original"].isprintable() for line in renamed)
+    assert {"job-1/t2/stdout.txt", "job-1/t2/empty.log"} <= {line["path"] for line in index}
+    assert reports.read_json(layout.node_record_name("j2", "n1"))["renamedCount"] == len(HOSTILE_ENTRIES)
+    # A renamed file can still be fetched out of the bundle by its safe name.
+    opened = files.open_file(_store(logs, reports), "j2", "n1", renamed[0]["path"])
+    assert opened.stream.read() in {f"payload {i}\n".encode() for i in range(len(HOSTILE_ENTRIES))}
+
+
+def test_a_damaged_entry_is_reported_and_the_rest_collected(containers):
+    logs, reports = containers
+    good = zip_of({"a.log": b"A" * 10_000, "b.log": b"B" * 10_000, "c.log": b"C\n"})
+    data = bytearray(good)
+    start = data.index(b"b.log") + len("b.log")  # b.log's compressed bytes follow its local header
+    data[start + 5:start + 15] = b"\xff" * 10
+    put_node(logs, "j3", "n1", {"a.log": b"", "b.log": b"", "c.log": b""}, bundle=bytes(data))
+    result = collect(logs, reports, "j3", "n1")
+    node = reports.read_json(layout.node_record_name("j3", "n1"))
+    assert (result["status"], node["files"], node["problemCount"]) == ("collected", 2, 1)
+    assert node["problems"][0].startswith("b.log: ")
+    assert [line["path"] for line in index_of(reports, "j3", "n1")] == ["a.log", "c.log"]
+
+
+def test_a_bundle_in_parts_is_read_as_one(containers):
+    logs, reports = containers
+    entries = {f"job-1/t{i}/stdout.txt": (f"line {i}\n" * 5000).encode() for i in range(20)}
+    manifest = put_node(logs, "j4", "n1", entries, part_bytes=1000)
+    assert len(manifest["bundle"]["parts"]) > 3
+    assert collect(logs, reports, "j4", "n1")["files"] == 20
+    assert {line["lines"] for line in index_of(reports, "j4", "n1")} == {5000}
+
+
+def test_one_file_is_fetched_from_a_bundle_by_range(containers):
+    logs, reports = containers
+    import os
+
+    entries = {f"job-1/t{i}/stdout.txt": os.urandom(200_000) for i in range(40)}  # ~8 MB, incompressible
+    manifest = put_node(logs, "j5", "n1", entries)
+    collect(logs, reports, "j5", "n1")
+    opened = files.open_file(_store(logs, reports), "j5", "n1", "job-1/t17/stdout.txt")
+    assert opened.stream.read() == entries["job-1/t17/stdout.txt"]
+    fetched = opened.reader.requests * files.FETCH_WINDOW
+    assert fetched < manifest["bundle"]["size"] / 4, f"{opened.reader.requests} ranged reads for one file"
+    with pytest.raises(files.NotCollected):
+        files.open_file(_store(logs, reports), "j5", "n1", "job-1/nope/stdout.txt")
+
+
+def test_a_bad_manifest_is_recorded_on_the_node(containers):
+    logs, reports = containers
+    logs.write("j6/n2/manifest.json", b"{not json")
+    assert collect(logs, reports, "j6", "n2")["status"] == "invalid"
+    node = reports.read_json(layout.node_record_name("j6", "n2"))
+    assert node["status"] == "invalid" and "not JSON" in node["manifestError"]
+    report = reports.read_json(layout.report_name("j6"))
+    assert report["nodes"][0]["manifestError"] == node["manifestError"]
+
+
+def test_a_crash_dump_is_counted_once_whoever_uploaded_it(containers):
+    logs, reports = containers
+    dump = elf_core(exe="solver", signal=11)
+    # The failing task's own upload (Batch outputFiles, raw) and the release task's (gzip) of the same dump.
+    logs.write("j7/_tasks/crashdumps/t3/core.99", dump)
+    put_node(logs, "j7", "n1", {"job-1/t3/stderr.txt": b"Segmentation fault\n"}, dumps={"job-1/t3/wd/core.99": dump})
+    first = on_crash_dump(logs, reports, "j7/_tasks/crashdumps/t3/core.99", NOW)
+    second = on_crash_dump(logs, reports, lognames.crash_dump_blob("j7", "n1", RUN, "job-1/t3/wd/core.99"), NOW)
+    assert (first["status"], second["status"]) == ("counted", "duplicate")
+    assert on_crash_dump(logs, reports, "j7/_tasks/crashdumps/t3/core.99", NOW)["status"] == "duplicate", "redelivery"
+    collect(logs, reports, "j7", "n1")
+    report = reports.read_json(layout.report_name("j7"))
+    (group,) = report["crashGroups"]
+    assert (group["count"], group["executable"], group["signalName"], group["tasks"]) == (1, "solver", "SIGSEGV", ["t3"])
+    record = reports.read_json(layout.crash_record_name("j7", hashlib.sha256(dump).hexdigest()))
+    assert len(record["copies"]) == 2 and record["counted"] is True
+    assert "_tasks" not in {n["nodeId"] for n in report["nodes"]}, "_tasks is not a node"
+
+
+def test_different_dumps_of_one_crash_group_together(containers):
+    logs, reports = containers
+    put_node(logs, "j8", "n1", {}, dumps={"job-1/t1/wd/core.1": elf_core(), "job-1/t2/wd/core.2": elf_core() + b"\0" * 100,
+                                           "job-1/t3/wd/app.dmp": minidump()})
+    for path in ("job-1/t1/wd/core.1", "job-1/t2/wd/core.2", "job-1/t3/wd/app.dmp"):
+        assert on_crash_dump(logs, reports, lognames.crash_dump_blob("j8", "n1", RUN, path), NOW)["status"] == "counted"
+    groups = {(g["format"], g["count"]) for g in reports.read_json(layout.report_name("j8"))["crashGroups"]}
     assert groups == {("elf-core", 2), ("minidump", 1)}
 
 
-def test_manifest_before_and_after_files(containers):
+def test_a_crash_dump_in_parts_is_collected_with_its_node(containers):
     logs, reports = containers
-    files = [("logs/a.log", b"a\n"), ("logs/empty.log", b""), ("crashdumps/core", elf_core())]
-    put(logs, "j3/n1/manifest.json", manifest("j3", "n1", files))
-    # Manifest first: the node is not collected yet.
-    assert collect_blob(logs, reports, "j3/n1/manifest.json")["nodeCollected"] is False
-    node = read_json(reports, "j3/nodes/n1.json")
-    assert sorted(node["missing"]) == ["crashdumps/core", "logs/a.log", "logs/empty.log"]
-    results = []
-    for path, data in files:
-        put(logs, f"j3/n1/{path}", data)
-        results.append(collect_blob(logs, reports, f"j3/n1/{path}",
-                                    node_statuses=lambda job: [{"nodeId": "n1", "prepExitCode": 0,
-                                                                "releaseExitCode": 0, "tasks": ["t1"]}]))
-    assert [r["nodeCollected"] for r in results] == [False, False, True]
-    assert results[-1]["collectionComplete"] is True
-    report = read_json(reports, "j3/report.json")
-    assert report["nodes"][0]["collected"] and report["nodes"][0]["tasks"] == ["t1"]
-    empty = read_json(reports, "j3/files/n1/logs/empty.log.json")
-    assert empty["size"] == 0 and empty["note"] == "zero-byte file"
+    dump = elf_core(exe="big") + bytes(range(256)) * 4096
+    packed = gzip.compress(dump, mtime=0)
+    blob = lognames.crash_dump_blob("j9", "n1", RUN, "job-1/t1/wd/core.7")
+    third = len(packed) // 3 + 1
+    parts = []
+    for i in range(3):
+        logs.write(lognames.part_blob(blob, i, 3), packed[i * third:(i + 1) * third])
+        parts.append({"blob": lognames.part_blob(blob, i, 3), "size": len(packed[i * third:(i + 1) * third])})
+    put_node(logs, "j9", "n1", {"a.log": b"x\n"}, crashDumps=[
+        {"path": "job-1/t1/wd/core.7", "blob": blob, "parts": parts, "size": len(dump),
+         "sha256": hashlib.sha256(dump).hexdigest(), "compressedSize": len(packed)}])
+    assert on_crash_dump(logs, reports, parts[0]["blob"], NOW)["status"].startswith("left to the node")
+    collect(logs, reports, "j9", "n1")
+    (group,) = reports.read_json(layout.report_name("j9"))["crashGroups"]
+    assert (group["count"], group["executable"]) == (1, "big")
 
 
-def test_mismatch_and_bad_manifest(containers):
+def test_uploads_from_a_node_that_did_not_run_the_job_or_after_close_are_refused(containers):
     logs, reports = containers
-    put(logs, "j4/n1/logs/a.log", b"changed\n")
-    collect_blob(logs, reports, "j4/n1/logs/a.log")
-    put(logs, "j4/n1/manifest.json", manifest("j4", "n1", [("logs/a.log", b"original\n")]))
-    assert collect_blob(logs, reports, "j4/n1/manifest.json")["nodeCollected"] is False
-    assert read_json(reports, "j4/nodes/n1.json")["mismatched"][0]["path"] == "logs/a.log"
-    put(logs, "j4/n2/manifest.json", b"{not json")
-    assert collect_blob(logs, reports, "j4/n2/manifest.json")["nodeCollected"] is False
-    assert "not JSON" in read_json(reports, "j4/nodes/n2.json")["manifestError"]
+    put_node(logs, "j10", "n1", {"a.log": b"ok\n"})
+    collect(logs, reports, "j10", "n1")
+    report = record_outcome(reports, "j10", ["n1"])
+    assert report["collectionComplete"] is True and report["collection"]["closedAt"]
+    # Another job's node (same pool, same SAS) writes under this job.
+    put_node(logs, "j10", "intruder", {"a.log": b"forged\n"}, dumps={"job-1/t1/wd/core": elf_core()})
+    refused = collect(logs, reports, "j10", "intruder")
+    dump = on_crash_dump(logs, reports, lognames.crash_dump_blob("j10", "intruder", RUN, "job-1/t1/wd/core"), NOW)
+    # The node that did run it, with a second run after collection closed.
+    put_node(logs, "j10", "n1", {"a.log": b"late\n"}, run="20261201T130000Z-00000000")
+    late = collect(logs, reports, "j10", "n1")
+    assert (refused["rule"], dump["rule"], late["rule"]) == (
+        "node_did_not_run_job", "node_did_not_run_job", "after_collection_closed")
+    report = reports.read_json(layout.report_name("j10"))
+    assert report["refusedCount"] == 3 and report["totals"]["files"] == 1 and report["crashGroups"] == []
+    assert not reports.exists(layout.index_name("j10", "intruder"))
+    kept = [b.name for b in reports.list("j10/refused/")]
+    assert len(kept) == 2, "one record per refused node run"
 
 
-HOSTILE = [
-    "j5/n1/logs/../../../etc/passwd",
-    "j5/n1/logs/evil\u202etxt.exe",
-    "j5/n1/logs/a\u0007bell",
-    "j5/n1/notes/readme.txt",
-    "outside.txt",
-    "j5/n1/logs/" + "x" * 250 + "/" + "y" * 250 + "/" + "z" * 250 + "/" + "w" * 250,
-    "bad id!/n1/logs/x",
-]
-
-
-@pytest.mark.parametrize("name", HOSTILE, ids=[repr(h)[:30] for h in HOSTILE])
-def test_hostile_names_get_a_record(containers, name):
+def test_names_outside_the_layout_get_a_record(containers):
     logs, reports = containers
-    # Some names the service itself refuses; the collector must cope either way.
-    with contextlib.suppress(HttpResponseError, ValueError):
-        put(logs, name, b"payload")
-    result = collect_blob(logs, reports, name)
-    assert result["status"] == "rejected"
-    record = read_json(reports, result["record"])
-    assert record["rule"] == result["rule"] and record["name"].isascii()
-    assert collect_blob(logs, reports, name) == result  # idempotent
+    for name in ["outside.txt", "bad id!/n1/manifest.json", "j11/n1/notes/readme.txt", "j11/n1/logs/x.txt"]:
+        logs.write(name, b"payload")
+        result = on_stray(logs, reports, name)
+        assert result["status"] == "rejected"
+        record = reports.read_json(result["record"])
+        assert record["size"] == 7 and record["rule"] == result["rule"]
+    assert on_stray(logs, reports, lognames.manifest_blob("j11", "n1")) == {"status": "in layout", "kind": "manifest"}
 
 
-def test_vanished_blob_is_reported(containers):
+def test_unexpected_blobs_under_a_node_are_recorded(containers):
     logs, reports = containers
-    assert collect_blob(logs, reports, "j6/n1/logs/gone.log")["status"] == "vanished"
+    put_node(logs, "j12", "n1", {"a.log": b"x\n"})
+    logs.write("j12/n1/bundles/20260101T000000Z-deadbeef.zip", b"not ours")
+    collect(logs, reports, "j12", "n1")
+    node = reports.read_json(layout.node_record_name("j12", "n1"))
+    assert node["unexpectedBlobs"] == ["j12/n1/bundles/20260101T000000Z-deadbeef.zip"]
 
 
-def test_rerun_is_idempotent(containers):
+def test_nodes_collected_concurrently_with_the_outcome_leave_a_complete_report(containers):
     logs, reports = containers
-    put(logs, "j7/n1/logs/a.log", LOG)
-    first = collect_blob(logs, reports, "j7/n1/logs/a.log")
-    record = reports.read("j7/files/n1/logs/a.log.json", limit=2**40)
-    second = collect_blob(logs, reports, "j7/n1/logs/a.log")
-    assert first == second
-    assert reports.read("j7/files/n1/logs/a.log.json", limit=2**40) == record
-    assert len(list(reports.list("j7/"))) == 1  # the record, no duplicates
+    nodes = [f"n{i}" for i in range(8)]
+    for node in nodes:
+        put_node(logs, "j13", node, {f"job-1/{node}-t{k}/stdout.txt": b"ok\n" for k in range(25)})
+    tasks = [TaskResult(f"{n}-t{k}", "completed", n, 0, "success") for n in nodes for k in range(25)]
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        jobs = [pool.submit(collect, logs, reports, "j13", n) for n in nodes]
+        jobs.append(pool.submit(record_outcome, reports, "j13", nodes, tasks))
+        for future in jobs:
+            future.result()
+    report = reports.read_json(layout.report_name("j13"))
+    assert report["collectionComplete"] is True
+    assert (report["totals"]["files"], report["totals"]["nodesCollected"]) == (200, 8)
+    assert {n["nodeId"]: n["tasksRun"] for n in report["nodes"]} == dict.fromkeys(nodes, 25)
 
 
-def test_outcome_is_included_on_rebuild(containers):
-    logs, reports = containers
-    reports.write(bl.outcome_name("j8"), json.dumps({"terminateReason": "AllTasksComplete"}).encode())
-    report = rebuild_report(logs, reports, "j8")
-    assert report["outcome"] == {"terminateReason": "AllTasksComplete"}
+def _store(logs, reports):
+    class _Store:  # what shared.flows.files reads: the two containers and report()
+        pass
+
+    store = _Store()
+    store.logs, store.reports = logs, reports
+    store.report = lambda job_id: reports.read_json(layout.report_name(job_id))
+    return store
 
 
-def upload_big_crash_dump(connection_string, container, name, blocks=256, block_size=4 * 1024 * 1024):
-    """Stage one header block and one filler block, commit the filler many times: 1 GiB, 8 MiB sent."""
-    from azure.storage.blob import BlobClient
+GIB = 1024 * 1024 * 1024
+# The collector holds a bounded number of chunks (the one being scanned, PREFETCH_DEPTH queued, the SDK's
+# own buffers, the scanner's 4 MiB header window, one 4 MiB step of decompression): about 50 MiB measured,
+# whatever the dump's size. Anything near the dump's size would mean it reads the blob whole.
+PEAK_LIMIT = 80 * 1024 * 1024
 
-    head = elf_core(exe="bigapp", signal=7)
-    head += b"\xab" * (block_size - len(head))
-    filler = bytes(range(256)) * (block_size // 256)
+
+def _stage_dump(connection_string, container, name, head, filler, blocks):
     blob = BlobClient.from_connection_string(connection_string, container.name, name)
     blob.stage_block("aGVhZA==", head)
     blob.stage_block("ZmlsbA==", filler)
     blob.commit_block_list(["aGVhZA=="] + ["ZmlsbA=="] * (blocks - 1))
-    digest = hashlib.sha256(head)
-    for _ in range(blocks - 1):
-        digest.update(filler)
-    return blocks * block_size, digest.hexdigest()
 
 
-# The collector holds a bounded number of 4 MiB chunks (the one being scanned, PREFETCH_DEPTH queued, the
-# SDK's own buffers, the scanner's 4 MiB header window): about 48 MiB measured, whatever the dump's size.
-# Anything near the dump's size would mean it reads the blob whole.
-PEAK_LIMIT = 80 * 1024 * 1024
-
-
-def test_one_gib_crash_dump_is_streamed(containers, azurite):
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw from a failing task", "gzip from the release task"])
+def test_one_gib_crash_dump_is_streamed_in_bounded_memory(containers, azurite, compressed):
     logs, reports = containers
-    name = "j9/n1/crashdumps/core.big"
-    size, sha = upload_big_crash_dump(azurite.connection_string, logs, name)
+    block = 4 * 1024 * 1024
+    head = elf_core(exe="bigapp", signal=7)
+    head += b"\xab" * (block - len(head))
+    filler = bytes(range(256)) * (block // 256)
+    digest = hashlib.sha256(head)
+    for _ in range(GIB // block - 1):
+        digest.update(filler)
+    if compressed:
+        # A gzip stream of the same 1 GiB, built from two compressed pieces (members concatenate).
+        name = lognames.crash_dump_blob("j14", "n1", RUN, "job-1/t1/wd/core.big")
+        head_gz, filler_gz = gzip.compress(head, mtime=0), gzip.compress(filler * 16, mtime=0)
+        pieces = [head_gz] + [filler_gz] * ((GIB // block - 1) // 16)
+        remainder = (GIB // block - 1) % 16
+        pieces += [gzip.compress(filler * remainder, mtime=0)] if remainder else []
+        logs.write(name, b"".join(pieces))
+    else:
+        name = "j14/_tasks/crashdumps/t1/core.big"
+        _stage_dump(azurite.connection_string, logs, name, head, filler, GIB // block)
     tracemalloc.start()
     try:
-        collect_blob(logs, reports, name)
+        result = on_crash_dump(logs, reports, name, NOW)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    record = read_json(reports, "j9/files/n1/crashdumps/core.big.json")
-    assert (record["size"], record["sha256"]) == (size, sha)
-    assert (record["crashDump"]["executable"], record["crashDump"]["signalName"]) == ("bigapp", "SIGBUS")
+    assert result["status"] == "counted" and result["sha256"] == digest.hexdigest()
+    record = reports.read_json(layout.crash_record_name("j14", digest.hexdigest()))
+    assert (record["size"], record["executable"], record["signalName"]) == (GIB, "bigapp", "SIGBUS")
     assert peak < PEAK_LIMIT, f"collecting a 1 GiB dump peaked at {peak / 2**20:.0f} MiB of Python memory"
-
-
-def test_concurrent_triggers_leave_a_complete_report(containers):
-    from concurrent.futures import ThreadPoolExecutor
-
-    logs, reports = containers
-    files = [(f"logs/f{i}.log", f"line {i}\n".encode()) for i in range(12)]
-    put(logs, "j10/n1/manifest.json", manifest("j10", "n1", files))
-    for path, data in files:
-        put(logs, f"j10/n1/{path}", data)
-    names = [f"j10/n1/{p}" for p, _ in files] + ["j10/n1/manifest.json"]
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        list(pool.map(lambda n: collect_blob(logs, reports, n), names))
-    report = read_json(reports, "j10/report.json")
-    assert report["totals"]["files"] == 12
-    assert report["collectionComplete"] is True

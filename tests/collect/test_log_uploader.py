@@ -1,6 +1,8 @@
+import gzip
 import hashlib
 import http.server
 import importlib.util
+import io
 import json
 import os
 import ssl
@@ -10,6 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,9 +20,10 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
-from shared.flows.collect import collect_blob
+from shared.flows.collect import on_manifest
 from tests.fixtures.imds import Imds
 from tests.unit.dumps import elf_core
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOADER = ROOT / "shared" / "node" / "log_uploader.py"
@@ -63,48 +67,64 @@ def node_dir(tmp_path):
     return root, outside, files
 
 
-def run_uploader(root, url, *args):
+def run_uploader(root, url, *args, env=None):
     env = {"PATH": os.environ.get("PATH", ""), "AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_NODE_ID": NODE,
-           "AZ_BATCH_NODE_ROOT_DIR": str(root), "ORCHESTRATOR_LOGS_SAS_URL": url}
+           "AZ_BATCH_NODE_ROOT_DIR": str(root), "ORCHESTRATOR_LOGS_SAS_URL": url, **(env or {})}
     return subprocess.run([sys.executable, str(UPLOADER), *args], env=env, capture_output=True, text=True,
                           timeout=120)
 
 
-def test_uploads_everything_with_a_write_only_sas(containers, node_dir):
+def manifest_of(logs, node=NODE):
+    return json.loads(logs.read(f"{JOB}/{node}/manifest.json"))
+
+
+def bundle_files(logs, manifest) -> dict[str, bytes]:
+    data = b"".join(logs.read(p["blob"], limit=2**40) for p in manifest["bundle"]["parts"])
+    with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        return {name: bundle.read(name) for name in bundle.namelist()}
+
+
+def test_one_bundle_per_node_each_dump_on_its_own_then_the_manifest(containers, node_dir):
     logs, reports = containers
     root, outside, files = node_dir
-    url, token = sas_url(logs, create=True, write=True)
+    url, token = sas_url(logs, create=True)  # create only: no write, read, list or delete
     args = ["--logs", "job-1/*/wd/*.log", "--logs", str(outside), "--crash-dumps", "job-1/*/wd/core*"]
     proc = run_uploader(root, url, *args)
     assert proc.returncode == 0, proc.stderr
     assert token not in proc.stdout + proc.stderr and "sig=" not in proc.stderr
 
-    names = {b.name for b in logs.list(f"{JOB}/{NODE}/")}
-    expected = {f"{JOB}/{NODE}/{'crashdumps' if 'core' in rel else 'logs'}/{rel}" for rel in files}
-    assert names == expected | {f"{JOB}/{NODE}/manifest.json"}
-    for rel, data in files.items():
-        kind = "crashdumps" if "core" in rel else "logs"
-        assert logs.read(f"{JOB}/{NODE}/{kind}/{rel}", limit=2**40) == data, rel
-    manifest = json.loads(logs.read(f"{JOB}/{NODE}/manifest.json", limit=2**40))
-    assert manifest["failed"] == [] and len(manifest["files"]) == len(files)
-    for entry in manifest["files"]:
-        data = files[entry["path"].split("/", 1)[1]]
-        assert (entry["size"], entry["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    manifest = manifest_of(logs)
+    run = manifest["runId"]
+    dump_blob = f"{JOB}/{NODE}/crashdumps/{run}/job-1/t2/wd/core.42.gz"
+    assert {b.name for b in logs.list(f"{JOB}/{NODE}/")} == {
+        f"{JOB}/{NODE}/bundles/{run}.zip", dump_blob, f"{JOB}/{NODE}/manifest.json"}
+    logs_only = {rel: data for rel, data in files.items() if "core" not in rel}
+    assert bundle_files(logs, manifest) == logs_only, "every log, byte for byte, under its path on the node"
+    assert gzip.decompress(logs.read(dump_blob)) == files["job-1/t2/wd/core.42"]
+    (dump,) = manifest["crashDumps"]
+    assert (dump["path"], dump["size"], dump["sha256"]) == (
+        "job-1/t2/wd/core.42", len(files["job-1/t2/wd/core.42"]), hashlib.sha256(files["job-1/t2/wd/core.42"]).hexdigest())
+    assert manifest["bundle"]["entries"] == len(logs_only) and manifest["failed"] == []
 
-    # Re-running overwrites the same names: nothing new appears.
-    assert run_uploader(root, url, *args).returncode == 0
-    assert {b.name for b in logs.list(f"{JOB}/{NODE}/")} == names
-
-    # The collector then finds the node complete.
-    results = [collect_blob(logs, reports, name) for name in sorted(names)]
-    assert all(r["status"] in ("indexed", "manifest") for r in results)
-    report = json.loads(reports.read(f"{JOB}/report.json", limit=2**40))
-    assert report["collectionComplete"] is True and report["totals"]["crashDumps"] == 1
+    # The collector then finds the node complete, from one read of the bundle.
+    result = on_manifest(logs, reports, f"{JOB}/{NODE}/manifest.json", datetime.now(UTC))
+    assert (result["status"], result["files"], result["problems"]) == ("collected", len(logs_only), 0)
 
 
-def test_sas_cannot_list_or_read(containers):
+def test_a_second_run_never_overwrites_the_first(containers, node_dir):
     logs, _ = containers
-    url, _ = sas_url(logs, create=True, write=True)
+    root, _, _ = node_dir
+    url, _ = sas_url(logs, create=True)
+    assert run_uploader(root, url).returncode == 0
+    first = manifest_of(logs)
+    proc = run_uploader(root, url)
+    assert proc.returncode == 0 and '"event": "manifest.exists"' in proc.stderr
+    assert manifest_of(logs) == first, "the first run's manifest stands"
+
+
+def test_create_only_sas_cannot_list_read_or_overwrite(containers):
+    logs, _ = containers
+    url, _ = sas_url(logs, create=True)
     from azure.core.exceptions import HttpResponseError
     from azure.storage.blob import ContainerClient
 
@@ -114,18 +134,27 @@ def test_sas_cannot_list_or_read(containers):
         list(client.list_blobs())
     with pytest.raises(HttpResponseError):
         client.download_blob("probe").readall()
+    with pytest.raises(HttpResponseError):
+        client.delete_blob("probe")
+    container = log_uploader.Container(url)
+    with pytest.raises(log_uploader.UploadError) as refused:
+        container.create("probe", b"y", "text/plain")
+    # 403 without write permission (Azurite and Azure check it first), 409 under If-None-Match with it.
+    assert refused.value.error_code in ("AuthorizationPermissionMismatch", None)
+    assert logs.read("probe") == b"x"
 
 
 def test_failures_are_reported_and_exit_code_is_zero(containers, node_dir):
     logs, _ = containers
     root, _, _ = node_dir
     url, token = sas_url(logs, read=True)  # cannot write: every upload is refused
-    proc = run_uploader(root, url)
+    proc = run_uploader(root, url, "--crash-dumps", "job-1/*/wd/core*")
     assert proc.returncode == 0
     assert token not in proc.stderr and "sig=" not in proc.stderr
     events = [json.loads(line) for line in proc.stderr.splitlines()]
-    assert any(e["event"] == "upload.failed" and "403" in e["error"] for e in events)
-    assert events[-1]["event"] == "upload.done" and events[-1]["uploaded"] == 0
+    failures = [e for e in events if e["event"] == "upload.failed"]
+    assert [e["path"] for e in failures] == ["bundle", "job-1/t2/wd/core.42"] and all("403" in e["error"] for e in failures)
+    assert events[-1]["event"] == "upload.done" and events[-1]["manifest"] is False
 
 
 def test_missing_configuration_still_exits_zero(tmp_path):
@@ -180,7 +209,7 @@ def test_retries_with_backoff(flaky_server, script, ok, attempts):
     container = log_uploader.Container(f"http://127.0.0.1:{flaky_server.server_port}/c?sig=SECRET",
                                        sleep=delays.append)
     try:
-        container.put_blob("j/n/logs/a", b"data", "text/plain")
+        container.create("j/n/manifest.json", b"data", "application/json")
         succeeded = True
     except log_uploader.UploadError as exc:
         succeeded = False
@@ -189,39 +218,78 @@ def test_retries_with_backoff(flaky_server, script, ok, attempts):
     assert len(delays) == attempts - 1 and delays == sorted(delays)  # exponential, jitter within a step
 
 
-def test_big_files_go_up_in_blocks(tmp_path, monkeypatch):
-    calls = []
+def test_blobs_over_the_single_upload_limit_go_up_in_parts(containers, node_dir):
+    logs, reports = containers
+    root, _, files = node_dir
+    url, _ = sas_url(logs, create=True)
+    part = 1024 * 1024
+    proc = run_uploader(root, url, "--logs", "job-1/*/wd/*.log", "--crash-dumps", "job-1/*/wd/core*",
+                        env={"ORCHESTRATOR_UPLOAD_PART_BYTES": str(part)})
+    assert proc.returncode == 0, proc.stderr
+    manifest = manifest_of(logs)
+    parts = manifest["bundle"]["parts"]
+    assert len(parts) == -(-manifest["bundle"]["size"] // part) > 1
+    assert [p["blob"] for p in parts] == [f"{manifest['bundle']['blob']}.{i:03d}" for i in range(len(parts))]
+    assert all(p["size"] == part for p in parts[:-1])
+    assert bundle_files(logs, manifest)["job-1/t2/wd/big.log"] == files["job-1/t2/wd/big.log"]
+    result = on_manifest(logs, reports, f"{JOB}/{NODE}/manifest.json", datetime.now(UTC))
+    assert (result["status"], result["problems"]) == ("collected", 0)
 
-    class Recorder:
-        def put_blob(self, name, body, content_type):
-            calls.append(("blob", len(body)))
 
-        def put_block(self, name, block_id, body):
-            calls.append(("block", block_id, len(body)))
-
-        def put_block_list(self, name, ids, content_type):
-            calls.append(("list", len(ids)))
-
-    monkeypatch.setattr(log_uploader, "BLOCK_SIZE", 10)
-    monkeypatch.setattr(log_uploader, "SINGLE_PUT_MAX", 10)
-    small, big = tmp_path / "s", tmp_path / "b"
-    small.write_bytes(b"x" * 10)
-    big.write_bytes(b"y" * 25)
-    assert log_uploader.upload_file(Recorder(), small, "s", "t") == (10, hashlib.sha256(b"x" * 10).hexdigest())
-    assert log_uploader.upload_file(Recorder(), big, "b", "t") == (25, hashlib.sha256(b"y" * 25).hexdigest())
-    assert [c[0] for c in calls] == ["blob", "block", "block", "block", "list"]
-    assert len({len(c[1]) for c in calls if c[0] == "block"}) == 1  # equal-length block ids
+@pytest.mark.parametrize(("env", "now", "expected"), [
+    ({}, 1000.0, log_uploader.DEFAULT_BUDGET),
+    ({"ORCHESTRATOR_RELEASE_MAX_SECONDS": "900", "ORCHESTRATOR_RELEASE_STARTED": "1000"}, 1000.0, 900 - 90),
+    ({"ORCHESTRATOR_RELEASE_MAX_SECONDS": "900", "ORCHESTRATOR_RELEASE_STARTED": "1000"}, 1300.0, 900 - 90 - 300),
+    ({"ORCHESTRATOR_RELEASE_MAX_SECONDS": "60", "ORCHESTRATOR_RELEASE_STARTED": "1000"}, 1000.0, 30),
+    ({"ORCHESTRATOR_RELEASE_MAX_SECONDS": "3000", "ORCHESTRATOR_RELEASE_STARTED": "1000"}, 1000.0, 3000 - 120),
+    ({"ORCHESTRATOR_RELEASE_MAX_SECONDS": "60", "ORCHESTRATOR_RELEASE_STARTED": "1000"}, 2000.0, 0),
+    ({"ORCHESTRATOR_UPLOAD_BUDGET_SECONDS": "5", "ORCHESTRATOR_RELEASE_MAX_SECONDS": "900"}, 0.0, 5),
+    ({"ORCHESTRATOR_RELEASE_MAX_SECONDS": "soon", "ORCHESTRATOR_RELEASE_STARTED": "1000"}, 0.0,
+     log_uploader.DEFAULT_BUDGET),
+])
+def test_the_budget_follows_the_release_tasks_max_wall_clock(env, now, expected):
+    """What is left of the release task's maxWallClock, less a margin (10%, 30 s to 120 s) for the manifest."""
+    assert log_uploader.budget_from_env(env, now) == expected
 
 
 def test_time_budget_still_writes_the_manifest(containers, node_dir):
     logs, _ = containers
     root, _, files = node_dir
-    url, _ = sas_url(logs, create=True, write=True)
-    proc = run_uploader(root, url, "--budget-seconds", "0")
+    url, _ = sas_url(logs, create=True)
+    proc = run_uploader(root, url, "--budget-seconds", "0", "--crash-dumps", "job-1/*/wd/core*")
     assert proc.returncode == 0
-    manifest = json.loads(logs.read(f"{JOB}/{NODE}/manifest.json", limit=2**40))
-    assert manifest["files"] == [] and manifest["failed"]
-    assert all("time budget" in f["error"] for f in manifest["failed"])
+    manifest = manifest_of(logs)
+    assert manifest["crashDumps"] == [] and manifest["bundle"] is None
+    assert {f["path"] for f in manifest["failed"]} == {
+        "bundle", "job-1/t2/wd/core.42", *(f"job-1/{t}/{s}.txt" for t in ("t1", "t2") for s in ("stdout", "stderr"))}
+    assert manifest["failedCount"] == 6 and all("time budget" in f["error"] for f in manifest["failed"])
+
+
+def test_a_node_killed_mid_upload_then_run_again_leaves_one_complete_node(containers, node_dir):
+    """SIGKILL while the bundle's parts go up: no manifest. The release task run again uploads a new run
+    that the collector takes; the killed run's parts are recorded as not accounted for, not collected."""
+    logs, reports = containers
+    root, _, _ = node_dir
+    url, _ = sas_url(logs, create=True)
+    env = {"PATH": os.environ.get("PATH", ""), "AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_NODE_ID": NODE,
+           "AZ_BATCH_NODE_ROOT_DIR": str(root), "ORCHESTRATOR_LOGS_SAS_URL": url,
+           "ORCHESTRATOR_UPLOAD_PART_BYTES": str(256 * 1024), "ORCHESTRATOR_COLLECT_LOGS": '["job-1/*/wd/*.log"]'}
+    killed = subprocess.Popen([sys.executable, str(UPLOADER)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any("/bundles/" in b.name for b in logs.list(f"{JOB}/{NODE}/")), 60,
+                   what="the first bundle part")
+    finally:
+        killed.kill()
+        killed.wait(timeout=30)
+    assert not logs.exists(f"{JOB}/{NODE}/manifest.json")
+    left_behind = {b.name for b in logs.list(f"{JOB}/{NODE}/")}
+    proc = run_uploader(root, url, env={"ORCHESTRATOR_UPLOAD_PART_BYTES": str(256 * 1024),
+                                        "ORCHESTRATOR_COLLECT_LOGS": '["job-1/*/wd/*.log"]'})
+    assert proc.returncode == 0, proc.stderr
+    result = on_manifest(logs, reports, f"{JOB}/{NODE}/manifest.json", datetime.now(UTC))
+    record = reports.read_json(f"{JOB}/nodes/{NODE}.json")
+    assert (result["status"], result["problems"]) == ("collected", 0)
+    assert record["files"] == 6 and record["unexpectedBlobCount"] == len(left_behind)
 
 
 # ----- uploads with the pool's managed identity (Azurite over HTTPS with OAuth, an IMDS stand-in) -----
@@ -274,7 +342,10 @@ def test_uploads_with_the_pools_managed_identity_and_no_sas(identity_logs, node_
     manifest = json.loads(logs.download_blob(f"{JOB}/{NODE}/manifest.json").readall())
     assert manifest["failed"] == []
     uploaded = {b.name for b in logs.list_blobs(name_starts_with=f"{JOB}/{NODE}/")}
-    assert len(uploaded) == len(manifest["files"]) + 1 and len(manifest["files"]) >= 4
+    run = manifest["runId"]
+    assert uploaded == {f"{JOB}/{NODE}/bundles/{run}.zip", f"{JOB}/{NODE}/crashdumps/{run}/job-1/t2/wd/core.42.gz",
+                        f"{JOB}/{NODE}/manifest.json"}
+    assert manifest["bundle"]["entries"] == len([f for f in files if "core" not in f and not f.startswith("abs")])
     # One token for the whole run, asked for the pool's identity and for Storage.
     assert imds.requests == [{"api-version": "2018-02-01", "resource": "https://storage.azure.com/",
                               "client_id": POOL_CLIENT_ID}]
@@ -309,6 +380,6 @@ def test_identity_problems_are_reported_per_file_and_exit_zero(identity_logs, no
     events = [json.loads(line) for line in proc.stderr.splitlines()]
     failures = [e for e in events if e["event"] == "upload.failed"]
     assert failures and all(e["error"].startswith(expected) for e in failures), failures
-    assert events[-1] == {**events[-1], "event": "upload.done", "uploaded": 0}
+    assert events[-1] == {**events[-1], "event": "upload.done", "files": 0, "manifest": False}
     if imds_identity == POOL_CLIENT_ID:
         assert len(imds.requests) >= 2, "a refused token is replaced once before giving up"

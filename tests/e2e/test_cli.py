@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -34,15 +35,33 @@ def test_submit_wait_shows_progress_then_the_report(stack, tmp_path):
 
     status = orchestrator(stack, "status", job_id)
     assert status.returncode == 0, status.stderr
-    assert "job-1/jobrelease/stdout.txt" in status.stdout
+    assert "files 24," in status.stdout and "collection complete: True" in status.stdout
+
+    listing = orchestrator(stack, "logs", job_id)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.count("job-1/jobrelease/stdout.txt") == 2
+
+    target = tmp_path / "one"
+    fetched = orchestrator(stack, "logs", job_id, "--file", "job-1/jobrelease/stdout.txt", "--download", str(target))
+    assert fetched.returncode == 2 and "pass --node" in fetched.stderr, "on both nodes: which one?"
+    nodes = sorted(set(re.findall(r"tvmps_\w+", listing.stdout)))
+    assert len(nodes) == 2, listing.stdout
+    release_out = []
+    for node in nodes:
+        one = orchestrator(stack, "logs", job_id, "--node", node, "--file", "job-1/jobrelease/stdout.txt")
+        assert one.returncode == 0, one.stderr
+        assert "ranged reads" in one.stderr
+        release_out.append(one.stdout)
+    # Each node's release task printed the shared file: prep's line first, then that node's tasks.
+    assert len(release_out) == 2 and all(out.startswith("prep on tvmps_") for out in release_out)
 
     target = tmp_path / "downloaded"
-    logs = orchestrator(stack, "logs", job_id, "--download", str(target))
-    assert logs.returncode == 0, logs.stderr
-    release_out = sorted(target.glob(f"{job_id}/*/logs/job-1/jobrelease/stdout.txt"))
-    assert len(release_out) == 2, logs.stdout
-    # Each node's release task printed the shared file: prep's line first, then that node's tasks.
-    assert all(p.read_text().startswith("prep on tvmps_") for p in release_out)
+    everything = orchestrator(stack, "logs", job_id, "--download", str(target))
+    assert everything.returncode == 0, everything.stderr
+    assert len(sorted(target.glob(f"{job_id}/*/bundles/*.zip"))) == 2
+
+    missing = orchestrator(stack, "logs", job_id, "--node", nodes[0], "--file", "job-1/nope.txt")
+    assert missing.returncode == 1 and "is not in node" in missing.stderr
 
 
 def test_an_invalid_request_is_refused_locally_naming_the_field_and_rule(stack, tmp_path):

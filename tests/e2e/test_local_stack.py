@@ -43,8 +43,11 @@ def test_request_on_the_queue_becomes_job_logs_and_report(stack, services):
     assert report["outcome"]["terminateReason"] == "AllTasksComplete"
     assert report["outcome"]["taskCounts"]["succeeded"] == 8
     assert len(report["nodes"]) == 2
-    assert all(n["prepExitCode"] == 0 and n["releaseExitCode"] == 0 and n["collected"] for n in report["nodes"])
-    assert sorted(t["id"] for n in report["nodes"] for t in n["tasks"]) == sorted(f"task-{i}" for i in range(1, 9))
+    assert all(n["prepExitCode"] == 0 and n["releaseExitCode"] == 0 and n["status"] == "collected"
+               for n in report["nodes"])
+    assert sum(n["tasksRun"] for n in report["nodes"]) == 8 and report["tasks"]["states"] == {"completed": 8}
+    # Each task's stdout and stderr, and the prep and release task's own on both nodes.
+    assert report["totals"]["files"] == 8 * 2 + 2 * 2 * 2
     with urllib.request.urlopen(f"{stack.host_url}/api/jobs/{job_id}", timeout=10) as resp:
         assert json.loads(resp.read())["jobId"] == job_id
     browser = urllib.request.Request(f"{stack.host_url}/api/jobs/{job_id}", headers={"Accept": "text/html"})
@@ -93,3 +96,21 @@ def test_host_restart_mid_flow_loses_nothing_and_does_nothing_twice(stack, servi
     assert (counts.completed, counts.succeeded) == (8, 8), "each task ran once"
     assert len([j for j in services.batch.list_jobs() if j.id == job_id]) == 1
     assert report["outcome"]["taskCounts"]["succeeded"] == 8
+
+
+def test_a_five_thousand_task_job_gets_its_complete_report(stack, services):
+    """At the size users run: every task's output collected, per node, through the real triggers."""
+    job_id = f"big-{uuid.uuid4().hex[:8]}"
+    body = {"jobId": job_id, "poolId": "demo-pool", "timeout": "PT30M",
+            "taskFactory": {"type": "parametricSweep", "start": 1, "end": 5000, "idFormat": "t{0:04}",
+                            "commandLine": "/bin/bash -c 'echo result {0}; echo ERROR in {0} >&2; exit $(({0} % 1000 == 0))'"}}
+    send(stack, json.dumps(body).encode())
+    report = wait_until(lambda: report_done(services, job_id), 240, 0.5, what="the 5,000-task job's report")
+    assert report["tasks"]["states"] == {"completed": 5000}
+    assert report["tasks"]["failedTotal"] == 5 and {t["id"] for t in report["tasks"]["failed"]} == {
+        "t1000", "t2000", "t3000", "t4000", "t5000"}
+    assert all(t["excerpt"] == [f"ERROR in {t['id'][1:].lstrip('0')}"] for t in report["tasks"]["failed"])
+    assert report["totals"]["files"] == 5000 * 2 + 2 * 2 * 2 and report["totals"]["errorLines"] == 5000
+    assert sum(n["tasksRun"] for n in report["nodes"]) == 5000 and report["totals"]["nodesCollected"] == 2
+    blobs = [b.name for b in services.store.logs.list(f"{job_id}/")]
+    assert len(blobs) == 2 * 2, "a bundle and a manifest per node, nothing per task"

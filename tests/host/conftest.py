@@ -81,6 +81,18 @@ def app_dir(make_app, azurite_connection_string: str, host_servicebus: Emulator,
 
 
 @pytest.fixture
+def event_container() -> str:
+    return f"hostev-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def events_app_dir(make_app, events_azurite, event_container: str, container_name: str) -> Path:
+    """The test app against the Azurite behind the blob events proxy (its Event Grid stand-in)."""
+    return make_app({"AzureWebJobsStorage": events_azurite.connection_string, "EVENT_CONTAINER": event_container,
+                     "BLOB_CONTAINER": container_name})
+
+
+@pytest.fixture
 def host_id() -> str:
     # Timer status and blob receipts are per host id: a fresh one keeps tests from seeing each other's.
     return f"test-{uuid.uuid4().hex[:10]}"
@@ -90,12 +102,12 @@ def host_id() -> str:
 def start_host(host_id: str) -> Iterator[Callable[..., Host]]:
     started: list[Host] = []
 
-    def start(app_dir: Path, *functions: str, env: dict[str, str] | None = None, **options) -> Host:
+    def start(app_dir: Path, *functions: str, env: dict[str, str] | None = None, port: int = 0, **options) -> Host:
         options.setdefault("host_id", host_id)
         options.setdefault("blob_poll_interval", 0.1)
         options.setdefault("receive_wait", 0.5)
         options.setdefault("shutdown_timeout", 10.0)
-        host = Host(app_dir, env, port=0, options=HostOptions(functions=functions or None, **options))
+        host = Host(app_dir, env, port=port, options=HostOptions(functions=functions or None, **options))
         started.append(host)
         return host.start()
 

@@ -7,13 +7,14 @@ import json
 
 from azure.storage.queue import QueueClient
 
+from local.host.blob_trigger import quoted
 from tests.host.conftest import read_records
 from tests.waiting import wait_until
 
 
 def all_seen(host, container) -> bool:
     listener = host._listeners[0]
-    current = {(b.name, b.etag) for b in container.list_blobs()}
+    current = {(b.name, quoted(b.etag)) for b in container.list_blobs()}
     return current <= listener.done
 
 

@@ -284,7 +284,7 @@ def _assignment(name):
         ("appHostQueues", "appPrincipalId", "storage", {"Storage Queue Data Contributor"}),
         ("appBatchJobs", "appPrincipalId", "batchAccount", {"Azure Batch Job Submitter"}),
         ("appTelemetry", "appPrincipalId", "appInsights", {"Monitoring Metrics Publisher"}),
-        ("poolLogsWriter", "poolPrincipalId", "logs", {"Storage Blob Data Contributor"}),
+        ("poolLogsWriter", "poolPrincipalId", "logs", set()),  # the custom role below, no built-in one
         ("operatorQueueSender", "operatorPrincipalId", "queue", {"Azure Service Bus Data Sender"}),
     ],
 )
@@ -293,6 +293,20 @@ def test_role_assignment(name, principal, scope, roles):
     assert actual_principal == principal
     assert actual_scope == scope
     assert {BUILTIN_ROLES[r] for r in role_ids} == roles
+
+
+def test_pool_may_only_create_blobs_in_job_logs():
+    """A node can add its job's files and nothing else: one data action, no read, write or delete."""
+    doc = parse(module_path("roles"))
+    definition = body(one_resource(doc, "Microsoft.Authorization/roleDefinitions"))["properties"]
+    assert definition["type"] == "CustomRole"
+    (permissions,) = definition["permissions"]
+    assert permissions["dataActions"] == ["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action"]
+    assert permissions["actions"] == [] and permissions["notDataActions"] == []
+    (scope,) = definition["assignableScopes"]
+    assert "resource_group" in text(scope) and accessor(scope) is None
+    writer = body(_role_assignments()[1]["poolLogsWriter"])["properties"]
+    assert accessor(writer["roleDefinitionId"]) == ["poolLogWriterRole", "id"]
 
 
 def test_app_sends_only_to_its_queue_and_pool_only_touches_logs():

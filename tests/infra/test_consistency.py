@@ -164,8 +164,9 @@ def _need_triggers(kind: str | None = None) -> list[dict]:
 
 def test_blob_triggers_use_event_grid_and_match_the_subscriptions():
     blob = _need_triggers("blob_trigger")
-    wired = {f["name"]: f["subjectContains"] for f in var(parse(MAIN), "blobFunctions")}
+    wired = {f["name"]: f["advancedFilters"] for f in var(parse(MAIN), "blobFunctions")}
     assert {t["function"] for t in blob} == set(wired), "Event Grid subscriptions != blob-triggered functions"
+    samples = {}
     for t in blob:
         args = t["args"]
         assert args.get("source") == "EventGrid", f"{t['function']}: blob trigger without source=EventGrid"
@@ -174,8 +175,34 @@ def test_blob_triggers_use_event_grid_and_match_the_subscriptions():
         if path is None:
             continue  # built at run time; the container check below needs a literal
         assert path.startswith(f"{settings.LOGS_CONTAINER}/"), f"{t['function']} watches {path}"
-        # The subscription's subject filter must let this function's blobs through.
-        assert wired[t["function"]] in "/" + path.split("/", 1)[1], (t["function"], path)
+        # The subscription's filters must let a blob of this function's path through.
+        sample = re.sub(r"\{\w+\}", "x", path.split("/", 1)[1])
+        samples[t["function"]] = sample
+        subject = f"/blobServices/default/containers/{settings.LOGS_CONTAINER}/blobs/{sample}"
+        assert passes(wired[t["function"]], subject), (t["function"], subject)
+    # A manifest goes to collect_node alone, and a bundle to no function at all.
+    for name, expected in (("j/n/manifest.json", {"collect_node"}),
+                           ("j/n/bundles/20260101T000000Z-0123abcd.zip", set()),
+                           ("j/n/crashdumps/r/core.gz", {"collect_crash_dump"}), ("outside.txt", {"collect_stray"})):
+        subject = f"/blobServices/default/containers/{settings.LOGS_CONTAINER}/blobs/{name}"
+        assert {f for f, filters in wired.items() if passes(filters, subject)} == expected, name
+
+
+def passes(filters: list[dict], subject: str) -> bool:
+    """Event Grid's advanced filters on the subject: every filter must pass (AND), any value of one (OR);
+    the negated operators pass only if no value matches.
+    https://learn.microsoft.com/azure/event-grid/event-filtering#advanced-filtering"""
+    tests = {"StringEndsWith": str.endswith, "StringContains": str.__contains__,
+             "StringBeginsWith": str.startswith}
+    for f in filters:
+        assert f["key"] == "subject", f
+        op = f["operatorType"]
+        negated = op.replace("Not", "", 1) if op.startswith("StringNot") else None
+        test = tests[negated or op]
+        hit = any(test(subject.lower(), v.lower()) for v in f["values"])
+        if hit == bool(negated):
+            return False
+    return True
 
 
 def test_every_setting_a_binding_names_is_set():

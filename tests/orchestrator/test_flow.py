@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 import pytest
 
+from shared.flows import files
+from shared.flows.collect import on_crash_dump, on_manifest
 from shared.flows.submit import AlreadySubmitted, Submitted, on_message, submit
 from shared.flows.watchdog import Watchdog
 from shared.pure import metadata
@@ -36,12 +38,25 @@ def submitted(job) -> bool:
 
 
 def collect_all(app, svc, job_id: str) -> list[str]:
+    """What the blob triggers would be handed, in the order Event Grid might deliver them."""
     names = [b.name for b in svc.store.logs.list(f"{job_id}/")]
     for name in names:
-        app["collect_log"](blob_event(name))
+        app["collect_stray"](blob_event(name))
         if "/crashdumps/" in name:
             app["collect_crash_dump"](blob_event(name))
+        if name.endswith("/manifest.json"):
+            app["collect_node"](blob_event(name))
     return names
+
+
+def collect_with(svc, job_id: str) -> None:
+    """The collect flows with a test's own services (its own Batch emulator), as the triggers run them."""
+    now = datetime.now(UTC)
+    for blob in svc.store.logs.list(f"{job_id}/"):
+        if "/crashdumps/" in blob.name:
+            on_crash_dump(svc.store.logs, svc.store.reports, blob.name, now)
+        elif blob.name.endswith("/manifest.json"):
+            on_manifest(svc.store.logs, svc.store.reports, blob.name, now)
 
 
 def send(services, body: dict | bytes, message_id: str | None = None, now: datetime | None = None):
@@ -63,11 +78,7 @@ def test_request_becomes_job_logs_and_report(app, own_batch):
                        30, what="manifests")
     nodes = {n.split("/")[1] for n in names}
     assert len(nodes) == 2, "each node that ran the job uploaded its files"
-    # The app's collect functions on the shared stack's Batch would not know this job's nodes: run the
-    # collect flow with this test's services, as the trigger does.
-    from shared.flows.collect import on_blob
-    for blob in svc.store.logs.list(f"{job_id}/"):
-        on_blob(svc, blob.name, crash_dump_trigger=False)
+    collect_with(svc, job_id)
 
     sweep = Watchdog(svc.batch, svc.store).sweep(datetime.now(UTC))
     assert dict(sweep.actions) == {"RecordOutcome": 1}
@@ -81,10 +92,13 @@ def test_request_becomes_job_logs_and_report(app, own_batch):
     assert set(node_rows) == nodes
     for row in node_rows.values():
         assert row["prepExitCode"] == 0 and row["releaseExitCode"] == 0
-    assert sum(len(r["tasks"]) for r in node_rows.values()) == 6
+    assert sum(r["tasksRun"] for r in node_rows.values()) == 6
     assert body["collectionComplete"] is True
-    stderr = [f for f in body["files"] if "/task-" in f["path"] and f["path"].endswith("stderr.txt")]
-    assert len(stderr) == 6 and all(f["errorLines"] == 1 for f in stderr)
+    # Every task's stdout and stderr, plus the prep and release tasks' own, on each node: one bundle each.
+    assert body["totals"]["files"] == 6 * 2 + 2 * 2 * 2
+    stderr = [f for f in files.index(svc.store, job_id) if f.path.startswith("job-1/task-") and
+              f.path.endswith("stderr.txt")]
+    assert len(stderr) == 6 and all(f.error_lines == 1 for f in stderr)
 
 
 def test_the_app_collects_through_its_blob_triggers(app, svc):
@@ -95,10 +109,10 @@ def test_the_app_collects_through_its_blob_triggers(app, svc):
     wait_until(lambda: sum(1 for b in svc.store.logs.list(f"{job_id}/") if b.name.endswith("manifest.json")) == 2,
                30, what="both manifests")
     uploaded = collect_all(app, svc, job_id)
-    assert sum(1 for n in uploaded if n.endswith("/stdout.txt")) == 2 + 2 + 2  # tasks, prep and release on 2 nodes
+    assert sum(1 for n in uploaded if "/bundles/" in n) == 2, "one bundle per node"
     report = svc.store.report(job_id)
-    assert report["collectionComplete"] is True
-    assert report["totals"]["nodesCollected"] == 2
+    assert report["totals"]["nodesCollected"] == 2 and report["totals"]["files"] == 2 * 2 + 2 * 2 * 2
+    assert report["collectionComplete"] is False, "complete once the watchdog has recorded the outcome"
 
 
 def test_duplicate_message_gives_one_job_and_each_task_once(app, svc):
@@ -197,3 +211,22 @@ def test_retention_deletes_completed_jobs_after_outcome(own_batch):
     assert dict(dog.sweep(datetime.now(UTC) + timedelta(days=8)).actions) == {"Delete": 1}
     wait_until(lambda: svc.batch.get_job(job_id) is None, 30, what="job deleted")
     assert svc.store.report(job_id) is not None, "the report outlives the Batch job"
+
+
+@pytest.mark.parametrize("outcome_first", [False, True], ids=["nodes first", "outcome first"])
+def test_failed_tasks_come_with_the_first_error_lines_of_their_logs(own_batch, outcome_first):
+    svc, job_id = own_batch, new_id("failing")
+    body = request(job_id, tasks=4)
+    body["taskFactory"]["commandLine"] = ("/bin/bash -c 'echo working; echo \"ERROR: input {0} is bad, "
+                                          "token=abc123\" >&2; exit $(({0} % 2))'")
+    assert isinstance(send(svc, body), Submitted)
+    wait_until(lambda: job_state(svc, job_id) == "completed", 60, what="job to complete")
+    steps = [lambda: collect_with(svc, job_id), lambda: Watchdog(svc.batch, svc.store).sweep(datetime.now(UTC))]
+    for step in reversed(steps) if outcome_first else steps:
+        step()
+    report = svc.store.report(job_id)
+    assert report["collectionComplete"] is True
+    failed = {t["id"]: t for t in report["tasks"]["failed"]}
+    assert set(failed) == {"task-1", "task-3"} and report["tasks"]["failedTotal"] == 2
+    assert failed["task-1"]["excerpt"] == ["ERROR: input 1 is bad, token=REDACTED"]
+    assert failed["task-1"]["exitCode"] == 1 and failed["task-1"]["nodeId"] in {n["nodeId"] for n in report["nodes"]}

@@ -13,7 +13,9 @@ from shared.pure.request import parse_request
 from shared.pure.settings import PoolIdentity
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-LINKS = Links(uploader_url="https://acct/tools/log_uploader.py?sig=r", logs_container_url="https://acct/job-logs?sig=w")
+LINKS = Links(node_files=(("log_uploader.py", "https://acct/tools/log_uploader.py?sig=r"),
+                          ("lognames.py", "https://acct/tools/lognames.py?sig=r")),
+              logs_container_url="https://acct/job-logs?sp=c&sig=c", task_output_url="https://acct/job-logs?sp=cw&sig=w")
 
 
 def req(**extra) -> dict:
@@ -30,13 +32,20 @@ def test_job_body_starts_with_noaction_and_carries_metadata():
     assert (meta.deadline, meta.expected_tasks, meta.submitted) == (NOW + timedelta(hours=1), 1, False)
     assert job["constraints"]["maxWallClockTime"] == "PT4200S", "Batch's own backstop: deadline + 10 minutes"
     assert job["jobPreparationTask"]["commandLine"] == "/bin/true", "a release task needs a prep task"
-    assert {"httpUrl": LINKS.uploader_url, "filePath": "log_uploader.py"} in job["jobReleaseTask"]["resourceFiles"]
+    files = job["jobReleaseTask"]["resourceFiles"]
+    assert files == [{"httpUrl": url, "filePath": name} for name, url in LINKS.node_files], \
+        "the uploader and the naming rules it imports, side by side in the task's directory"
+    env = {e["name"]: e["value"] for e in job["jobReleaseTask"]["environmentSettings"]}
+    assert env["ORCHESTRATOR_RELEASE_MAX_SECONDS"] == "900" == str(int(job["jobReleaseTask"]["maxWallClockTime"][2:-1]))
+
+
+START = "export ORCHESTRATOR_RELEASE_STARTED=$(date +%s); "
 
 
 @pytest.mark.parametrize(("user", "expected_script"), [
-    (None, 'rc=0; python3 "$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
-    ("rm -f a.txt", 'rm -f a.txt; rc=$?; python3 "$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
-    ("echo '$HOME; rm -rf /'", "echo '$HOME; rm -rf /'; rc=$?; python3 "
+    (None, START + 'rc=0; python3 "$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
+    ("rm -f a.txt", START + 'rm -f a.txt; rc=$?; python3 "$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
+    ("echo '$HOME; rm -rf /'", START + "echo '$HOME; rm -rf /'; rc=$?; python3 "
                                '"$AZ_BATCH_TASK_WORKING_DIR/log_uploader.py"; exit $rc'),
 ])
 def test_release_command_keeps_user_exit_code_and_no_shell_semantics(user, expected_script):
@@ -75,7 +84,7 @@ def test_sas_outlives_the_last_release_task_only():
 
 @pytest.mark.parametrize("identity", [None, PoolIdentity("client-1", "/subscriptions/s/identities/pool")])
 def test_nodes_write_with_a_sas_or_with_the_pools_identity_never_both(identity):
-    links = LINKS if identity is None else Links(uploader_url=LINKS.uploader_url,
+    links = LINKS if identity is None else Links(node_files=LINKS.node_files,
                                                    logs_container_url="https://acct/job-logs", upload_identity=identity)
     body = req(collect={"crashDumps": ["job-1/*/wd/core*"]})
     job_plan = plan(parse_request(body), "j3", "h", NOW, links)
@@ -83,11 +92,13 @@ def test_nodes_write_with_a_sas_or_with_the_pools_identity_never_both(identity):
     (output,) = next(job_plan.task_chunks())[0]["outputFiles"]
     container = output["destination"]["container"]
     if identity is None:
-        assert env["ORCHESTRATOR_LOGS_SAS_URL"] == LINKS.logs_container_url
+        assert env["ORCHESTRATOR_LOGS_SAS_URL"] == LINKS.logs_container_url, "the uploader may only create"
+        assert container["containerUrl"] == LINKS.task_output_url, "Batch's outputFiles need write"
         assert "ORCHESTRATOR_UPLOAD_CLIENT_ID" not in env and "identityReference" not in container
     else:
         assert (env["ORCHESTRATOR_LOGS_CONTAINER_URL"], env["ORCHESTRATOR_UPLOAD_CLIENT_ID"]) == (
             "https://acct/job-logs", "client-1")
         assert "ORCHESTRATOR_LOGS_SAS_URL" not in env
         assert container["identityReference"] == {"resourceId": identity.resource_id}
-        assert "sig=w" not in str(job_plan.job) + str(container), "no write SAS anywhere in the job"
+        assert "sig=" not in str(job_plan.job) .replace("tools/log_uploader.py?sig=r", "").replace(
+            "tools/lognames.py?sig=r", "") + str(container), "no write SAS anywhere in the job"

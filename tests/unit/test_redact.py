@@ -20,3 +20,24 @@ from shared.pure.redact import redact_sas
 )
 def test_redact_sas(text, expected):
     assert redact_sas(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("ERROR upload to https://a/c?sp=w&sig=abc failed", "ERROR upload to https://a/c?sp=w&sig=REDACTED failed"),
+        ("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc123==;EndpointSuffix=x",
+         "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=REDACTED;EndpointSuffix=x"),
+        ("Error: password=hunter2 rejected", "Error: password=REDACTED rejected"),
+        ('fatal: {"token": "abc.def"}', 'fatal: {"token": "REDACTED"}'),
+        ("Authorization: Bearer abcdefghijklmnop", "Authorization: Bearer REDACTED"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig done", "jwt REDACTED-JWT done"),
+        ("-----BEGIN RSA PRIVATE KEY----- MIIE", "REDACTED-PRIVATE-KEY"),
+        ("Traceback (most recent call last): KeyError: 'x'", "Traceback (most recent call last): KeyError: 'x'"),
+        ("the token count is high", "the token count is high"),
+    ],
+)
+def test_redact_secrets(line, expected):
+    from shared.pure.redact import redact_secrets
+
+    assert redact_secrets(line) == expected

@@ -1,118 +1,195 @@
+"""The incremental report (pure): merges in any order give the same report; it stays small at 100,000
+tasks; uploads from nodes that did not run the job, or after collection closed, are refused."""
+
+import itertools
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.pure import blob_layout as bl
+from shared.node import lognames
+from shared.pure import node_record as nodes
 from shared.pure import report as rp
+from shared.pure.logscan import LogSummary
+from shared.pure.manifest import ManifestInvalid, parse_manifest
+from shared.pure.outcome import outcome_document
+from shared.pure.task_summary import MAX_FAILED_LISTED, summarize
+from shared.pure.values import Job, NodeRuns, TaskCounts, TaskResult, TaskRun
 
-SHA_A, SHA_B = "a" * 64, "b" * 64
-
-
-def manifest(*files, job="j", node="n1", failed=()):
-    return {"schema": rp.MANIFEST_SCHEMA, "jobId": job, "nodeId": node,
-            "files": [{"path": p, "size": s, "sha256": h} for p, s, h in files], "failed": list(failed)}
-
-
-def rec(path, size, sha, node="n1", kind=None, **extra):
-    kind = kind or (bl.CRASH_DUMP if path.startswith("crashdumps/") else bl.LOG)
-    return {"jobId": "j", "nodeId": node, "kind": kind, "path": path, "size": size, "sha256": sha, **extra}
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+RUN = "20261201T120000Z-0123abcd"
+SHA = "a" * 64
 
 
-VERIFY = [
-    ("all arrived", manifest(("logs/a", 1, SHA_A)), [rec("logs/a", 1, SHA_A)], True, [], []),
-    ("empty manifest", manifest(), [], True, [], []),
-    ("missing", manifest(("logs/a", 1, SHA_A), ("logs/b", 2, SHA_B)), [rec("logs/a", 1, SHA_A)], False,
-     ["logs/b"], []),
-    ("size mismatch", manifest(("logs/a", 1, SHA_A)), [rec("logs/a", 2, SHA_A)], False, [], ["logs/a"]),
-    ("sha mismatch", manifest(("logs/a", 1, SHA_A)), [rec("logs/a", 1, SHA_B)], False, [], ["logs/a"]),
-    ("extra files are fine", manifest(("logs/a", 1, SHA_A)), [rec("logs/a", 1, SHA_A), rec("logs/z", 5, SHA_B)],
-     True, [], []),
-    ("zero-byte", manifest(("logs/e", 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")),
-     [rec("logs/e", 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")], True, [], []),
-]
+def manifest_json(job="j", node="n1", run=RUN, entries=2, parts=1, dumps=(), **extra):
+    base = lognames.bundle_blob(job, node, run)
+    body = {"schema": lognames.MANIFEST_SCHEMA, "jobId": job, "nodeId": node, "runId": run,
+            "bundle": {"blob": base, "size": 300 * parts, "sha256": SHA, "entries": entries,
+                       "parts": [{"blob": lognames.part_blob(base, i, parts), "size": 300} for i in range(parts)]},
+            "crashDumps": [{"path": p, "blob": lognames.crash_dump_blob(job, node, run, p), "size": 10,
+                            "sha256": SHA, "compressedSize": 5,
+                            "parts": [{"blob": lognames.crash_dump_blob(job, node, run, p), "size": 5}]} for p in dumps],
+            "failed": [], "failedCount": 0, "renamed": [], "renamedCount": 0}
+    body.update(extra)
+    return json.dumps(body).encode()
 
 
-@pytest.mark.parametrize(("name", "man", "records", "collected", "missing", "mismatched"), VERIFY,
-                         ids=[v[0] for v in VERIFY])
-def test_verify_manifest(name, man, records, collected, missing, mismatched):
-    node = rp.verify_manifest(man, records)
-    assert node["collected"] is collected
-    assert node["missing"] == missing
-    assert [m["path"] for m in node["mismatched"]] == mismatched
-    assert node["expectedFiles"] == len(man["files"])
+def test_manifest_parses_and_accounts_for_every_blob():
+    m = parse_manifest(manifest_json(parts=3, dumps=["job-1/t1/wd/core.1"]), "j", "n1")
+    assert (m.run_id, m.bundle.entries, len(m.bundle.parts), m.crash_dumps[0].path) == (RUN, 2, 3, "job-1/t1/wd/core.1")
+    assert m.blobs() == {f"j/n1/bundles/{RUN}.zip.000", f"j/n1/bundles/{RUN}.zip.001", f"j/n1/bundles/{RUN}.zip.002",
+                         f"j/n1/crashdumps/{RUN}/job-1/t1/wd/core.1.gz", "j/n1/manifest.json"}
 
 
 BAD_MANIFESTS = [
     ("not json", b"{", "not JSON"),
+    ("nested too deep", b"[" * 100_000 + b"]" * 100_000, "not JSON"),
     ("not object", b"[]", "JSON object"),
-    ("wrong job", json.dumps(manifest(job="other")).encode(), "do not match"),
-    ("wrong node", json.dumps(manifest(node="other")).encode(), "do not match"),
-    ("files not list", json.dumps({**manifest(), "files": {}}).encode(), "files must be a list"),
-    ("traversal", json.dumps(manifest(("logs/../../x", 1, SHA_A))).encode(), "files[0].path"),
-    ("outside kinds", json.dumps(manifest(("other/x", 1, SHA_A))).encode(), "files[0].path"),
-    ("negative size", json.dumps(manifest(("logs/a", -1, SHA_A))).encode(), "files[0].size"),
-    ("bool size", json.dumps(manifest(("logs/a", True, SHA_A))).encode(), "files[0].size"),
-    ("bad sha", json.dumps(manifest(("logs/a", 1, "XYZ"))).encode(), "files[0].sha256"),
+    ("old schema", json.dumps({"schema": "job-logs-manifest.v1", "jobId": "j", "nodeId": "n1"}).encode(), "schema"),
+    ("wrong job", manifest_json(job="other"), "do not match"),
+    ("bad run", manifest_json(run="yesterday"), "runId"),
+    ("bundle of another node", manifest_json().replace(b'"j/n1/bundles', b'"j/n2/bundles'), "bundle.blob"),
+    ("negative size", manifest_json().replace(b'"size": 300,', b'"size": -1,', 1), "size must be"),
+    ("bad sha", manifest_json().replace(SHA.encode(), b"xyz", 1), "sha256"),
+    ("dump outside the node", manifest_json(dumps=["../../x"]), "crashDumps[0]"),
+    ("too big", b" " * (5 * 1024 * 1024), "limit"),
 ]
 
 
 @pytest.mark.parametrize(("name", "raw", "message"), BAD_MANIFESTS, ids=[b[0] for b in BAD_MANIFESTS])
-def test_parse_manifest_rejects(name, raw, message):
-    with pytest.raises(rp.ManifestInvalid, match=message.replace("[", r"\[").replace("]", r"\]")):
-        rp.parse_manifest(raw, "j", "n1")
+def test_manifest_rejects_naming_the_field(name, raw, message):
+    with pytest.raises(ManifestInvalid, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_manifest(raw, "j", "n1")
 
 
-def test_parse_manifest_keeps_failures_bounded():
-    raw = json.dumps(manifest(failed=[{"path": "logs/x", "error": "e" * 10_000}])).encode()
-    parsed = rp.parse_manifest(raw, "j", "n1")
-    assert parsed["failed"] == [{"path": "logs/x", "error": "e" * 500}]
+def summary(size=10, lines=1, errors=0, first=()):
+    return LogSummary(size=size, sha256=SHA, lines=lines, error_lines=errors, first_errors=list(first))
 
 
-def test_file_record_for_log_and_zero_byte():
-    blob = bl.parse_log_blob("j/n1/logs/a.log")
-    record = rp.file_record(blob, size=0, sha256=SHA_A, content_type="text/plain",
-                            summary={"size": 0, "sha256": SHA_A, "lines": 0, "errorLines": 0, "lastLines": []})
-    assert record["log"] == {"lines": 0, "errorLines": 0, "lastLines": []}
-    assert record["note"] == "zero-byte file" and record["path"] == "logs/a.log"
+def node_row(node="n1", run=RUN, files=None):
+    tally = nodes.NodeTally("j", node, parse_manifest(manifest_json(node=node, run=run), "j", node))
+    for path, s in files or [("job-1/t1/stdout.txt", summary())]:
+        tally.add(path, s)
+    return tally.record(NOW.isoformat())
 
 
-def crash(path, fp, node="n1"):
-    return rec(path, 10, SHA_A, node=node, crashDump={"fingerprint": fp, "format": "elf-core", "executable": "app",
-                                                      "signalName": "SIGSEGV"})
+def test_tally_keeps_stderr_excerpts_first_and_renames_hostile_paths():
+    tally = nodes.NodeTally("j", "n1", parse_manifest(manifest_json(), "j", "n1"))
+    tally.add("job-1/t1/stdout.txt", summary(errors=1, first=["error in stdout"]))
+    tally.add("job-1/t1/stderr.txt", summary(errors=1, first=["Traceback"]))
+    line = tally.add("job-1/t2/../../../etc/passwd", summary())
+    record = tally.record(NOW.isoformat())
+    assert record["excerpts"] == {"t1": ["Traceback"]}
+    assert line["path"].startswith("_renamed/") and line["original"] == "job-1/t2/../../../etc/passwd"
+    assert (record["files"], record["renamedCount"], record["errorLines"]) == (3, 1, 2)
 
 
-REPORTS = [
-    ("nothing yet", None, [], [], [], False, 0),
-    ("running, statuses only", None, [{"nodeId": "n1", "prepExitCode": 0, "releaseExitCode": None, "tasks": []}],
-     [], [], False, 1),
-    ("collected", {"terminateReason": "AllTasksComplete"},
-     [{"nodeId": "n1", "prepExitCode": 0, "releaseExitCode": 0, "tasks": ["t1"]}],
-     [rec("logs/a", 1, SHA_A, log={"lines": 3, "errorLines": 1})],
-     [rp.verify_manifest(manifest(("logs/a", 1, SHA_A)), [rec("logs/a", 1, SHA_A)])], True, 1),
-    ("one node missing manifest", None,
-     [{"nodeId": "n1", "releaseExitCode": 0}, {"nodeId": "n2", "releaseExitCode": 0}],
-     [], [rp.verify_manifest(manifest(), [])], False, 2),
-    ("bad manifest", None, [], [], [rp.invalid_manifest_record("j", "n1", "not JSON")], False, 1),
-]
+def job(state="completed"):
+    return Job(id="j", state=state, metadata={}, creation_time=NOW - timedelta(hours=1), end_time=NOW,
+               terminate_reason="AllTasksComplete")
 
 
-@pytest.mark.parametrize(("name", "outcome", "statuses", "records", "nodes", "complete", "n_nodes"), REPORTS,
-                         ids=[r[0] for r in REPORTS])
-def test_assemble_report(name, outcome, statuses, records, nodes, complete, n_nodes):
-    report = rp.assemble_report("j", outcome, statuses, records, nodes, generated_at="2026-01-01T00:00:00Z")
-    assert report["collectionComplete"] is complete
-    assert report["totals"]["nodes"] == n_nodes == len(report["nodes"])
-    assert report["outcome"] == outcome
-    json.dumps(report)  # serialisable as is
+def run_ok():
+    return TaskRun(state="completed", exit_code=0, result="success")
 
 
-def test_report_groups_crashes_and_counts():
-    records = [crash("crashdumps/c1", "f1"), crash("crashdumps/c2", "f1", node="n2"), crash("crashdumps/c3", "f2"),
-               rec("logs/a", 5, SHA_B, log={"lines": 2, "errorLines": 2}), rec("x", 1, SHA_A, node="n1", jobId="o")]
-    report = rp.assemble_report("j", None, [], records, [])
-    assert [(g["fingerprint"], g["count"], g["nodes"]) for g in report["crashGroups"]] == [
-        ("f1", 2, ["n1", "n2"]), ("f2", 1, ["n1"])]
-    assert report["totals"] == {"nodes": 2, "nodesCollected": 0, "files": 1, "crashDumps": 3, "bytes": 35,
-                                "errorLines": 2}
-    n1 = next(n for n in report["nodes"] if n["nodeId"] == "n1")
-    assert (n1["files"], n1["crashDumps"], n1["manifestReceived"]) == (1, 2, False)
+def outcome(node_ids=("n1", "n2"), tasks=(), without=()):
+    runs = [NodeRuns(n, run_ok(), run_ok()) for n in node_ids]
+    return outcome_document(job(), TaskCounts(completed=len(tasks), succeeded=len(tasks)), summarize(tasks).to_dict(),
+                            runs, list(without), NOW)
+
+
+def merged(*steps):
+    report = rp.empty_report("j")
+    for step in steps:
+        report = rp.finish(step(report), NOW.isoformat())
+    return report
+
+
+ROW = {n: nodes.report_row(node_row(n)) for n in ("n1", "n2", "n9")}
+CRASH = rp.crash_record("j", {"sha256": SHA, "size": 10, "format": "elf-core", "executable": "app", "signal": 11,
+                              "signalName": "SIGSEGV", "exceptionCode": None, "location": "app+0x1",
+                              "fingerprint": "f" * 64, "note": None},
+                        {"blob": "b", "nodeId": "n1", "taskId": "t1", "path": "job-1/t1/wd/core"}, NOW.isoformat())
+STEPS = {
+    "n1": lambda r: rp.merge_node(r, ROW["n1"]),
+    "n2": lambda r: rp.merge_node(r, ROW["n2"]),
+    "crash": lambda r: rp.merge_crash(r, CRASH),
+    "outcome": lambda r: rp.merge_outcome(r, outcome()),
+}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(STEPS)), ids=lambda o: ",".join(o))
+def test_merges_in_any_order_give_one_report(order):
+    report = merged(*(STEPS[k] for k in order))
+    reference = merged(*STEPS.values())
+    for key in ("collection", "collectionComplete", "totals", "crashGroups", "outcome", "tasks"):
+        assert report[key] == reference[key], key
+    assert [{k: v for k, v in n.items() if k != "collectedAt"} for n in report["nodes"]] == \
+        [{k: v for k, v in n.items() if k != "collectedAt"} for n in reference["nodes"]]
+    assert report["collectionComplete"] is True and report["collection"]["closedAt"] == NOW.isoformat()
+    assert report["totals"]["nodesCollected"] == 2 and report["totals"]["crashDumps"] == 1
+
+
+def test_collection_waits_for_every_node_with_a_manifest_only():
+    waiting = merged(STEPS["n1"], lambda r: rp.merge_outcome(r, outcome(("n1", "n2", "n3"), without=["n3"])))
+    assert waiting["collectionComplete"] is False and waiting["collection"]["waitingFor"] == ["n2"]
+    rows = {n["nodeId"]: n["status"] for n in waiting["nodes"]}
+    assert rows == {"n1": "collected", "n2": "waiting", "n3": "no manifest"}
+    done = rp.finish(STEPS["n2"](waiting), NOW.isoformat())
+    assert done["collectionComplete"] is True
+
+
+def test_a_job_that_ran_nowhere_is_complete_at_its_outcome():
+    report = merged(lambda r: rp.merge_outcome(r, outcome(())))
+    assert report["collectionComplete"] is True and report["nodes"] == []
+
+
+def test_a_node_collected_before_the_outcome_that_did_not_run_the_job_is_refused():
+    report = merged(STEPS["n1"], lambda r: rp.merge_node(r, ROW["n9"]), STEPS["outcome"], STEPS["n2"])
+    rows = {n["nodeId"]: n["status"] for n in report["nodes"]}
+    assert rows["n9"] == "refused"
+    assert report["totals"]["nodes"] == 2 and report["totals"]["refused"] == 1
+    assert report["refused"][0]["rule"] == "node_did_not_run_job"
+
+
+@pytest.mark.parametrize(("steps", "node", "run", "existing", "rule"), [
+    ([], "n1", RUN, None, None),
+    (["outcome"], "n9", RUN, None, "node_did_not_run_job"),
+    (["outcome"], "n1", RUN, None, None),
+    (["n1", "n2", "outcome"], "n1", "20261201T130000Z-00000000", None, "after_collection_closed"),
+    (["n1", "n2", "outcome"], "n1", RUN, {"runId": RUN}, None),  # a redelivery is not a refusal
+])
+def test_refusal(steps, node, run, existing, rule):
+    report = merged(*(STEPS[s] for s in steps))
+    refused = nodes.refusal(report, node, run, existing)
+    assert (refused.rule if refused else None) == rule
+
+
+def test_failed_tasks_listed_in_full_up_to_a_limit_with_their_excerpts():
+    tasks = [TaskResult(f"t{i}", "completed", "n1", exit_code=1 if i % 2 else 0, result="failure" if i % 2 else "success",
+                        start_time=NOW, end_time=NOW + timedelta(seconds=i)) for i in range(2000)]
+    report = merged(lambda r: rp.merge_outcome(r, outcome(("n1",), tasks), {"t1": ["ERROR one"]}))
+    listed = report["tasks"]["failed"]
+    assert (report["tasks"]["failedTotal"], len(listed)) == (1000, MAX_FAILED_LISTED)
+    assert listed[0]["id"] == "t1" and listed[0]["excerpt"] == ["ERROR one"]
+    assert report["tasks"]["durationSeconds"]["max"] == 1999
+    late = rp.fill_excerpts(report, {"t3": ["Traceback"]})
+    assert late["tasks"]["failed"][1]["excerpt"] == ["Traceback"]
+
+
+def test_report_stays_under_one_mib_at_100000_tasks_on_1000_nodes():
+    node_ids = [f"tvmps_{i:064x}_d" for i in range(1000)]
+    tasks = [TaskResult(f"task-{i:06d}", "completed", node_ids[i % 1000], exit_code=1, result="failure",
+                        retry_count=3, start_time=NOW, end_time=NOW + timedelta(seconds=5)) for i in range(100_000)]
+    excerpts = {t.id: ["E" * 200, "F" * 200, "G" * 200] for t in tasks[:1000]}
+    report = rp.merge_outcome(rp.empty_report("j"), outcome(node_ids, tasks), excerpts)
+    for n in node_ids:
+        report = rp.merge_node(report, {**ROW["n1"], "nodeId": n})
+    for i in range(5000):
+        report = rp.merge_crash(report, {**CRASH, "sha256": f"{i:064x}", "fingerprint": f"{i % 300:064x}"})
+    report = rp.finish(report, NOW.isoformat())
+    size = len(json.dumps(report, separators=(",", ":"), sort_keys=True).encode())  # as BlobContainer writes it
+    assert report["collectionComplete"] is True and report["totals"]["crashDumps"] == 5000
+    assert len(report["crashGroups"]) == rp.MAX_GROUPS + 1  # the rest share "other"
+    assert size < 1024 * 1024, f"report.json would be {size} bytes"

@@ -131,3 +131,16 @@ def test_log_scan_matches_a_naive_reference(seed):
         summary = scan_log(chunked(data, chunk), tail_lines=4)
         assert (summary.lines, summary.error_lines) == (len(expected_lines), expected_errors)
         assert summary.last_lines == [line.decode() for line in expected_lines[-4:]]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_first_error_lines_are_kept_cut_and_redacted(chunk):
+    data = (b"ok\n" * 100 + b"ERROR: upload https://a/c?sp=w&sig=SECRET failed\n" + b"fine\n"
+            + b"Traceback (most recent call last): " + b"x" * 5000 + b"\n" + b"panic one\npanic two\n")
+    summary = scan_log([data[i:i + chunk] for i in range(0, len(data), chunk)])
+    assert summary.error_lines == 4
+    assert summary.first_errors[0] == "ERROR: upload https://a/c?sp=w&sig=REDACTED failed"
+    assert summary.first_errors[1].startswith("Traceback (most recent call last): xxx")
+    assert len(summary.first_errors[1]) == 200
+    assert summary.first_errors[2] == "panic one"
+    assert len(summary.first_errors) == 3

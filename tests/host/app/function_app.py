@@ -79,6 +79,15 @@ def blob_client_seen(client: blob_sdk.BlobClient) -> None:
            size=client.get_blob_properties().size)
 
 
+@app.blob_trigger(arg_name="blob", path="%EVENT_CONTAINER%/{job}/manifest.json", connection="AzureWebJobsStorage",
+                  source=func.BlobSource.EVENT_GRID)
+def blob_event_seen(blob: func.InputStream) -> None:
+    # Event Grid source: invoked from BlobCreated events (and the start-up catch-up scan), never by polling.
+    record("blob_event_seen", name=blob.name, etag=blob.blob_properties["ETag"], length=blob.length)
+    if "fail" in blob.name:
+        raise RuntimeError(f"cannot handle {blob.name}")
+
+
 @app.route(route="items/{id:int}/{name?}", methods=["GET", "POST"])
 def http_items(req: func.HttpRequest) -> func.HttpResponse:
     if req.params.get("boom"):

@@ -1,0 +1,66 @@
+"""`submit --wait` says which phase a job is in, and its exit code says how the wait ended.
+
+The adapters are stood in for by small fakes of our own interfaces (not the Azure SDK): what matters here
+is the CLI's reading of the job and the report, which the end-to-end tests run against the real stack."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from local import cli
+from shared.pure.values import Job, TaskCounts
+
+
+class FakeBatch:
+    def __init__(self, state):
+        self.state = state
+
+    def get_job(self, job_id):
+        return Job(id=job_id, state=self.state)
+
+    def task_counts(self, job_id):
+        return TaskCounts(completed=4, succeeded=4)
+
+
+class FakeStore:
+    def __init__(self, report):
+        self._report = report
+
+    def report(self, job_id):
+        return self._report
+
+
+class FakeServices:
+    def __init__(self, state, report):
+        self.batch, self.store = FakeBatch(state), FakeStore(report)
+
+
+def collecting(collected, expected):
+    return {"outcome": {"terminateReason": "AllTasksComplete"}, "collectionComplete": False,
+            "collection": {"collectedNodes": collected, "expectedNodes": [f"n{i}" for i in range(expected)],
+                           "nodesWithoutManifest": []}}
+
+
+@pytest.mark.parametrize(("state", "report", "code", "says"), [
+    ("active", None, 1, "did not finish within 0s"),
+    ("completed", None, 3, "job finished, collection still running (0 of ? nodes collected"),
+    ("completed", collecting(1, 2), 3, "job finished, collection still running (1 of 2 nodes collected"),
+])
+def test_a_wait_that_runs_out_says_which_phase_it_was_in(capsys, state, report, code, says):
+    with pytest.raises(typer.Exit) as ended:
+        cli.wait_for_job(FakeServices(state, report), "j", 4, timeout=0)
+    assert ended.value.exit_code == code
+    assert says in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_complete_report_ends_the_wait():
+    done = {**collecting(2, 2), "collectionComplete": True}
+    assert cli.wait_for_job(FakeServices("completed", done), "j", 4, timeout=5) is done
+
+
+def test_collection_line_leaves_out_nodes_without_a_manifest():
+    report = collecting(1, 3)
+    report["collection"]["nodesWithoutManifest"] = ["n2"]
+    assert cli._collection_line(report) == (1, 2)
+    assert cli._collection_line(None) == (0, None)
