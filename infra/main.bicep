@@ -66,6 +66,7 @@ param hostRolesAtAccountScope bool = false
 var logsContainer = 'job-logs'
 var reportsContainer = 'job-reports'
 var toolsContainer = 'tools'
+var requestsContainer = 'job-requests-private'
 var queueName = 'job-requests'
 
 // Blob-triggered functions (functions/collect.py) and the Event Grid advanced filters that send each
@@ -166,6 +167,7 @@ module storage 'modules/storage.bicep' = {
     logsContainer: logsContainer
     reportsContainer: reportsContainer
     toolsContainer: toolsContainer
+    requestsContainer: requestsContainer
     deploymentContainer: deploymentContainer
     logRetentionDays: logRetentionDays
   }
@@ -210,6 +212,7 @@ module roles 'modules/roles.bicep' = {
     logsContainer: logsContainer
     reportsContainer: reportsContainer
     toolsContainer: toolsContainer
+    requestsContainer: requestsContainer
     hostContainers: concat(storage.outputs.hostContainers, [deploymentContainer])
     serviceBusNamespaceName: serviceBus.outputs.namespaceName
     queueName: queueName

@@ -20,17 +20,30 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from local.stack import ENDPOINTS_FILE, Stack, StackOptions
 from shared.adapters.services import Services, build
 from shared.flows import files
-from shared.pure.blob_layout import node_record_name
-from shared.pure.request import JobRequest, RequestInvalid, derive_job_id, parse_request
+from shared.pure import metadata, retry
+from shared.pure.blob_layout import node_record_name, rejection_prefix
+from shared.pure.request import JobRequest, RequestInvalid, derive_job_id, parse_request, request_hash
 from shared.pure.settings import MissingSetting, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+# Exit codes of `submit --wait`, for scripts and CI.
+EXIT_OK, EXIT_NOT_FINISHED, EXIT_BAD_REQUEST, EXIT_STILL_COLLECTING = 0, 1, 2, 3
+EXIT_TASKS_FAILED, EXIT_JOB_DID_NOT_COMPLETE, EXIT_REJECTED, EXIT_DEAD_LETTERED = 4, 5, 6, 7
+
+
+def plain(value) -> Text:
+    """A value that came from a node, a task or a request, shown as it is: never read as rich markup
+    (a log line like `cannot open [/data/x]` would be taken for a closing tag)."""
+    return Text("" if value is None else str(value))
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -109,8 +122,8 @@ def _collection_line(report: dict | None) -> tuple[int, int | None]:
 def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dict:
     """Live progress: the job's tasks, then the collection of its nodes, until the report is complete.
 
-    Exit codes (scripts may rely on them): 1 the job did not finish in time, 3 the job finished but its
-    collection was still running."""
+    Exit codes (scripts may rely on them): EXIT_NOT_FINISHED the job did not finish in time,
+    EXIT_STILL_COLLECTING the job finished but its collection was still running."""
     deadline = time.monotonic() + timeout
     report: dict | None = None
     finished = False
@@ -149,33 +162,94 @@ def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dic
         err.print(f"[yellow]{job_id}: job finished, collection still running[/] ({done} of "
                   f"{total if total is not None else '?'} nodes collected after {timeout:.0f}s). "
                   f"See `orchestrator status {job_id}` later.")
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_STILL_COLLECTING)
     err.print(f"[red]{job_id} did not finish within {timeout:.0f}s.[/] See `orchestrator status {job_id}`; "
               "rejected requests: `orchestrator rejected`.")
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_NOT_FINISHED)
+
+
+def _hash_of(job) -> str | None:
+    try:
+        meta = metadata.decode(job.metadata)
+    except metadata.MetadataError:
+        return None
+    return meta.request_hash if meta else None
+
+
+def follow_message(s: Services, job_id: str, message_id: str, digest: str, timeout: float) -> str:
+    """Wait until the message sent becomes our job (returns "job"), or is rejected, or is dead-lettered
+    (each ends the command with its exit code, saying why)."""
+    deadline = time.monotonic() + timeout
+    with console.status(f"waiting for the orchestrator to take message {message_id}"):
+        checks = 0
+        while True:
+            job = s.batch.get_job(job_id)
+            if job is not None and _hash_of(job) == digest:
+                return "job"
+            rejected = s.store.rejected(rejection_prefix(message_id))
+            if rejected:
+                err.print(f"[red]rejected:[/] {escape(rejected[-1]['reason'])}")
+                raise typer.Exit(EXIT_REJECTED)
+            if checks % 10 == 9:  # peeking the dead-letter queue costs more: now and then
+                reason = s.queue.dead_lettered(message_id, retry.ORIGINAL_ID)
+                if reason:
+                    err.print(f"[red]dead-lettered:[/] {reason}. The orchestrator kept failing on it (see its logs); "
+                              "the message is in job-requests/$DeadLetterQueue.")
+                    raise typer.Exit(EXIT_DEAD_LETTERED)
+            checks += 1
+            if time.monotonic() >= deadline:
+                err.print(f"[red]message {message_id} was not taken within {timeout:.0f}s[/]: is the orchestrator "
+                          "running (`orchestrator up`, or the function app)?")
+                raise typer.Exit(EXIT_NOT_FINISHED)
+            time.sleep(0.5)
+
+
+def _verdict(report: dict) -> int:
+    """0 when every task succeeded; otherwise say what did not."""
+    outcome = report.get("outcome") or {}
+    tasks = report.get("tasks") or {}
+    if outcome.get("terminateReason") != "AllTasksComplete":
+        err.print(f"[red]the job ended with {outcome.get('terminateReason')}[/], not with all its tasks complete")
+        return EXIT_JOB_DID_NOT_COMPLETE
+    if tasks.get("failedTotal"):
+        err.print(f"[red]{tasks['failedTotal']} tasks failed[/] (see the failed tasks above)")
+        return EXIT_TASKS_FAILED
+    return EXIT_OK
 
 
 @app.command()
 def submit(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="job request JSON"),
-           wait: bool = typer.Option(False, "--wait", help="show progress and end with the report"),
+           wait: bool = typer.Option(False, "--wait", help="follow the request to its job and end with the report"),
            timeout: float = typer.Option(900, help="seconds to wait with --wait")) -> None:
     """Validate a job request locally and send it to the job-requests queue.
 
-    With --wait, exit code 0 means the job finished and its report is complete, 1 that it did not finish
-    in time, 3 that it finished but its logs were still being collected, 2 a request or setup problem."""
+    Exit codes with --wait: 0 every task succeeded and the report is complete; 1 not finished in time;
+    2 the request is not valid (nothing sent) or setup is missing; 3 finished, logs still being collected;
+    4 tasks failed; 5 the job ended otherwise (deadline, preparation failed); 6 the request was rejected
+    (the reason is printed); 7 it was dead-lettered."""
     raw = file.read_bytes()
     try:
         request = parse_request(raw)
     except RequestInvalid as exc:
         err.print("[red]The request is not valid; nothing was sent.[/]")
         for problem in exc.errors:
-            err.print(f"  {problem['field']}: {problem['message']} [{problem['rule']}]")
-        raise typer.Exit(2) from None
+            err.print(escape(f"  {problem['field']}: {problem['message']} [{problem['rule']}]"))
+        raise typer.Exit(EXIT_BAD_REQUEST) from None
     s = _services()
-    job_id, message_id = send_request(s, raw, request)
-    console.print(f"sent: job [bold]{job_id}[/] (message {message_id})")
+    digest = request_hash(request)
+    existing = s.batch.get_job(request.job_id) if request.job_id else None
+    if existing is not None and _hash_of(existing) == digest:
+        console.print(f"already submitted: job [bold]{request.job_id}[/] exists with this same request")
+        job_id = request.job_id
+    else:
+        job_id, message_id = send_request(s, raw, request)
+        console.print(f"sent: job [bold]{job_id}[/] (message {message_id})")
+        if wait:
+            follow_message(s, job_id, message_id, digest, timeout)
     if wait:
-        show_status(s, job_id, wait_for_job(s, job_id, request.task_count(), timeout))
+        report = wait_for_job(s, job_id, request.task_count(), timeout)
+        show_status(s, job_id, report)
+        raise typer.Exit(_verdict(report))
 
 
 def _exit_text(code, result) -> str:
@@ -190,7 +264,7 @@ def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
     if job is None and not report:
         rejected = [r for r in s.store.rejected() if r.get("jobId") == job_id]
         if rejected:
-            console.print(f"[red]{job_id} was rejected:[/] {rejected[-1]['reason']}")
+            console.print(f"[red]{job_id} was rejected:[/] {escape(rejected[-1]['reason'])}")
             return
         err.print(f"[red]No job {job_id!r}[/]: not in Batch and no report. Check the id, or `orchestrator rejected`.")
         raise typer.Exit(1)
@@ -208,7 +282,8 @@ def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
     table = Table("node", "status", "prep exit", "release exit", "tasks", "failed", "files", "error lines",
                   "crash dumps", title="nodes")
     for node in report.get("nodes") or []:
-        table.add_row(node["nodeId"], node.get("status", ""), _exit_text(node.get("prepExitCode"), node.get("prepResult")),
+        table.add_row(plain(node["nodeId"]), plain(node.get("status", "")),
+                      _exit_text(node.get("prepExitCode"), node.get("prepResult")),
                       _exit_text(node.get("releaseExitCode"), node.get("releaseResult")),
                       str(node.get("tasksRun", "-")), str(node.get("tasksFailed", "-")), str(node.get("files", "-")),
                       str(node.get("errorLines", "-")),
@@ -220,16 +295,16 @@ def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
         listing = Table("task", "node", "exit", "retries", "first error line", title=f"failed tasks "
                         f"({len(failed)} of {tasks.get('failedTotal')} shown)")
         for task in failed[:50]:
-            listing.add_row(task["id"], str(task.get("nodeId")), str(task.get("exitCode")), str(task.get("retries")),
-                            (task.get("excerpt") or [""])[0])
+            listing.add_row(plain(task["id"]), plain(task.get("nodeId")), str(task.get("exitCode")),
+                            str(task.get("retries")), plain((task.get("excerpt") or [""])[0]))
         console.print(listing)
     groups = report.get("crashGroups") or []
     if groups:
         crashes = Table("count", "format", "executable", "signal/exception", "where", "nodes", title="crash groups")
         for g in groups:
-            crashes.add_row(str(g["count"]), str(g.get("format")), str(g.get("executable")),
-                            str(g.get("signalName") or g.get("exceptionCode")), str(g.get("location")),
-                            ", ".join(g.get("nodes") or []))
+            crashes.add_row(str(g["count"]), plain(g.get("format")), plain(g.get("executable")),
+                            plain(g.get("signalName") or g.get("exceptionCode")), plain(g.get("location")),
+                            plain(", ".join(g.get("nodes") or [])))
         console.print(crashes)
     totals = report.get("totals") or {}
     console.print(f"files {totals.get('files', 0)}, {totals.get('bytes', 0)} bytes, error lines "
@@ -274,7 +349,8 @@ def _list_files(s: Services, job_id: str, node: str | None) -> None:
     count = 0
     for f in files.index(s.store, job_id, node):
         count += 1
-        table.add_row(f.node_id, f.path + (f"  (was {f.original})" if f.original else ""), str(f.size), str(f.lines),
+        table.add_row(plain(f.node_id), plain(f.path + (f"  (was {f.original})" if f.original else "")), str(f.size),
+                      str(f.lines),
                       str(f.error_lines))
     console.print(table)
     if not count:
@@ -315,7 +391,7 @@ def _download_uploads(s: Services, job_id: str, node: str | None, target_dir: Pa
     for node_id in [node] if node else files.collected_nodes(s.store, job_id):
         record = s.store.reports.read_json(node_record_name(job_id, node_id)) or {}
         blobs = [p["blob"] for p in (record.get("bundle") or {}).get("parts", [])]
-        blobs += [d["blob"] for d in record.get("crashDumps") or []]
+        blobs += [p["blob"] for d in record.get("crashDumps") or [] for p in d.get("parts") or [d]]
         for name in blobs:
             target = (target_dir / name).resolve()
             if not target.is_relative_to(target_dir.resolve()):
@@ -336,7 +412,8 @@ def rejected() -> None:
     records = _services().store.rejected()
     table = Table("when", "job", "reason", title=f"{len(records)} rejected requests")
     for record in records:
-        table.add_row(record.get("rejectedAt", ""), str(record.get("jobId") or "-"), record.get("reason", ""))
+        table.add_row(plain(record.get("rejectedAt", "")), plain(record.get("jobId") or "-"),
+                      plain(record.get("reason", "")))
     console.print(table)
 
 

@@ -8,6 +8,7 @@ param storageAccountName string
 param logsContainer string
 param reportsContainer string
 param toolsContainer string
+param requestsContainer string
 param hostContainers array
 param serviceBusNamespaceName string
 param queueName string
@@ -68,6 +69,11 @@ resource tools 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-0
   name: toolsContainer
 }
 
+resource requests 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: requestsContainer
+}
+
 resource hostContainerRefs 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for container in hostOwnerContainers: {
   parent: blobService
   name: container
@@ -125,6 +131,19 @@ resource appQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource appReportsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(reports.id, appPrincipalId, roles.blobDataContributor)
   scope: reports
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// app: Blob Data Contributor on job-requests-private only: submit keeps each request as sent there (its
+// resource file URLs may carry SAS tokens), and the watchdog reads it back to finish a submission.
+// Operators get nothing here; the copy beside the report has the signatures redacted.
+resource appRequestsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(requests.id, appPrincipalId, roles.blobDataContributor)
+  scope: requests
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: appPrincipalId
@@ -214,7 +233,9 @@ resource appHostQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // app: Azure Batch Job Submitter on the Batch account: create, patch, terminate, list and delete jobs
-// and their tasks (data actions jobs/* and jobSchedules/*) and read pools (the "unknown pool" check).
+// and their tasks (data actions jobs/* and jobSchedules/*) and read pools (actions pools/read: the
+// "unknown pool" check at submit, and a pool's size when a preparation task fails; listed in
+// https://learn.microsoft.com/azure/batch/batch-role-based-access-control#azure-batch-job-submitter).
 // It cannot create, resize or delete pools, nor read account keys, unlike Contributor or
 // Azure Batch Data Contributor.
 resource appBatchJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -269,6 +290,19 @@ resource poolLogWriterRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' 
     assignableScopes: [
       resourceGroup().id
     ]
+  }
+}
+
+// pool: Blob Data Reader on tools only: the release task fetches the uploader (and the naming rules it
+// imports) as resource files with the pool's identity (identityReference), so no SAS sits in the job
+// and a job may run longer than a user delegation SAS's 7 days.
+resource poolToolsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(tools.id, poolPrincipalId, roles.blobDataReader)
+  scope: tools
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataReader)
+    principalId: poolPrincipalId
+    principalType: 'ServicePrincipal'
   }
 }
 

@@ -16,6 +16,8 @@ param storageAccountName string
 param logsContainer string
 param reportsContainer string
 param toolsContainer string
+@description('The requests as sent (SAS URLs in them): read by the app alone.')
+param requestsContainer string
 param deploymentContainer string
 @description('Days after which blobs in the logs container are deleted by a lifecycle rule; 0 keeps them forever.')
 param logRetentionDays int = 30
@@ -24,7 +26,8 @@ var hostContainers = [
   'azure-webjobs-hosts'
   'azure-webjobs-secrets'
 ]
-var containers = concat([logsContainer, reportsContainer, toolsContainer, deploymentContainer], hostContainers)
+var containers = concat([logsContainer, reportsContainer, toolsContainer, requestsContainer, deploymentContainer],
+  hostContainers)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: storageAccountName

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--fault-seed", type=int, default=None, help="seed for repeatable fault injection")
     parser.add_argument("--active-job-quota", type=int, default=DEFAULT_ACTIVE_JOB_QUOTA,
                         help="active jobs allowed before 409 ActiveJobAndScheduleQuotaReached")
+    parser.add_argument("--missed-completion", action="store_true",
+                        help="an onAllTasksComplete=terminatejob set after every task completed does not end the "
+                             "job (what users report Batch sometimes does)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -48,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     return EmulatorConfig(host=args.host, port=args.port, workspace=args.workspace, pools=pools,
                           faults=Faults(rate=args.fault_rate, statuses=statuses, latency_ms=args.latency_ms,
                                         seed=args.fault_seed),
-                          active_job_quota=args.active_job_quota)
+                          active_job_quota=args.active_job_quota, missed_completion=args.missed_completion)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -393,6 +394,19 @@ def _file(request: web.Request, root: Path, rel: str, url: str) -> web.StreamRes
     if entry["isDirectory"]:
         headers["Content-Length"] = "0"
         return web.Response(status=200, headers=headers)
+    wanted = request.headers.get("ocp-range")
+    if wanted:
+        # Batch's own range header: `bytes=start-end`, both inclusive, answered with 200 and those bytes.
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
+        if match is None:
+            raise BatchError(400, "InvalidHeaderValue", "The value for one of the HTTP headers is not in the "
+                             "correct format.", HeaderName="ocp-range", HeaderValue=wanted[:100])
+        size = path.stat().st_size
+        start, end = int(match[1]), min(int(match[2]) if match[2] else size - 1, size - 1)
+        with open(path, "rb") as f:
+            f.seek(start)
+            body = f.read(max(end - start + 1, 0))
+        return web.Response(status=200, body=body, headers={**headers, "Content-Type": "application/octet-stream"})
     return web.FileResponse(path, headers={**headers, "Content-Type": "application/octet-stream"})
 
 

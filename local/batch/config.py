@@ -66,5 +66,11 @@ class EmulatorConfig:
     pools: list[PoolSpec] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
     active_job_quota: int = DEFAULT_ACTIVE_JOB_QUOTA
+    # Opt-in: setting onAllTasksComplete=terminatejob once every task is already complete does not end the
+    # job. Batch's docs say it should (https://learn.microsoft.com/rest/api/batchservice/job/update, and
+    # "Automatically terminate a job": https://learn.microsoft.com/azure/batch/batch-job-task-error-checking),
+    # but users see jobs left active with all tasks done (Azure-Samples/azure-batch-samples#319); the
+    # orchestrator's watchdog must end those.
+    missed_completion: bool = False
     # Seconds a rebooting node stays in `rebooting` before it is idle again.
     reboot_seconds: float = 0.2

@@ -36,7 +36,7 @@ class Endpoint:
         return BatchClient(self.url, AzureNamedKeyCredential(self.account, self.key), **kwargs)
 
     def set_faults(self, **settings) -> dict:
-        """rate, statuses, latencyMs, retryAfter, activeJobQuota; see local.batch.server.set_faults."""
+        """rate, statuses, latencyMs, retryAfter, activeJobQuota, missedCompletion; see local.batch.server."""
         body = json.dumps(settings).encode()
         url = f"{self.url}/_emulator/faults"
         headers = {"Content-Type": "application/json", "Content-Length": str(len(body)),

@@ -100,7 +100,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def set_faults(request: web.Request) -> web.Response:
-    """PUT {rate, statuses, latencyMs, retryAfter, activeJobQuota}: change fault settings at run time."""
+    """PUT {rate, statuses, latencyMs, retryAfter, activeJobQuota, missedCompletion}: change fault settings
+    at run time."""
     try:
         body = await request.json()
         config: EmulatorConfig = request.app[CONFIG]
@@ -110,12 +111,14 @@ async def set_faults(request: web.Request) -> web.Response:
         faults_cfg.latency_ms = float(body.get("latencyMs", faults_cfg.latency_ms))
         faults_cfg.retry_after_s = int(body.get("retryAfter", faults_cfg.retry_after_s))
         config.active_job_quota = int(body.get("activeJobQuota", config.active_job_quota))
+        config.missed_completion = bool(body.get("missedCompletion", config.missed_completion))
     except (ValueError, TypeError, AttributeError) as exc:
         return web.json_response({"error": f"bad fault settings: {exc}"}, status=400)
     if not 0 <= faults_cfg.rate <= 1:
         return web.json_response({"error": "rate must be between 0 and 1"}, status=400)
     return web.json_response({"rate": faults_cfg.rate, "statuses": list(faults_cfg.statuses),
-                              "latencyMs": faults_cfg.latency_ms, "activeJobQuota": config.active_job_quota})
+                              "latencyMs": faults_cfg.latency_ms, "activeJobQuota": config.active_job_quota,
+                              "missedCompletion": config.missed_completion})
 
 
 def build_app(config: EmulatorConfig, base_url: str) -> web.Application:

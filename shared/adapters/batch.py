@@ -1,7 +1,7 @@
 """The Batch adapter: the orchestrator's only door to Azure Batch, through the azure-batch SDK.
 
 Interface (what flows may call): get_job, list_jobs, create_job, add_tasks, update_job, terminate, delete,
-task_counts, node_runs, tasks. Answers are `shared.pure.values` (Job, TaskCounts, NodeRuns, TaskResult);
+task_counts, node_runs, tasks, pool, node_file_tail. Answers are `shared.pure.values` (Job, TaskCounts, NodeRuns, TaskResult);
 request bodies are the REST bodies `shared.pure.planning` builds. Errors come as three exceptions the core
 understands: Transient (retry later), QuotaReached (the account's active-job quota: wait, don't fail) and
 Refused (a permanent client error, with Batch's error code).
@@ -10,23 +10,26 @@ Refused (a permanent client error, with Batch's error code).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from urllib.parse import quote
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, urlencode
 
 from azure.batch import BatchClient, models
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 from azure.core.rest import HttpRequest
 
 from shared.pure import metadata
-from shared.pure.values import Job, NodeRuns, TaskCounts, TaskResult, TaskRun
+from shared.pure.values import Job, NodeRuns, Pool, TaskCounts, TaskResult, TaskRun
 
 log = logging.getLogger("orchestrator.batch")
 
 API_VERSION = "2025-06-01"
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-JOB_LIST_SELECT = ["id", "state", "metadata", "creationTime", "stateTransitionTime", "executionInfo", "poolInfo"]
+JOB_LIST_SELECT = ["id", "state", "metadata", "creationTime", "stateTransitionTime", "executionInfo", "poolInfo",
+                   "onAllTasksComplete"]
 TASK_SELECT = ["id", "state", "nodeInfo", "executionInfo"]
 ALREADY_ENDING = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
 
@@ -94,13 +97,35 @@ def _job(model: models.BatchJob) -> Job:
     )
 
 
+def _wire_time(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _job_from_wire(item: Mapping) -> Job:
+    """A job as the REST API lists it ($select'ed), without building the SDK's model."""
+    info = item.get("executionInfo") or {}
+    return Job(
+        id=item.get("id", ""), state=item.get("state", ""), metadata=metadata.as_dict(item.get("metadata") or []),
+        creation_time=_wire_time(item.get("creationTime")), state_transition_time=_wire_time(item.get("stateTransitionTime")),
+        start_time=_wire_time(info.get("startTime")), end_time=_wire_time(info.get("endTime")),
+        terminate_reason=info.get("terminateReason"), on_all_tasks_complete=item.get("onAllTasksComplete"),
+        pool_id=(item.get("poolInfo") or {}).get("poolId"),
+    )
+
+
 def _run(info) -> TaskRun | None:
     if info is None:
         return None
     failure = getattr(info, "failure_info", None)
     return TaskRun(state=_enum(info.state), exit_code=info.exit_code, result=_enum(info.result),
                    start_time=_utc(info.start_time), end_time=_utc(info.end_time),
-                   retry_count=getattr(info, "retry_count", None) or 0, failure=failure.code if failure else None)
+                   retry_count=getattr(info, "retry_count", None) or 0, failure=failure.code if failure else None,
+                   failure_message=failure.message if failure else None)
 
 
 def _task(model: models.BatchTask) -> TaskResult:
@@ -178,15 +203,29 @@ class BatchAdapter:
         self._call(self.client.update_job, job_id, update)
 
     def list_jobs(self, page_size: int = 1000) -> Iterator[Job]:
-        """Every job, page by page: one Batch call per page of up to 1,000 jobs."""
-        pages = self.client.list_jobs(select=JOB_LIST_SELECT, max_results=page_size).by_page()
-        while True:
-            try:
-                page = list(self._call(next, pages))
-            except StopIteration:
-                self.counter.calls -= 1  # the pager found no next link: no request was made
-                return
-            yield from (_job(job) for job in page)
+        """Every job, page by page: one Batch call per page of up to 1,000 jobs.
+
+        The pages are read as JSON through the SDK's pipeline (its auth, retries and errors) rather than
+        into the SDK's models: building 10,000 job models costs seconds a sweep, the job fields we keep
+        are few, and the watchdog lists every job every minute."""
+        query = urlencode({"api-version": API_VERSION, "$select": ",".join(JOB_LIST_SELECT), "maxresults": page_size})
+        url: str | None = f"/jobs?{query}"
+        while url:
+            body = self._get_json(url)
+            yield from (_job_from_wire(item) for item in body.get("value") or [])
+            url = body.get("odata.nextLink")
+
+    def _get_json(self, url: str) -> dict:
+        response = self._call(self.client.send_request, HttpRequest("GET", url, headers={
+            "Accept": "application/json; odata=minimalmetadata"}))
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        if response.status_code >= 400:
+            raise _classify(response.status_code, body.get("code") or "", (body.get("message") or {}).get("value") or "")
+        return body
 
     def task_counts(self, job_id: str) -> TaskCounts:
         counts = self._call(self.client.get_job_task_counts, job_id).task_counts
@@ -219,6 +258,36 @@ class BatchAdapter:
                 raise
             yield from (_task(task) for task in page)
 
+    # ----- pools and nodes -------------------------------------------------------------------------
+
+    def pool(self, pool_id: str) -> Pool | None:
+        """The pool and how many nodes it has now; None if the account has no such pool."""
+        try:
+            model = self._call(self.client.get_pool, pool_id,
+                               select=["id", "currentDedicatedNodes", "currentLowPriorityNodes"])
+        except Refused as err:
+            if err.code == "PoolNotFound":
+                return None
+            raise
+        return Pool(id=model.id, nodes=(model.current_dedicated_nodes or 0) + (model.current_low_priority_nodes or 0))
+
+    def node_file_tail(self, pool_id: str, node_id: str, path: str, max_bytes: int) -> bytes | None:
+        """The last max_bytes of a file on a node (two calls: its size, then a ranged read); None if the
+        node or the file is gone."""
+        try:
+            props = self._call(self.client.get_node_file_properties, pool_id, node_id, path)
+            size = int(props.content_length or 0)
+            if size == 0:
+                return b""
+            start = max(size - max_bytes, 0)
+            chunks = self._call(self.client.download_node_file, pool_id, node_id, path,
+                                ocp_range=f"bytes={start}-{size - 1}")
+            return b"".join(chunks)
+        except Refused as err:
+            if err.code in ("NodeNotFound", "FileNotFound", "PoolNotFound", "OperationInvalidForCurrentState"):
+                return None
+            raise
+
     def _send(self, method: str, path: str, body: dict | None = None) -> None:
         """One plain REST call. The SDK's begin_terminate/begin_delete start a poller thread that keeps
         calling get_job; the watchdog wants exactly one call per action, so it sends the request itself."""
@@ -250,3 +319,24 @@ class BatchAdapter:
         except Refused as err:
             if err.code not in ("JobNotFound", "JobBeingDeleted"):
                 raise
+
+
+class PoolDirectory:
+    """Whether a pool exists, asked of Batch at most once per pool per `ttl` (Batch accepts a job for a pool
+    that does not exist, and the job would then hold active-job quota until its deadline)."""
+
+    def __init__(self, batch: BatchAdapter, ttl: timedelta = timedelta(minutes=5),
+                 clock: Callable[[], float] = time.monotonic):
+        self._batch, self._ttl, self._clock = batch, ttl.total_seconds(), clock
+        self._known: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def exists(self, pool_id: str) -> bool:
+        with self._lock:
+            cached = self._known.get(pool_id)
+            if cached and self._clock() - cached[1] < self._ttl:
+                return cached[0]
+        found = self._batch.pool(pool_id) is not None
+        with self._lock:
+            self._known[pool_id] = (found, self._clock())
+        return found

@@ -157,10 +157,10 @@ class BlobContainer:
     def write_json(self, name: str, body: Any, metadata: Mapping[str, str] | None = None) -> None:
         self.write(name, _dumps(body), content_type=JSON_TYPE, metadata=metadata)
 
-    def create_json(self, name: str, body: Any) -> bool:
+    def create_json(self, name: str, body: Any, metadata: Mapping[str, str] | None = None) -> bool:
         """Write only if the name is free; False if it was taken (by an earlier or concurrent writer)."""
         try:
-            self._client.upload_blob(name, _dumps(body), overwrite=False,
+            self._client.upload_blob(name, _dumps(body), overwrite=False, metadata=dict(metadata) if metadata else None,
                                      content_settings=ContentSettings(content_type=JSON_TYPE))
             return True
         except ResourceExistsError:
@@ -195,9 +195,11 @@ class BlobContainer:
         with contextlib.suppress(ResourceNotFoundError):
             self._client.delete_blob(name)
 
-    def rewrite_json(self, name: str, build: Callable[[Any | None], Any], limit: int = MAX_JSON_BYTES) -> Any:
+    def rewrite_json(self, name: str, build: Callable[[Any | None], Any], limit: int = MAX_JSON_BYTES,
+                     metadata: Callable[[Any], Mapping[str, str]] | None = None) -> Any:
         """Read, build(current or None), write back with the ETag read, so concurrent writers can't leave
-        a stale result: whoever writes last built on every earlier write."""
+        a stale result: whoever writes last built on every earlier write. metadata(body): the blob's
+        metadata to write with it, so a listing can tell what each holds."""
         blob = self._client.get_blob_client(name)
         settings = ContentSettings(content_type=JSON_TYPE)
         for attempt in range(_CONFLICT_ATTEMPTS):
@@ -214,12 +216,13 @@ class BlobContainer:
                 etag, current = downloader.properties.etag, json.loads(downloader.readall())
             body = build(current)
             data = _dumps(body)
+            extra = {"metadata": dict(metadata(body))} if metadata else {}
             try:
                 if etag is None:
-                    blob.upload_blob(data, overwrite=False, content_settings=settings)
+                    blob.upload_blob(data, overwrite=False, content_settings=settings, **extra)
                 else:
                     blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
-                                     content_settings=settings)
+                                     content_settings=settings, **extra)
                 return body
             except (ResourceExistsError, ResourceModifiedError):
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
 JSON_TYPE = "application/json"
 
@@ -45,3 +45,23 @@ class RequestQueue:
                  at: datetime) -> None:
         with self._client() as client, client.get_queue_sender(self.queue) as sender:
             sender.schedule_messages(self._message(body, message_id, properties), at)
+
+    def dead_lettered(self, message_id: str, lineage_property: str, limit: int = 1000) -> str | None:
+        """The dead-letter reason of a request (or of a re-send of it), looked for among the first `limit`
+        dead letters by peeking, which takes nothing off the queue; None if it is not there."""
+        with self._client() as client, client.get_queue_receiver(self.queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER) \
+                as receiver:
+            seen = 0
+            while seen < limit:
+                batch = receiver.peek_messages(max_message_count=min(100, limit - seen))
+                if not batch:
+                    return None
+                seen += len(batch)
+                for message in batch:
+                    props = {(k.decode() if isinstance(k, bytes) else k): v
+                             for k, v in (message.application_properties or {}).items()}
+                    original = props.get(lineage_property)
+                    original = original.decode() if isinstance(original, bytes) else original
+                    if message.message_id == message_id or original == message_id:
+                        return message.dead_letter_reason or "dead-lettered"
+        return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from azure.storage.blob import BlobServiceClient
 
-from shared.adapters.batch import BatchAdapter
+from shared.adapters.batch import BatchAdapter, PoolDirectory
 from shared.adapters.blobs import CLIENT_KWARGS
 from shared.adapters.queue import RequestQueue
 from shared.adapters.store import Store
@@ -25,6 +25,7 @@ class Services:
     batch: BatchAdapter
     store: Store
     queue: RequestQueue
+    pools: PoolDirectory
 
 
 @functools.cache
@@ -62,7 +63,7 @@ def build(settings: Settings) -> Services:
                          namespace=settings.service_bus_namespace, credential=_credential)
     return Services(settings=settings, batch=batch, store=Store(service, account_key=key,
                                                                    upload_identity=settings.pool_identity),
-                    queue=queue)
+                    queue=queue, pools=PoolDirectory(batch))
 
 
 @functools.cache

@@ -102,12 +102,43 @@ def gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise zlib.error("the gzip stream ends in the middle of a member")
 
 
-def update_report(reports: BlobContainer, job_id: str, now: datetime, change) -> dict[str, Any]:
-    """Apply one merge to report.json under its ETag, then recompute its totals and state."""
-    def build(current):
-        return reports_model.finish(change(current or reports_model.empty_report(job_id)), _iso(now))
+def update_report(reports: BlobContainer, job_id: str, now: datetime, change,
+                  logs: BlobContainer | None = None) -> dict[str, Any]:
+    """Apply one merge to report.json under its ETag, then recompute its totals and state. The write that
+    closes the job's collection also makes its crash counts exact (see `close`)."""
+    closing = False
 
-    return reports.rewrite_json(layout.report_name(job_id), build)
+    def build(current):
+        nonlocal closing
+        was_closed = bool(((current or {}).get("collection") or {}).get("closedAt"))
+        report = reports_model.finish(change(current or reports_model.empty_report(job_id)), _iso(now))
+        closing = not was_closed and bool(report["collection"].get("closedAt"))
+        return report
+
+    report = reports.rewrite_json(layout.report_name(job_id), build)
+    if closing:
+        report = close(logs, reports, job_id, report, now)
+    return report
+
+
+def close(logs: BlobContainer | None, reports: BlobContainer, job_id: str, report: dict, now: datetime) -> dict:
+    """Once, when collection closes: collect any crash dump a collected node's manifest lists whose own
+    trigger has not run yet (so the report is not complete without it), then count the crash groups
+    again from the job's crash records: each distinct dump once, none from a refused node."""
+    if logs is not None:
+        for row in report.get("nodes") or []:
+            if row.get("status") != nodes.COLLECTED or not row.get("crashDumpCount"):
+                continue
+            record = reports.read_json(layout.node_record_name(job_id, row["nodeId"])) or {}
+            for dump in record.get("crashDumps") or []:
+                if not reports.exists(layout.crash_record_name(job_id, dump["sha256"])):
+                    _collect_dump(logs, reports, job_id, [p["blob"] for p in dump.get("parts") or [dump]], True,
+                                  {"blob": dump["blob"], "nodeId": row["nodeId"], "taskId": _task_of_dump(dump["path"]),
+                                   "path": dump["path"], "compressed": True}, now)
+    listed = [(item.name.rsplit("/", 1)[-1].removesuffix(".json"), item.metadata)
+              for item in reports.list(layout.crash_records_prefix(job_id), metadata=True)]
+    return reports.rewrite_json(layout.report_name(job_id), lambda current: reports_model.recount_crashes(
+        current or report, listed))
 
 
 def record_rejected(logs: BlobContainer, reports: BlobContainer, bad: layout.BadBlobName,
@@ -132,10 +163,10 @@ def on_stray(logs: BlobContainer, reports: BlobContainer, blob_name: str) -> dic
 # ----- a node ------------------------------------------------------------------------------------
 
 def _refuse(reports: BlobContainer, job_id: str, node_id: str, run_id: str | None, refused: nodes.Refusal,
-            now: datetime) -> dict[str, Any]:
+            now: datetime, logs: BlobContainer | None = None) -> dict[str, Any]:
     record = nodes.refused_record(job_id, node_id, run_id, refused, _iso(now))
     reports.write_json(layout.refused_name(job_id, node_id, lognames.name_digest(f"{node_id}/{run_id}")), record)
-    update_report(reports, job_id, now, lambda r: reports_model.merge_refused(r, record))
+    update_report(reports, job_id, now, lambda r: reports_model.merge_refused(r, record), logs)
     log.warning("collect.refused", extra={"jobId": job_id, "nodeId": node_id, "rule": refused.rule})
     return {"status": "refused", "rule": refused.rule, "jobId": job_id, "nodeId": node_id}
 
@@ -189,14 +220,14 @@ def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now
     except (ValueError, ManifestInvalid) as exc:
         record = nodes.invalid_record(job_id, node_id, str(exc), at)
         reports.write_json(record_name, record)
-        update_report(reports, job_id, now, lambda r: reports_model.merge_node(r, nodes.report_row(record)))
+        update_report(reports, job_id, now, lambda r: reports_model.merge_node(r, nodes.report_row(record)), logs)
         return {"status": "invalid", "jobId": job_id, "nodeId": node_id, "reason": str(exc)}
 
     existing = reports.read_json(record_name)
     known = reports.read_json(layout.report_name(job_id))
     refused = nodes.refusal(known, node_id, manifest.run_id, existing)
     if refused is not None:
-        return _refuse(reports, job_id, node_id, manifest.run_id, refused, now)
+        return _refuse(reports, job_id, node_id, manifest.run_id, refused, now, logs)
     if existing and existing.get("runId") == manifest.run_id and existing.get("status") == nodes.COLLECTED:
         record, status = existing, "already collected"  # a redelivery: only make sure the report has it
     else:
@@ -204,14 +235,14 @@ def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now
         record, status = _collect_node(logs, reports, manifest, now, wanted), "collected"
     excerpts = record.get("excerpts") or {}
     report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(
-        reports_model.merge_node(r, nodes.report_row(record)), excerpts))
+        reports_model.merge_node(r, nodes.report_row(record)), excerpts, node_id), logs)
     missing = _failed_on(report, node_id, without_excerpt=True)
     if missing:
         # The outcome landed while this node was being read: find its failed tasks' lines in its index.
         found = nodes.excerpts_from_index((json.loads(x) for x in reports.lines(layout.index_name(job_id, node_id))),
                                           missing)
         if found:
-            report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(r, found))
+            report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(r, found, node_id), logs)
     log.info("collect.node", extra={"jobId": job_id, "nodeId": node_id, "files": record.get("files"),
                                      "status": status, "collectionComplete": report["collectionComplete"]})
     return {"status": status, "jobId": job_id, "nodeId": node_id, "files": record.get("files"),
@@ -232,11 +263,12 @@ def _collect_node(logs: BlobContainer, reports: BlobContainer, manifest: Manifes
     job_id, node_id = manifest.job_id, manifest.node_id
     tally = nodes.NodeTally(job_id, node_id, manifest, wanted=frozenset(wanted) if wanted is not None else None)
     # One listing of the node's own prefix: sizes to check parts against, and anything not accounted for.
-    sizes = {}
+    sizes, accounted = {}, manifest.blobs()
     for item in logs.list(f"{job_id}/{node_id}/"):
-        sizes[item.name] = item.size
-        if item.name not in manifest.blobs():
-            tally.stray(item.name)
+        if item.name in accounted:
+            sizes[item.name] = item.size
+        else:
+            tally.stray(item.name)  # counted, a few named: a node could write millions of them
     index = layout.index_name(job_id, node_id)
     if manifest.bundle is not None:
         reports.write_stream(index, _scan_bundle(logs, manifest.bundle, sizes, tally), "application/x-ndjson")
@@ -294,14 +326,16 @@ def _collect_dump(logs: BlobContainer, reports: BlobContainer, job_id: str, blob
     summary = scanner.result().to_dict()
     name = layout.crash_record_name(job_id, summary["sha256"])
     record = reports_model.crash_record(job_id, summary, copy, _iso(now))
-    if not reports.create_json(name, record):
-        record = reports.rewrite_json(name, lambda current: reports_model.add_copy(current or record, copy))
+    if not reports.create_json(name, record, metadata=reports_model.crash_metadata(record)):
+        record = reports.rewrite_json(name, lambda current: reports_model.add_copy(current or record, copy),
+                                      metadata=reports_model.crash_metadata)
         ours = record["copies"][0].get("blob") == copy["blob"]
         if record.get("counted") or not ours:
             # Another copy of a dump already counted (or being counted by the copy that recorded it first).
             return {"status": "duplicate", "sha256": summary["sha256"], "fingerprint": summary["fingerprint"]}
-    update_report(reports, job_id, now, lambda r: reports_model.merge_crash(r, record))
-    reports.rewrite_json(name, lambda current: {**(current or record), "counted": True})
+    update_report(reports, job_id, now, lambda r: reports_model.merge_crash(r, record), logs)
+    reports.rewrite_json(name, lambda current: {**(current or record), "counted": True},
+                         metadata=reports_model.crash_metadata)
     log.info("collect.crashdump", extra={"jobId": job_id, "sha256": summary["sha256"], "format": summary["format"]})
     return {"status": "counted", "sha256": summary["sha256"], "fingerprint": summary["fingerprint"],
             "format": summary["format"], "signalName": summary["signalName"]}
@@ -331,7 +365,7 @@ def on_crash_dump(logs: BlobContainer, reports: BlobContainer, blob_name: str, n
         return {"status": "left to the node's collection (a dump in parts)"}
     refused = _dump_refusal(reports, parsed)
     if refused is not None:
-        return _refuse(reports, parsed.job_id, parsed.node_id, parsed.run_id, refused, now)
+        return _refuse(reports, parsed.job_id, parsed.node_id, parsed.run_id, refused, now, logs)
     compressed = not parsed.from_failing_task
     copy = {"blob": blob_name, "nodeId": None if parsed.from_failing_task else parsed.node_id,
             "taskId": parsed.task_id or _task_of_dump(layout.dump_path(parsed)), "path": layout.dump_path(parsed),

@@ -19,6 +19,7 @@ from shared.pure import blob_layout as layout
 from shared.pure import report as reports_model
 from shared.pure.node_record import excerpts_from_index
 from shared.pure.outcome import outcome_document
+from shared.pure.planning import PREP_ID as PREP_TASK_ID
 from shared.pure.task_summary import TaskSummary, task_line
 from shared.pure.values import Job
 
@@ -39,9 +40,13 @@ def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -
     # The release task writes the manifest last and Batch completes the job only after every release task
     # ended: a node with no manifest by now will not send one.
     without = [r.node_id for r in runs if not store.logs.exists(layout.manifest_name(job.id, r.node_id))]
-    doc = outcome_document(job, counts, summary.to_dict(), runs, without, now)
-    excerpts = _excerpts(store, job.id, summary)
-    update_report(store.reports, job.id, now, lambda r: reports_model.merge_outcome(r, doc, excerpts))
+    doc = outcome_document(job, counts, summary.to_dict(), runs, without, now, _prep_output(batch, job, runs))
+    report = update_report(store.reports, job.id, now, lambda r: reports_model.merge_outcome(r, doc), store.logs)
+    # The first error lines of failed tasks on nodes collected before this merge (a node collected after
+    # it fills in its own): read from each such node's index, after the merge, so none falls between.
+    for node_id, found in _excerpts(store, job.id, report).items():
+        update_report(store.reports, job.id, now,
+                      lambda r, n=node_id, f=found: reports_model.fill_excerpts(r, f, n), store.logs)
     store.write_outcome(job.id, doc)
     log.info("outcome recorded", extra={"job": job.id, "reason": job.terminate_reason, "tasks": summary.total,
                                         "failed": summary.failed_total, "nodes": len(runs),
@@ -49,15 +54,34 @@ def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -
     return doc
 
 
-def _excerpts(store: Store, job_id: str, summary: TaskSummary) -> dict[str, list[str]]:
-    """First error lines of the failed tasks the report lists, from the indexes of the nodes collected so
-    far (one pass over the index of each node that ran such a task); a node collected later adds its own."""
+MAX_PREP_FAILURES_READ = 20
+PREP_TAIL_BYTES = 8192
+
+
+def _prep_output(batch: BatchAdapter, job: Job, runs) -> dict[str, dict[str, bytes | None]]:
+    """The end of stdout and stderr of each failed preparation task (a few nodes' worth: they are
+    usually alike), read through Batch's node file API while the node still has them."""
+    failed = [r.node_id for r in runs if r.preparation and r.preparation.result == "failure"]
+    out: dict[str, dict[str, bytes | None]] = {}
+    for node_id in failed[:MAX_PREP_FAILURES_READ]:
+        folder = f"workitems/{job.id}/job-1/{PREP_TASK_ID}"
+        out[node_id] = {stream: batch.node_file_tail(job.pool_id, node_id, f"{folder}/{stream}.txt", PREP_TAIL_BYTES)
+                        for stream in ("stdout", "stderr")} if job.pool_id else {}
+    return out
+
+
+def _excerpts(store: Store, job_id: str, report: dict) -> dict[str, dict[str, list[str]]]:
+    """Per collected node, the first error lines of the listed failed tasks that ran on it and have none
+    yet, from one pass over that node's index."""
+    collected = {r["nodeId"] for r in report.get("nodes") or [] if r.get("status") == "collected"}
     wanted: dict[str, set[str]] = {}
-    for task in summary.failed_listed:
-        if task.get("nodeId"):
+    for task in (report.get("tasks") or {}).get("failed") or []:
+        if task.get("nodeId") in collected and not task.get("excerpt"):
             wanted.setdefault(task["nodeId"], set()).add(task["id"])
-    found: dict[str, list[str]] = {}
+    found: dict[str, dict[str, list[str]]] = {}
     for node_id, ids in wanted.items():
         lines = (json.loads(raw) for raw in store.reports.lines(layout.index_name(job_id, node_id)))
-        found.update(excerpts_from_index(lines, ids))
+        hits = excerpts_from_index(lines, ids)
+        if hits:
+            found[node_id] = hits
     return found

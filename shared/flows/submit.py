@@ -8,19 +8,19 @@ as success) or the watchdog finishes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.adapters.batch import BatchAdapter, QuotaReached, Refused, Transient
+from shared.adapters.batch import BatchAdapter, PoolDirectory, QuotaReached, Refused, Transient
 from shared.adapters.services import Services
 from shared.adapters.store import Store
-from shared.pure import metadata, quota
-from shared.pure.planning import WHEN_SUBMITTED, JobPlan, plan, sas_expiry
-from shared.pure.quota import Resend
+from shared.pure import metadata, retry
+from shared.pure.blob_layout import rejection_prefix
+from shared.pure.planning import WHEN_SUBMITTED, JobPlan, credential_refusal, plan, sas_expiry
 from shared.pure.request import (
     JobRequest,
     RequestInvalid,
@@ -29,6 +29,7 @@ from shared.pure.request import (
     parse_request,
     request_hash,
 )
+from shared.pure.retry import Resend
 from shared.pure.values import Job
 
 log = logging.getLogger("orchestrator.submit")
@@ -59,8 +60,9 @@ Result = Submitted | AlreadySubmitted | RequestRejected
 
 
 def rejection_key(message_id: str, now: datetime) -> str:
-    digest = hashlib.sha256(message_id.encode()).hexdigest()[:12]
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest}"
+    """Unique per delivery (a random part, so two in the same instant never share one), and found by
+    its message's prefix."""
+    return f"{rejection_prefix(message_id)}-{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
 
 
 def _reject(store: Store, raw: bytes, message_id: str, now: datetime, reason: str, errors=None,
@@ -72,9 +74,10 @@ def _reject(store: Store, raw: bytes, message_id: str, now: datetime, reason: st
 
 def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: datetime, *,
            allowed_pools: frozenset[str] = frozenset(), concurrency: int = 8,
-           progress: Progress | None = None, existing_job: Job | None = None) -> Result:
+           progress: Progress | None = None, existing_job: Job | None = None,
+           pools: PoolDirectory | None = None) -> Result:
     """Raises Transient or QuotaReached for the caller to retry later; every other failure is a
-    RequestRejected.
+    RequestRejected, whatever the request's content.
 
     existing_job: the job as the caller already read it from Batch (the watchdog's listing), saving a call."""
     try:
@@ -86,12 +89,26 @@ def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: 
     if allowed_pools and request.pool_id not in allowed_pools:
         return _reject(store, raw, message_id, now,
                        f"poolId: {request.pool_id!r} is not a pool this orchestrator may use "
-                       f"(ALLOWED_POOLS: {', '.join(sorted(allowed_pools))})", job_id=job_id)
+                       f"(ALLOWED_POOLS: {', '.join(sorted(allowed_pools))}) [pool_not_allowed]", job_id=job_id)
+    refused = credential_refusal(request.timeout, store.credential_lifetime)
+    if refused is not None:
+        return _reject(store, raw, message_id, now, refused, job_id=job_id)
     digest = request_hash(request)
 
     existing = existing_job if existing_job is not None else batch.get_job(job_id)
+    if existing is None and pools is not None and not pools.exists(request.pool_id):
+        return _reject(store, raw, message_id, now,
+                       f"poolId: the Batch account has no pool {request.pool_id!r}; Batch would accept the job and "
+                       "leave it waiting until its deadline [pool_not_found]", job_id=job_id)
     if existing is None:
-        job_plan = _plan(request, job_id, digest, now, store)
+        try:
+            job_plan = _plan(request, job_id, digest, now, store)
+        except (ValueError, OverflowError, ArithmeticError, TypeError, RecursionError) as exc:
+            # Whatever in the content the validation let through: a rejection with its reason, never a
+            # dead letter without one.
+            return _reject(store, raw, message_id, now,
+                           f"could not plan the job: {type(exc).__name__}: {str(exc)[:300]} [plan_failed]",
+                           job_id=job_id)
         store.save_request(job_id, raw, message_id)
         created = batch.create_job(job_plan.job)
         if created:
@@ -162,18 +179,25 @@ def add_tasks(batch: BatchAdapter, job_plan: JobPlan, concurrency: int, progress
 
 def on_message(raw: bytes, message_id: str, properties: Mapping[str, object], now: datetime,
                services: Services) -> Result | Resend:
-    """One delivery of the job-requests queue. The active-job quota is waited out, not failed: the request
-    is scheduled again with backoff. Transient raises, so the message is abandoned and redelivered."""
+    """One delivery of the job-requests queue. The active-job quota is waited out, and a Batch that is
+    throttling or down is waited out too: the request is scheduled again with a growing delay
+    (shared.pure.retry), so an outage of hours neither loses it nor dead-letters it. Only once its
+    retries are spent does Transient propagate (the message is abandoned, and dead-lettered in the end)."""
     s = services
-    lineage = quota.lineage(message_id, properties)
+    lineage = retry.lineage(message_id, properties)
     try:
         result = submit(raw, lineage, s.batch, s.store, now, allowed_pools=s.settings.allowed_pools,
-                        concurrency=s.settings.submit_concurrency)
-    except QuotaReached:
-        again = quota.resend(message_id, properties, now)
+                        concurrency=s.settings.submit_concurrency, pools=s.pools)
+    except (QuotaReached, Transient) as err:
+        kind = retry.QUOTA if isinstance(err, QuotaReached) else retry.TRANSIENT
+        again = retry.resend(message_id, properties, now, kind)
+        if again is None:
+            log.error("Batch kept failing; the request is given up to the dead-letter queue",
+                      extra={"messageId": lineage, "error": str(err)})
+            raise
         s.queue.schedule(raw, again.message_id, again.properties, again.at)
-        log.info("active-job quota reached; request scheduled again",
-                 extra={"messageId": lineage, "attempt": again.attempt, "at": again.at.isoformat()})
+        log.info("request scheduled again", extra={"messageId": lineage, "reason": kind, "attempt": again.attempt,
+                                                   "at": again.at.isoformat(), "error": str(err)[:300]})
         return again
     log.info("submit finished", extra={"messageId": lineage, "result": type(result).__name__,
                                        "job": getattr(result, "job_id", None)})

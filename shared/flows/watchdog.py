@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from shared.adapters.batch import BatchAdapter, QuotaReached, Refused, Transient
+from shared.adapters.batch import BatchAdapter
 from shared.adapters.services import Services
 from shared.adapters.store import Store
 from shared.flows.outcome import record_outcome
@@ -39,6 +40,24 @@ class SweepReport:
                 "errors": self.errors, "batchCalls": self.batch_calls}
 
 
+class _PoolSizes:
+    """Pool sizes read once per sweep: many jobs share a pool."""
+
+    def __init__(self, batch: BatchAdapter):
+        self._batch = batch
+        self._sizes: dict[str, int | None] = {}
+        self._lock = threading.Lock()
+
+    def nodes(self, pool_id: str) -> int | None:
+        with self._lock:
+            if pool_id in self._sizes:
+                return self._sizes[pool_id]
+        found = self._batch.pool(pool_id)
+        with self._lock:
+            self._sizes[pool_id] = found.nodes if found else None
+        return self._sizes[pool_id]
+
+
 class Watchdog:
     def __init__(self, batch: BatchAdapter, store: Store, rules: policy.Policy | None = None, concurrency: int = 8,
                  allowed_pools: frozenset[str] = frozenset()):
@@ -49,39 +68,53 @@ class Watchdog:
         self.allowed_pools = allowed_pools
 
     def sweep(self, now: datetime) -> SweepReport:
+        """One pass over the managed jobs. One job's failure (Batch refusing, a storage error, a corrupt
+        record) is that job's: it is recorded and the sweep goes on; the summary is always logged."""
         report = SweepReport()
         start_calls = self.batch.counter.calls
-        recorded = self.store.recorded_outcomes()
-        work = []
-        for job in self.batch.list_jobs():
-            report.jobs_seen += 1
-            if not metadata.is_managed(job.metadata):
-                continue
-            report.managed += 1
-            work.append(policy.JobSnapshot(job, outcome_recorded=job.id in recorded))
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="watchdog") as pool:
-            for job_id, action, error in pool.map(lambda snap: self._handle(snap, now), work):
-                if action != "Nothing":
-                    report.actions[action] += 1
-                if error:
-                    report.errors.append(f"{job_id}: {error}")
-        report.batch_calls = self.batch.counter.calls - start_calls
-        log.info("sweep done", extra=report.as_dict())
+        try:
+            recorded = self.store.recorded_outcomes()
+            snaps = []
+            for job in self.batch.list_jobs():
+                report.jobs_seen += 1
+                if not metadata.is_managed(job.metadata):
+                    continue
+                report.managed += 1
+                snaps.append(policy.JobSnapshot(job, outcome_recorded=job.id in recorded))
+            checks = policy.select_checks(snaps, now, self.rules)
+            pools = _PoolSizes(self.batch)
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="watchdog") as pool:
+                results = pool.map(lambda snap: self._handle(snap, checks.get(snap.job_id, frozenset()), pools, now),
+                                   snaps)
+                for job_id, action, error in results:
+                    if action != "Nothing":
+                        report.actions[action] += 1
+                    if error:
+                        report.errors.append(f"{job_id}: {error}")
+        except Exception as err:
+            report.errors.append(f"sweep: {type(err).__name__}: {err}")
+            raise
+        finally:
+            report.batch_calls = self.batch.counter.calls - start_calls
+            log.info("sweep done", extra=report.as_dict())
         return report
 
-    def _handle(self, snap: policy.JobSnapshot, now: datetime) -> tuple[str, str, str | None]:
+    def _handle(self, snap: policy.JobSnapshot, needs: frozenset[str], pools: _PoolSizes,
+                now: datetime) -> tuple[str, str, str | None]:
         try:
-            needs = policy.needs_details(snap, now, self.rules)
             if policy.TASK_COUNTS in needs:
                 snap = replace(snap, task_counts=self.batch.task_counts(snap.job_id))
-            if policy.PREP_STATUS in needs:
+            more = policy.follow_up(snap)
+            if policy.PREP_STATUS in more:
                 snap = replace(snap, prep=policy.prep_info(self.batch.node_runs(snap.job_id)))
+            if policy.POOL_SIZE in more and snap.job.pool_id:
+                snap = replace(snap, pool_nodes=pools.nodes(snap.job.pool_id))
             decision = policy.decide(snap, now, self.rules)
             self._act(snap.job, decision, now)
             return snap.job_id, type(decision).__name__, None
-        except (Transient, QuotaReached, Refused) as err:
-            log.warning("watchdog action failed", extra={"job": snap.job_id, "error": str(err)})
-            return snap.job_id, "Error", str(err)
+        except Exception as err:  # one job's trouble must not stop the sweep for the others
+            log.warning("watchdog action failed", extra={"job": snap.job_id, "error": f"{type(err).__name__}: {err}"})
+            return snap.job_id, "Error", f"{type(err).__name__}: {err}"
 
     def _act(self, job: Job, decision: policy.Decision, now: datetime) -> None:
         if isinstance(decision, policy.Terminate):

@@ -57,6 +57,7 @@ BACKOFF_MAX = 20.0
 TIMEOUT = 300
 DEFAULT_BUDGET = 600.0  # seconds, when the release task's own limit is not known
 MANIFEST_MARGIN = (30.0, 120.0)  # at least, at most: seconds kept back for the manifest
+ZIP_SHARE = 0.6  # of the budget, for building the bundle; the rest is for sending it and the dumps
 MAX_LISTED = 1000  # failures and renames listed in the manifest; the rest are counted
 IMDS_TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
 STORAGE_RESOURCE = "https://storage.azure.com/"
@@ -121,15 +122,26 @@ def _exchange(request, timeout):
         raise _Retryable(type(getattr(exc, "reason", exc)).__name__) from None
 
 
-def _with_retries(once, sleep, what=""):
-    """Call once() until it returns, backing off after each _Retryable, at most MAX_ATTEMPTS times."""
+def _with_retries(once, sleep, what="", deadline=None):
+    """Call once() until it returns, backing off after each _Retryable, at most MAX_ATTEMPTS times and
+    never past the deadline (time.monotonic()): the release task is killed at its maxWallClock."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             return once(attempt)
         except _Retryable as exc:
+            delay = _backoff(attempt, exc.retry_after)
             if attempt == MAX_ATTEMPTS:
                 raise UploadError(f"{what}gave up after {attempt} attempts ({exc.reason})") from None
-            sleep(_backoff(attempt, exc.retry_after))
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise UploadError(f"{what}time budget used up after {attempt} attempts ({exc.reason})") from None
+            sleep(delay)
+
+
+def _timeout(deadline):
+    """A request's socket timeout: TIMEOUT, or what is left of the budget if less (at least a second)."""
+    if deadline is None:
+        return TIMEOUT
+    return max(1.0, min(TIMEOUT, deadline - time.monotonic()))
 
 
 class ManagedIdentityToken:
@@ -194,6 +206,7 @@ class Container:
         self._sas = parts.query
         self._token = token
         self._sleep = sleep
+        self.deadline = None  # time.monotonic() past which no request is started or retried
 
     def _url(self, blob_name):
         return f"{self._base}/{urllib.parse.quote(blob_name, safe='/')}" + (f"?{self._sas}" if self._sas else "")
@@ -213,13 +226,18 @@ class Container:
             if self._token is not None:
                 headers["Authorization"] = "Bearer " + self._token.get()
             data = body if isinstance(body, bytes) else _Slice(*body)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise UploadError("time budget used up")
             request = urllib.request.Request(self._url(blob_name), data=data, method="PUT", headers=headers)
             try:
-                _exchange(request, TIMEOUT)
+                _exchange(request, _timeout(self.deadline))
             except _Refused as exc:
+                # A create-only credential is refused a name that exists: 409 with write, 403 without.
+                exists = (exc.code == 409 and exc.error_code == "BlobAlreadyExists") or (
+                    exc.code == 403 and exc.error_code == "AuthorizationPermissionMismatch")
+                if exists and attempt > 1:
+                    return None  # an earlier attempt of this call landed; only its answer was lost
                 if exc.code == 409 and exc.error_code == "BlobAlreadyExists":
-                    if attempt > 1:
-                        return None  # an earlier attempt of this call landed; only its answer was lost
                     raise AlreadyExists("the name already exists") from None
                 if exc.code in (401, 403) and self._token is not None and not refreshed:
                     # A token revoked or expired early: fetch a new one once, then give up.
@@ -228,18 +246,17 @@ class Container:
                     return once(attempt)
                 raise UploadError(str(exc), exc.error_code) from None
 
-        _with_retries(once, self._sleep)
+        _with_retries(once, self._sleep, deadline=self.deadline)
 
-    def create_file(self, base_name, path, content_type, deadline=None, part_bytes=None):
-        """Upload a file as one blob, or as parts of at most part_bytes; returns [{blob, size}]."""
+    def create_file(self, base_name, path, content_type, part_bytes=None):
+        """Upload a file as one blob, or as parts of at most part_bytes; returns [{blob, size}]. The
+        container's deadline bounds it."""
         part_bytes = part_bytes or PART_BYTES
         size = os.path.getsize(path)
         count = max(1, -(-size // part_bytes))
         parts = []
         with open(path, "rb") as f:
             for index in range(count):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise UploadError("time budget used up")
                 name = lognames.part_blob(base_name, index, count)
                 offset = index * part_bytes
                 length = min(part_bytes, size - offset)
@@ -344,7 +361,7 @@ def upload_bundle(container, job_id, node_id, run_id, logs, scratch, outcome, de
     target = os.path.join(scratch, "bundle.zip")
     entries = build_bundle(target, logs, outcome, deadline)
     base = lognames.bundle_blob(job_id, node_id, run_id)
-    parts = container.create_file(base, target, "application/zip", deadline, part_bytes)
+    parts = container.create_file(base, target, "application/zip", part_bytes)
     record = {"blob": base, "parts": parts, "size": os.path.getsize(target), "sha256": _digest_file(target),
               "entries": entries}
     os.unlink(target)
@@ -352,14 +369,16 @@ def upload_bundle(container, job_id, node_id, run_id, logs, scratch, outcome, de
 
 
 def upload_crash_dump(container, job_id, node_id, run_id, path, rel, scratch, deadline, part_bytes):
-    stored, original = lognames.safe_path(rel)
+    # The blob name is the path with a prefix and suffixes (.gz, a part's .NNN): it must fit Azure's limit.
+    room = lognames.MAX_NAME - len(lognames.crash_dump_blob(job_id, node_id, run_id, "")) - len(".000")
+    stored, original = lognames.safe_path(rel, min(900, room))
     target = os.path.join(scratch, "dump.gz")
     digest = hashlib.sha256()
     # mtime=0: the same dump compresses to the same bytes on every run.
     with open(path, "rb") as src, open(target, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as dst:
         size = _copy(src, dst, digest, deadline)
     base = lognames.crash_dump_blob(job_id, node_id, run_id, stored)
-    parts = container.create_file(base, target, "application/gzip", deadline, part_bytes)
+    parts = container.create_file(base, target, "application/gzip", part_bytes)
     record = {"path": stored, "blob": base, "parts": parts, "size": size, "sha256": digest.hexdigest(),
               "compressedSize": os.path.getsize(target)}
     if original is not None:
@@ -377,14 +396,18 @@ def run(job_id, node_id, container, root, log_globs, crash_globs, budget_seconds
         scratch_dir=None, part_bytes=None, run_id=None):
     """Upload the bundle, then each crash dump, then the manifest (which the budget leaves time for)."""
     started = time.time()
-    deadline = time.monotonic() + max(budget_seconds, 0)
+    budget = max(budget_seconds, 0)
+    deadline = time.monotonic() + budget
+    # Zipping stops early enough to leave the bundle time to go up: a bundle built and not sent is lost.
+    zip_deadline = time.monotonic() + budget * ZIP_SHARE
+    container.deadline = deadline
     run_id = run_id or new_run_id(started)
     logs, crashes = plan(job_id, root, log_globs, crash_globs)
     outcome = Outcome()
     bundle, dumps = None, []
     with tempfile.TemporaryDirectory(prefix="orchestrator-upload-", dir=scratch_dir) as scratch:
         try:
-            bundle = upload_bundle(container, job_id, node_id, run_id, logs, scratch, outcome, deadline, part_bytes)
+            bundle = upload_bundle(container, job_id, node_id, run_id, logs, scratch, outcome, zip_deadline, part_bytes)
         except (UploadError, OSError) as exc:
             outcome.fail("bundle", str(exc) if isinstance(exc, UploadError) else type(exc).__name__)
         for path, rel in crashes:
@@ -404,6 +427,8 @@ def run(job_id, node_id, container, root, log_globs, crash_globs, budget_seconds
         "renamed": outcome.renamed, "renamedCount": outcome.renamed_count,
     }
     written = True
+    # The manifest has the margin the budget left out: it is what makes the rest of the upload count.
+    container.deadline = time.monotonic() + MANIFEST_MARGIN[0]
     try:
         container.create(lognames.manifest_blob(job_id, node_id), json.dumps(manifest, sort_keys=True).encode(),
                          "application/json")

@@ -117,6 +117,11 @@ def dump_path(blob: LogBlob) -> str:
 
 # ----- names the functions write in job-reports --------------------------------------------------
 
+def rejection_prefix(message_id: str) -> str:
+    """Rejections are keyed by their message, so a sender can find theirs among all others."""
+    return lognames.name_digest(message_id)[:32]
+
+
 def report_name(job_id: str) -> str:
     return f"{job_id}/report.json"
 
@@ -149,6 +154,10 @@ def index_prefix(job_id: str) -> str:
 def index_name(job_id: str, node_id: str) -> str:
     """The node's file index, one JSON object per file and line."""
     return f"{index_prefix(job_id)}{node_id}.jsonl"
+
+
+def crash_records_prefix(job_id: str) -> str:
+    return f"{job_id}/crashdumps/"
 
 
 def crash_record_name(job_id: str, sha256: str) -> str:

@@ -79,6 +79,18 @@ def _basename(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
+MAX_FIELD = 200
+
+
+def _shown(value: str | None) -> str | None:
+    """A name read out of a dump, as a report may show it: printable, and short (a dump is hostile
+    input: its file names can be megabytes of bidi controls)."""
+    if value is None:
+        return None
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in value[:MAX_FIELD * 2])
+    return text[:MAX_FIELD] or None
+
+
 def _elf_notes(buf: bytes, end: str, offset: int, size: int):
     pos, stop = offset, min(offset + size, len(buf))
     while pos + 12 <= stop:
@@ -255,14 +267,14 @@ class CrashDumpScanner:
             size=self._size,
             sha256=self._hash.hexdigest(),
             format=parsed.format,
-            executable=parsed.executable,
+            executable=_shown(parsed.executable),
             signal=parsed.signal,
             signal_name=SIGNALS.get(parsed.signal) if parsed.signal else None,
             exception_code=f"{parsed.exception_code:#010X}".replace("0X", "0x")
             if parsed.exception_code is not None
             else None,
-            location=parsed.location,
-            fingerprint=hashlib.sha256(basis.encode()).hexdigest(),
+            location=_shown(parsed.location),
+            fingerprint=hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest(),
             note=parsed.note if self._size else "empty file",
         )
 

@@ -132,7 +132,7 @@ def job_body(request: JobRequest, job_id: str, meta: metadata.JobMetadata, links
         "id": RELEASE_ID,
         "commandLine": release_command(release.command_line if release else None),
         "resourceFiles": [*(_resource_files(release.resource_files) if release else []),
-                          *({"httpUrl": url, "filePath": name} for name, url in links.node_files)],
+                          *(_node_file(name, url, links) for name, url in links.node_files)],
         "environmentSettings": _env(release_env),
         "maxWallClockTime": _duration(release_wall_clock),
     }
@@ -167,6 +167,26 @@ def task_body(spec: TaskSpec, request: JobRequest, job_id: str, links: Links) ->
     return body
 
 
+def _node_file(name: str, url: str, links: Links) -> dict:
+    """A node-side file as a resource file: read with the pool's identity when it has one (no SAS)."""
+    spec = {"httpUrl": url, "filePath": name}
+    if links.upload_identity is not None:
+        spec["identityReference"] = {"resourceId": links.upload_identity.resource_id}
+    return spec
+
+
+def credential_refusal(timeout: timedelta, lifetime: timedelta | None) -> str | None:
+    """Why a job cannot run this long with the credentials its nodes would get, or None if it can."""
+    if lifetime is None:
+        return None
+    needed = timeout + SAS_AFTER_DEADLINE  # from submission to the end of the last release task
+    if needed > lifetime - timedelta(minutes=5):
+        return (f"timeout: a job of {timeout} would outlive its upload SAS, which Azure limits to {lifetime.days} days "
+                "for a user delegation SAS; use the pool identity (POOL_IDENTITY_*, the default in infra/) or a "
+                "shorter timeout [timeout_exceeds_sas_lifetime]")
+    return None
+
+
 def _output_container(links: Links, path: str) -> dict:
     container = {"containerUrl": links.task_output_url or links.logs_container_url, "path": path}
     if links.upload_identity is not None:
@@ -194,6 +214,10 @@ def plan(request: JobRequest, job_id: str, request_hash: str, now: datetime, lin
                    expected_tasks=expected, request=request, links=links)
 
 
+# From a job's deadline to the end of its last release task, with a margin: how long its SASs live past it.
+SAS_AFTER_DEADLINE = BACKSTOP + RELEASE_WINDOW + timedelta(minutes=5)
+
+
 def sas_expiry(deadline: datetime) -> datetime:
     """Upload SAS tokens live until the last release task can have finished, and no longer."""
-    return deadline + BACKSTOP + RELEASE_WINDOW + timedelta(minutes=5)
+    return deadline + SAS_AFTER_DEADLINE

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
+from shared.node.lognames import TASKS_PSEUDO_NODE
 from shared.pure.node_record import COLLECTED, INVALID, REFUSED
 from shared.pure.values import NodeRuns, TaskRun
 
 REPORT_SCHEMA = "job-report.v2"
 CRASH_RECORD_SCHEMA = "job-crashdump.v1"
 MAX_GROUPS = 100
-MAX_GROUP_EXAMPLES = 5
-MAX_GROUP_NAMES = 10  # nodes and tasks named per crash group (counted beyond)
+MAX_GROUP_EXAMPLES = 3
+MAX_GROUP_NAMES = 5  # nodes and tasks named per crash group
 MAX_EXCERPT_LINES = 2
+MAX_EXCERPT_CHARS = 160  # per line in the report (the node's index keeps 200)
 MAX_REFUSED = 100
-WAITING, NO_MANIFEST = "waiting", "no manifest"
+WAITING, NO_MANIFEST, NOTHING_TO_COLLECT = "waiting", "no manifest", "nothing to collect"
 _CRASH_FIELDS = ("format", "executable", "signalName", "exceptionCode", "location")
 
 
@@ -43,18 +46,32 @@ def _with_rows(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> dict[
 
 
 def merge_node(report: dict[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's collection (a report_row of its node record); keeps what the outcome said of the node."""
+    """A node's collection (a report_row of its node record); keeps what the outcome said of the node.
+    Once the outcome has said which nodes ran the job, any other is refused here too: its collection may
+    have started before the outcome landed."""
     rows = _rows(report)
     current = rows.get(row["nodeId"], {})
     if current.get("status") == REFUSED:
         return report
+    expected = (report.get("collection") or {}).get("expectedNodes")
+    if expected is not None and row["nodeId"] not in expected:
+        rows[row["nodeId"]] = {**row, "status": REFUSED, "collected": False, "refusedReason": _NOT_EXPECTED}
+        merge_refused(report, {"nodeId": row["nodeId"], "rule": "node_did_not_run_job", "runId": row.get("runId")})
+        return _with_rows(report, rows)
     rows[row["nodeId"]] = {**current, **row}
     return _with_rows(report, rows)
 
 
+_NOT_EXPECTED = "Batch lists no preparation or release run of the job on this node"
+
+
 def merge_refused(report: dict[str, Any], refused: Mapping[str, Any]) -> dict[str, Any]:
-    report["refusedCount"] = report.get("refusedCount", 0) + 1
+    """Count a refusal once: the same node run refused again (a redelivery) is the same refusal."""
+    key = (refused.get("nodeId"), refused.get("runId"), refused.get("rule"))
     listed = report.setdefault("refused", [])
+    if any((r.get("nodeId"), r.get("runId"), r.get("rule")) == key for r in listed):
+        return report
+    report["refusedCount"] = report.get("refusedCount", 0) + 1
     if len(listed) < MAX_REFUSED:
         listed.append(dict(refused))
     return report
@@ -88,7 +105,7 @@ def merge_crash(report: dict[str, Any], record: Mapping[str, Any]) -> dict[str, 
             group[field_name] = sorted([*group[field_name], value])
     if len(group["dumps"]) < MAX_GROUP_EXAMPLES:
         group["dumps"].append({"sha256": record.get("sha256"), "size": record.get("size"), **{
-            k: copy[k] for k in ("nodeId", "taskId", "path", "blob") if copy.get(k)}})
+            k: copy[k] for k in ("nodeId", "taskId") if copy.get(k)}})
     groups[key] = group
     report["crashGroups"] = sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"]))
     return report
@@ -99,6 +116,8 @@ def _run(run: TaskRun | None, prefix: str) -> dict[str, Any]:
     out = {f"{prefix}ExitCode": run.exit_code, f"{prefix}Result": run.result}
     if run.state not in (None, "completed"):
         out[f"{prefix}State"] = run.state  # still running, or never started, when the job ended
+    if run.failure:
+        out[f"{prefix}Failure"] = run.failure
     return out
 
 
@@ -119,7 +138,7 @@ def merge_outcome(report: dict[str, Any], outcome: Mapping[str, Any],
     for task in tasks.get("failed") or []:
         excerpt = (excerpts or {}).get(task["id"])
         entry = {k: v for k, v in task.items() if v is not None}
-        listed.append({**entry, "excerpt": excerpt[:MAX_EXCERPT_LINES]} if excerpt else entry)
+        listed.append({**entry, "excerpt": _excerpt(excerpt)} if excerpt else entry)
     tasks["failed"] = listed
     report["tasks"] = tasks
     rows = _rows(report)
@@ -130,11 +149,11 @@ def merge_outcome(report: dict[str, Any], outcome: Mapping[str, Any],
         row = rows.setdefault(node["nodeId"], {"nodeId": node["nodeId"], "status": WAITING, "collected": False})
         row.update(node, tasksRun=counts.get("run", 0), tasksFailed=counts.get("failed", 0))
         if node["nodeId"] in without and row.get("status") == WAITING:
-            row["status"] = NO_MANIFEST
+            # A node whose preparation failed runs no release task: it has nothing to upload.
+            row["status"] = NOTHING_TO_COLLECT if node.get("prepResult") == "failure" else NO_MANIFEST
     for node_id, row in rows.items():
         if node_id not in expected and row.get("status") != REFUSED:
-            row.update(status=REFUSED, collected=False,
-                       refusedReason="Batch lists no preparation or release run of the job on this node")
+            row.update(status=REFUSED, collected=False, refusedReason=_NOT_EXPECTED)
             merge_refused(report, {"nodeId": node_id, "rule": "node_did_not_run_job", "runId": row.get("runId")})
     collection = report.setdefault("collection", {})
     collection["expectedNodes"] = expected
@@ -142,12 +161,52 @@ def merge_outcome(report: dict[str, Any], outcome: Mapping[str, Any],
     return _with_rows(report, rows)
 
 
-def fill_excerpts(report: dict[str, Any], excerpts: Mapping[str, list[str]]) -> dict[str, Any]:
-    """A node collected after the outcome: the first error lines of its failed tasks."""
+def _excerpt(lines: list[str]) -> list[str]:
+    return [line[:MAX_EXCERPT_CHARS] for line in lines[:MAX_EXCERPT_LINES]]
+
+
+def fill_excerpts(report: dict[str, Any], excerpts: Mapping[str, list[str]], node_id: str) -> dict[str, Any]:
+    """A node collected after the outcome: the first error lines of the failed tasks that ran on it (a
+    task retried on another node, or another node's upload, does not speak for it)."""
     tasks = report.get("tasks") or {}
     for task in tasks.get("failed") or []:
-        if "excerpt" not in task and task["id"] in excerpts:
-            task["excerpt"] = excerpts[task["id"]][:MAX_EXCERPT_LINES]
+        if "excerpt" not in task and task.get("nodeId") == node_id and task["id"] in excerpts:
+            task["excerpt"] = _excerpt(excerpts[task["id"]])
+    return report
+
+
+_META_FIELDS = {"fingerprint": "fingerprint", "format": "format", "executable": "executable",
+                "signalName": "signalname", "exceptionCode": "exceptioncode", "location": "location"}
+
+
+def crash_metadata(record: Mapping[str, Any]) -> dict[str, str]:
+    """What a listing of crash records needs to group them again: Blob metadata, ASCII only."""
+    out = {key: quote(str(record[field]), safe="") for field, key in _META_FIELDS.items() if record.get(field)}
+    out["size"] = str(int(record.get("size") or 0))
+    nodes = sorted({c.get("nodeId") or TASKS_PSEUDO_NODE for c in record.get("copies") or []})
+    tasks = sorted({c["taskId"] for c in record.get("copies") or [] if c.get("taskId")})
+    out["nodes"] = quote(",".join(nodes[:20]), safe=",")
+    out["tasks"] = quote(",".join(tasks[:20]), safe=",")
+    return out
+
+
+def recount_crashes(report: dict[str, Any], listed: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, Any]:
+    """The crash groups again, exactly, from every crash record of the job (sha256, its metadata): each
+    distinct dump once, and none that only nodes refused (another job's) uploaded. Done when collection
+    closes; until then the groups grew one dump at a time."""
+    expected = set((report.get("collection") or {}).get("expectedNodes") or ())
+    rebuilt: dict[str, Any] = {"crashGroups": []}
+    for sha256, meta in listed:
+        nodes = [n for n in unquote(meta.get("nodes", "")).split(",") if n]
+        if nodes and not any(n == TASKS_PSEUDO_NODE or n in expected for n in nodes):
+            continue
+        tasks = [t for t in unquote(meta.get("tasks", "")).split(",") if t]
+        own = next((n for n in nodes if n in expected), None)
+        record = {"sha256": sha256, "size": int(meta.get("size", "0") or 0),
+                  **{field: unquote(meta[key]) if key in meta else None for field, key in _META_FIELDS.items()},
+                  "copies": [{"nodeId": own, "taskId": tasks[0] if tasks else None}]}
+        merge_crash(rebuilt, record)
+    report["crashGroups"] = rebuilt["crashGroups"]
     return report
 
 
@@ -163,7 +222,8 @@ def finish(report: dict[str, Any], now: str) -> dict[str, Any]:
         complete = False
         state = "collecting" if rows else WAITING
     else:
-        waiting_for = [n for n in expected if by_id.get(n, {}).get("status") not in (COLLECTED, INVALID, NO_MANIFEST)]
+        done = (COLLECTED, INVALID, NO_MANIFEST, NOTHING_TO_COLLECT)
+        waiting_for = [n for n in expected if by_id.get(n, {}).get("status") not in done]
         complete = not waiting_for
         state = "complete" if complete else "collecting"
         collection["waitingFor"] = waiting_for[:100]

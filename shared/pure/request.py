@@ -33,6 +33,9 @@ SCHEMA_ID = "https://batch-orchestrator.local/schemas/job-request.v1.json"
 MAX_TASKS = 100_000
 MAX_COMMAND_LINE = 8191  # Batch's limit on commandLine
 MAX_RELEASE_WALL_CLOCK = timedelta(minutes=15)
+# A deadline past a year is a typo more often than a plan, and every date computed from it (Batch's
+# backstop, the SAS expiry, retention) must stay far from datetime's range.
+MAX_TIMEOUT = timedelta(days=365)
 MAX_ENV_VARS = 200
 MAX_RETRIES = 100
 RESERVED_TASK_IDS = frozenset({"jobpreparation", "jobrelease"})
@@ -272,7 +275,7 @@ class JobRequest(_Model):
     job_id: BatchId | None = Field(default=None, description="default: derived from the Service Bus MessageId; "
                                    "not outcomes, rejected or rejected-blobs (any case)")
     pool_id: BatchId
-    timeout: Duration = Field(description="deadline from submission, ISO 8601 duration")
+    timeout: Duration = Field(description="deadline from submission, ISO 8601 duration, at most P365D")
     priority: int = Field(default=0, ge=-1000, le=1000)
     environment: Environment = Field(default_factory=dict)
     preparation: Preparation | None = None
@@ -295,6 +298,8 @@ class JobRequest(_Model):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise _fail("duration_positive", "must be longer than zero")
+        if value > MAX_TIMEOUT:
+            raise _fail("timeout_too_long", f"must be at most {format_duration(MAX_TIMEOUT)} (one year)")
         return value
 
     @model_validator(mode="after")
@@ -363,7 +368,7 @@ def claimed_job_id(raw: str | bytes) -> str | None:
     under that id; None when the request is not JSON, has no usable jobId, or has none at all."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     job_id = body.get("jobId") if isinstance(body, dict) else None
     return job_id if is_batch_id(job_id) else None

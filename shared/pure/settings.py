@@ -14,6 +14,8 @@ from datetime import timedelta
 LOGS_CONTAINER = "job-logs"
 REPORTS_CONTAINER = "job-reports"
 TOOLS_CONTAINER = "tools"
+# Requests as they were sent (SAS URLs included): the app reads them, operators do not.
+REQUESTS_CONTAINER = "job-requests-private"
 
 # Names the bindings reference: `%JOB_REQUESTS_QUEUE%`, `%WATCHDOG_SCHEDULE%`, connection prefixes.
 SERVICE_BUS_CONNECTION = "ServiceBusConnection"

@@ -30,7 +30,9 @@ def task_line(task: TaskResult) -> dict[str, Any]:
 
 
 def _brief(line: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in line.items() if v is not None and not (k == "state" and v == "completed")}
+    """A failed task as the report lists it: what is said by its being listed is left out."""
+    return {k: v for k, v in line.items() if v is not None and not (k == "state" and v == "completed")
+            and not (k == "result" and v == "failure")}
 
 
 def failed(task: TaskResult) -> bool:

@@ -55,6 +55,7 @@ class TaskRun:
     end_time: datetime | None = None
     retry_count: int = 0
     failure: str | None = None  # Batch's failureInfo code, e.g. "FailureExitCode"
+    failure_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,9 @@ class TaskResult:
     start_time: datetime | None = None
     end_time: datetime | None = None
     failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: str
+    nodes: int  # dedicated and low-priority nodes the pool has now

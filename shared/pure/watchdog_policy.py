@@ -1,8 +1,16 @@
 """The watchdog's pure policy: what to do with one job, given what Batch said and the time.
 
-Cost model: the adapter lists jobs (paged) and each listed Job becomes a JobSnapshot on its own;
-`needs_details` says which extra calls (task counts, prep status) are worth making for that job;
-`decide` is then called with whatever was fetched.
+Cost model: the adapter lists jobs (paged) and each listed Job becomes a JobSnapshot on its own.
+`select_checks` picks, for the whole sweep, which jobs get their task counts read, at most a fixed number
+per sweep however many jobs there are; `follow_up` says when those counts call for the preparation
+status and the pool's size; `decide` is then called with whatever was fetched.
+
+Two kinds of check, each taking its turn by round robin (every job of a kind once in a bounded number of
+sweeps, none twice before all had one):
+- young jobs (submitted less than `prep_watch` ago): a preparation task that fails on every node is seen
+  within a sweep or two, while the job is young, which is when it happens;
+- older jobs: the completion backstop. Batch's onAllTasksComplete should end a job whose tasks are done,
+  but users see jobs left active with every task complete (Azure-Samples/azure-batch-samples#319).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ SUBMISSION_ABANDONED = "SubmissionAbandoned"
 
 TASK_COUNTS = "taskCounts"
 PREP_STATUS = "prepStatus"
+POOL_SIZE = "poolSize"
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class JobSnapshot:
     outcome_recorded: bool | None = None
     task_counts: TaskCounts | None = None
     prep: PrepInfo | None = None
+    pool_nodes: int | None = None  # how many nodes the job's pool has now
 
     @property
     def job_id(self) -> str:
@@ -55,10 +65,12 @@ class Policy:
     sweep_period: timedelta = timedelta(minutes=1)
     submission_grace: timedelta = timedelta(minutes=10)
     submission_abandon_after: timedelta = timedelta(hours=2)
+    # With every node of the pool failed, nothing can run the job: end it at once. When the pool's size is
+    # not known, wait this long after the last failure for another node to try.
     prep_failure_grace: timedelta = timedelta(minutes=5)
-    # Active jobs this old get their prep status checked, each about once per interval.
-    prep_check_after: timedelta = timedelta(minutes=10)
-    prep_check_interval: timedelta = timedelta(minutes=15)
+    prep_watch: timedelta = timedelta(minutes=30)
+    young_checks_per_sweep: int = 100
+    backstop_checks_per_sweep: int = 100
     retention: timedelta = timedelta(days=7)
 
 
@@ -123,30 +135,56 @@ def _created(job: Job) -> datetime:
     return job.creation_time or job.state_transition_time or datetime.min.replace(tzinfo=UTC)
 
 
-def _prep_due(job: Job, now: datetime, policy: Policy) -> bool:
-    if now - _created(job) < policy.prep_check_after:
-        return False
-    interval = max(int(policy.prep_check_interval.total_seconds()), 1)
-    period = max(int(policy.sweep_period.total_seconds()), 1)
-    # A per-job offset spreads the checks evenly over the interval instead of bursting.
-    offset = int.from_bytes(hashlib.sha256(job.id.encode()).digest()[:8], "big") % interval
-    return (int(now.timestamp()) + offset) % interval < period
+def _offset(job_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
+
+
+def _round_robin(job_ids: list[str], cap: int, now: datetime, policy: Policy) -> set[str]:
+    """At most about `cap` of the jobs, a different share each sweep: each job once every
+    ceil(len / cap) sweeps, whichever sweep this is (the sweep's number comes from the clock)."""
+    if len(job_ids) <= cap:
+        return set(job_ids)
+    turns = -(-len(job_ids) // max(cap, 1))
+    sweep = int(now.timestamp() // max(policy.sweep_period.total_seconds(), 1))
+    return {j for j in job_ids if (_offset(j) + sweep) % turns == 0}
+
+
+def select_checks(snaps: list[JobSnapshot], now: datetime, policy: Policy | None = None) -> dict[str, frozenset[str]]:
+    """Which jobs of this sweep get their task counts read. Bounded: unsubmitted jobs past their grace
+    (few, and each needs finishing), plus at most about young_checks_per_sweep + backstop_checks_per_sweep."""
+    policy = policy or Policy()
+    stuck, young, old = [], [], []
+    for snap in snaps:
+        managed, job = _read(snap), snap.job
+        if not isinstance(managed, Managed) or job.state != "active" or now >= managed.meta.deadline:
+            continue
+        age = now - _created(job)
+        if not managed.meta.submitted:
+            if age >= policy.submission_grace:
+                stuck.append(job.id)
+        elif age < policy.prep_watch:
+            young.append(job.id)
+        else:
+            old.append(job.id)
+    chosen = set(stuck) | _round_robin(young, policy.young_checks_per_sweep, now, policy) | _round_robin(
+        old, policy.backstop_checks_per_sweep, now, policy)
+    return {job_id: frozenset({TASK_COUNTS}) for job_id in chosen}
+
+
+def follow_up(snap: JobSnapshot) -> frozenset[str]:
+    """After the task counts: tasks waiting and none ever ran is what a preparation task failing on every
+    node looks like, so read the prep status (one call) and the pool's size (one call)."""
+    counts, managed = snap.task_counts, _read(snap)
+    if counts is None or not isinstance(managed, Managed) or not managed.meta.submitted:
+        return frozenset()
+    if counts.active > 0 and counts.running == 0 and counts.completed == 0:
+        return frozenset({PREP_STATUS, POOL_SIZE})
+    return frozenset()
 
 
 def needs_details(snap: JobSnapshot, now: datetime, policy: Policy | None = None) -> frozenset[str]:
-    """The extra Batch calls worth making before `decide` for this job (usually none)."""
-    policy = policy or Policy()
-    managed, job = _read(snap), snap.job
-    if not isinstance(managed, Managed) or not job.active:
-        return frozenset()
-    if now >= managed.meta.deadline:
-        return frozenset()
-    if not managed.meta.submitted and now - _created(job) >= policy.submission_grace:
-        return frozenset({TASK_COUNTS})
-    if job.state == "active" and _prep_due(job, now, policy):
-        # Prep status alone suffices: with waitForSuccess no task runs on a node whose prep failed.
-        return frozenset({PREP_STATUS})
-    return frozenset()
+    """The checks one job would get in a sweep of its own (select_checks decides for a whole sweep)."""
+    return select_checks([snap], now, policy).get(snap.job_id, frozenset())
 
 
 def _all_tasks_complete(meta: metadata.JobMetadata, counts: TaskCounts | None) -> bool:
@@ -165,6 +203,10 @@ def _prep_failed_everywhere(snap: JobSnapshot, now: datetime, policy: Policy) ->
         return False
     if prep.nodes_running or (counts is not None and counts.running):
         return False
+    if snap.pool_nodes is not None:
+        # Every node of the pool refused it: no task of the job can ever run. Fewer: another node may still
+        # take it, and the deadline ends the job if none does.
+        return prep.nodes_failed >= snap.pool_nodes
     last = prep.last_failure_time
     return last is not None and now - last >= policy.prep_failure_grace
 

@@ -193,3 +193,40 @@ def test_terminate_while_prep_runs_frees_every_waiting_task(batch_client, job_id
     wait_job_state(batch_client, job_id, "completed")
     assert sorted(t.state for t in batch_client.list_tasks(job_id)) == ["active"] * 8
     assert batch_client.get_job_task_counts(job_id).task_counts.running == 0
+
+
+def test_missed_completion_mode_leaves_a_finished_job_active(batch_emulator, batch_client, job_id):
+    """Opt-in: terminatejob set after every task completed does not end the job, as users report of Batch."""
+    create_job(batch_client, job_id, "pool-2x4", all_tasks_complete_mode="noaction")
+    batch_client.create_tasks(job_id, tasks(("a", "/bin/true"), ("b", "/bin/true")))
+    wait_tasks_done(batch_client, job_id, 2)
+    batch_emulator.set_faults(missedCompletion=True)
+    try:
+        batch_client.update_job(job_id, m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+    finally:
+        batch_emulator.set_faults(missedCompletion=False)
+    job = batch_client.get_job(job_id)
+    assert (job.state, job.all_tasks_complete_mode) == ("active", "terminatejob")
+    # Without the mode, the same update ends the job at once, as Batch documents.
+    other = f"{job_id}-2"
+    create_job(batch_client, other, "pool-2x4", all_tasks_complete_mode="noaction")
+    batch_client.create_tasks(other, tasks(("a", "/bin/true")))
+    wait_tasks_done(batch_client, other, 1)
+    batch_client.update_job(other, m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+    assert wait_job_state(batch_client, other, "completed").execution_info.termination_reason == "AllTasksComplete"
+    terminate(batch_client, job_id)
+
+
+def test_node_files_are_read_by_range(batch_client, job_id):
+    create_job(batch_client, job_id, "pool-1x1", prep=bash("seq 1 1000"), release="/bin/true")
+    batch_client.create_tasks(job_id, tasks(("a", "/bin/true")))
+    wait_tasks_done(batch_client, job_id, 1)
+    (status,) = prep_statuses(batch_client, job_id).values()
+    path = f"workitems/{job_id}/job-1/jobpreparation/stdout.txt"
+    whole = b"".join(batch_client.download_node_file("pool-1x1", status.node_id, path))
+    props = batch_client.get_node_file_properties("pool-1x1", status.node_id, path)
+    assert props.content_length == len(whole) == len("".join(f"{i}\n" for i in range(1, 1001)))
+    tail = b"".join(batch_client.download_node_file("pool-1x1", status.node_id, path,
+                                                    ocp_range=f"bytes={len(whole) - 9}-{len(whole) - 1}"))
+    assert tail == b"999\n1000\n"[-9:] and tail == whole[-9:]
+    terminate(batch_client, job_id)

@@ -241,10 +241,49 @@ def test_uploads_from_a_node_that_did_not_run_the_job_or_after_close_are_refused
     assert (refused["rule"], dump["rule"], late["rule"]) == (
         "node_did_not_run_job", "node_did_not_run_job", "after_collection_closed")
     report = reports.read_json(layout.report_name("j10"))
-    assert report["refusedCount"] == 3 and report["totals"]["files"] == 1 and report["crashGroups"] == []
+    # One refusal per node run: the intruder's manifest and its dump are one, the late run another.
+    assert report["refusedCount"] == 2 and report["totals"]["files"] == 1 and report["crashGroups"] == []
     assert not reports.exists(layout.index_name("j10", "intruder"))
     kept = [b.name for b in reports.list("j10/refused/")]
     assert len(kept) == 2, "one record per refused node run"
+
+
+def test_a_forged_upload_before_the_outcome_is_dropped_when_batch_says_who_ran_the_job(containers):
+    """The usual order: release tasks (and a forger) upload before the watchdog records the outcome."""
+    logs, reports = containers
+    put_node(logs, "j15", "n1", {"job-1/t1/stderr.txt": b"ERROR real\n"}, dumps={"job-1/t1/wd/core": elf_core()})
+    put_node(logs, "j15", "forger", {"job-1/t1/stderr.txt": b"ERROR forged\n"},
+             dumps={"job-1/t1/wd/core": elf_core(exe="forged")})
+    for node in ("n1", "forger"):
+        on_crash_dump(logs, reports, lognames.crash_dump_blob("j15", node, RUN, "job-1/t1/wd/core"), NOW)
+        collect(logs, reports, "j15", node)
+    assert len(reports.read_json(layout.report_name("j15"))["crashGroups"]) == 2, "both counted, provisionally"
+    tasks = [TaskResult("t1", "completed", "n1", 1, "failure")]
+    report = record_outcome(reports, "j15", ["n1"], tasks)
+    from shared.flows.collect import close
+
+    report = close(logs, reports, "j15", report, NOW)  # what the closing write does in the flow
+    rows = {n["nodeId"]: n["status"] for n in report["nodes"]}
+    assert rows == {"n1": "collected", "forger": "refused"} and report["totals"]["files"] == 1
+    (group,) = report["crashGroups"]
+    assert (group["count"], group["executable"]) == (1, "myapp"), "the forger's dump is not the job's"
+
+
+def test_a_crash_dump_delivered_twice_at_once_is_counted_once_at_close(containers):
+    logs, reports = containers
+    put_node(logs, "j16", "n1", {"a.log": b"x\n"}, dumps={"job-1/t1/wd/core": elf_core()})
+    name = lognames.crash_dump_blob("j16", "n1", RUN, "job-1/t1/wd/core")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: on_crash_dump(logs, reports, name, NOW), range(4)))
+    collect(logs, reports, "j16", "n1")
+    from shared.flows.collect import update_report as write  # the closing write goes through it
+
+    report = write(reports, "j16", NOW, lambda r: rp.merge_outcome(r, outcome_document(
+        Job(id="j16", state="completed", end_time=NOW), TaskCounts(), summarize([]).to_dict(),
+        [NodeRuns("n1", TaskRun(state="completed", exit_code=0, result="success"))], [], NOW)), logs)
+    assert report["collectionComplete"] is True
+    (group,) = report["crashGroups"]
+    assert group["count"] == 1
 
 
 def test_names_outside_the_layout_get_a_record(containers):

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -170,11 +171,14 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     def do_PUT(self):  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         status = self.script.pop(0) if self.script else 201
+        status, error_code = status if isinstance(status, tuple) else (status, None)
         self.seen.append((status, self.path))
         if status == "drop":
             self.connection.close()
             return
         self.send_response(status)
+        if error_code:
+            self.send_header("x-ms-error-code", error_code)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -216,6 +220,35 @@ def test_retries_with_backoff(flaky_server, script, ok, attempts):
         assert "SECRET" not in str(exc)
     assert succeeded is ok and len(_Flaky.seen) == attempts
     assert len(delays) == attempts - 1 and delays == sorted(delays)  # exponential, jitter within a step
+
+
+@pytest.mark.parametrize(("answer", "landed"), [
+    ((409, "BlobAlreadyExists"), True),
+    ((403, "AuthorizationPermissionMismatch"), True),  # what a create-only SAS or add/action answers
+    ((403, "AuthenticationFailed"), False),
+])
+def test_a_retry_finding_its_own_earlier_upload_counts_it_as_landed(flaky_server, answer, landed):
+    """The first attempt reached Storage but its answer was lost; the retry is told the name is taken."""
+    _Flaky.script, _Flaky.seen = ["drop", answer], []
+    container = log_uploader.Container(f"http://127.0.0.1:{flaky_server.server_port}/c?sig=S", sleep=lambda _s: None)
+    if landed:
+        container.create("j/n/bundles/x.zip", b"data", "application/zip")
+    else:
+        with pytest.raises(log_uploader.UploadError):
+            container.create("j/n/bundles/x.zip", b"data", "application/zip")
+    assert len(_Flaky.seen) == 2
+
+
+def test_the_budget_bounds_every_request_and_retry(flaky_server):
+    _Flaky.script, _Flaky.seen = [503, 503, 503], []
+    container = log_uploader.Container(f"http://127.0.0.1:{flaky_server.server_port}/c?sig=S", sleep=lambda _s: None)
+    container.deadline = time.monotonic() + 0.2  # shorter than the first backoff
+    with pytest.raises(log_uploader.UploadError, match="time budget used up after 1 attempts"):
+        container.create("j/n/manifest.json", b"{}", "application/json")
+    container.deadline = time.monotonic() - 1
+    with pytest.raises(log_uploader.UploadError, match="time budget used up"):
+        container.create("j/n/manifest.json", b"{}", "application/json")
+    assert len(_Flaky.seen) == 1, "nothing is sent once the budget is spent"
 
 
 def test_blobs_over_the_single_upload_limit_go_up_in_parts(containers, node_dir):

@@ -95,3 +95,36 @@ def test_rejected_lists_requests_the_function_refused(stack):
     status = orchestrator(stack, "status", job_id)
     assert status.returncode == 0
     assert f"{job_id} was rejected: invalid request: timeout:" in status.stdout
+
+
+def _request_file(tmp_path, name: str, **changes) -> tuple[str, object]:
+    body = json.loads(EXAMPLE.read_text())
+    body.update(changes)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(body))
+    return body["jobId"], path
+
+
+def test_submit_wait_follows_its_own_message(stack, tmp_path):
+    """A different request under an existing jobId is rejected, and --wait says so; the same request again
+    is "already submitted"; a job whose task fails exits non-zero."""
+    job_id = f"cli-follow-{uuid.uuid4().hex[:8]}"
+    _, first = _request_file(tmp_path, "first", jobId=job_id)
+    assert orchestrator(stack, "submit", str(first), "--wait", "--timeout", "120").returncode == 0
+
+    _, same = _request_file(tmp_path, "same", jobId=job_id)
+    again = orchestrator(stack, "submit", str(same), "--wait", "--timeout", "60")
+    assert again.returncode == 0 and "already submitted" in again.stdout, again.stdout + again.stderr
+
+    _, different = _request_file(tmp_path, "different", jobId=job_id, priority=7)
+    refused = orchestrator(stack, "submit", str(different), "--wait", "--timeout", "60")
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    assert "rejected:" in refused.stderr and "already exists" in refused.stderr
+
+    failing_id = f"cli-fail-{uuid.uuid4().hex[:8]}"
+    body = json.loads(EXAMPLE.read_text())
+    body["taskFactory"]["commandLine"] = "/bin/bash -c 'echo ERROR: bad input >&2; exit $(({0} % 4 == 0))'"
+    _, failing = _request_file(tmp_path, "failing", jobId=failing_id, taskFactory=body["taskFactory"])
+    failed = orchestrator(stack, "submit", str(failing), "--wait", "--timeout", "120")
+    assert failed.returncode == 4, failed.stdout + failed.stderr
+    assert "2 tasks failed" in failed.stderr and "ERROR: bad input" in failed.stdout

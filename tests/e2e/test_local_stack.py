@@ -69,20 +69,34 @@ def test_invalid_request_ends_rejected_with_its_reason(stack, services):
     assert "timeout" in fields
 
 
-def test_message_that_keeps_failing_ends_in_the_dead_letter_queue(stack, services):
+def test_a_batch_outage_schedules_the_request_again_and_dead_letters_nothing(stack, services):
+    """Batch answering 503 to everything: the message is settled and sent again later with its lineage,
+    where it used to be redelivered at once and dead-lettered within seconds."""
+    from shared.pure.retry import ATTEMPTS, ORIGINAL_ID, REASON
+
     endpoint = stack.batch_endpoint
-    job_id = f"dlq-{uuid.uuid4().hex[:8]}"
+    job_id = f"outage-{uuid.uuid4().hex[:8]}"
     endpoint.set_faults(rate=1.0, statuses=[503], retryAfter=0)
     try:
         message_id = send(stack, request(job_id))
         with ServiceBusClient.from_connection_string(stack.servicebus_connection) as client, \
+                client.get_queue_receiver("job-requests") as queue:
+            def scheduled():
+                for m in queue.peek_messages(max_message_count=100):
+                    props = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                             for k, v in (m.application_properties or {}).items()}
+                    if props.get(ORIGINAL_ID) == message_id:
+                        return props
+                return None
+
+            again = wait_until(scheduled, 60, 0.3, what="the request scheduled again")
+        with ServiceBusClient.from_connection_string(stack.servicebus_connection) as client, \
                 client.get_queue_receiver("job-requests", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
-            dead = wait_until(lambda: [m for m in dlq.peek_messages(max_message_count=20)
-                                       if m.message_id == message_id], 60, 0.3, what="the dead-lettered message")
+            dead = [m for m in dlq.peek_messages(max_message_count=100) if m.message_id == message_id]
     finally:
         endpoint.set_faults(rate=0.0)
-    assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
-    assert dead[0].delivery_count >= 5
+    assert (again[ATTEMPTS], again[REASON]) == (1, "transient")
+    assert dead == [] and services.batch.get_job(job_id) is None
 
 
 def test_host_restart_mid_flow_loses_nothing_and_does_nothing_twice(stack, services):

@@ -285,6 +285,8 @@ def _assignment(name):
         ("appBatchJobs", "appPrincipalId", "batchAccount", {"Azure Batch Job Submitter"}),
         ("appTelemetry", "appPrincipalId", "appInsights", {"Monitoring Metrics Publisher"}),
         ("poolLogsWriter", "poolPrincipalId", "logs", set()),  # the custom role below, no built-in one
+        ("poolToolsReader", "poolPrincipalId", "tools", {"Storage Blob Data Reader"}),
+        ("appRequestsContributor", "appPrincipalId", "requests", {"Storage Blob Data Contributor"}),
         ("operatorQueueSender", "operatorPrincipalId", "queue", {"Azure Service Bus Data Sender"}),
     ],
 )
@@ -309,6 +311,12 @@ def test_pool_may_only_create_blobs_in_job_logs():
     assert accessor(writer["roleDefinitionId"]) == ["poolLogWriterRole", "id"]
 
 
+def test_only_the_app_reads_the_requests_as_sent():
+    doc, assignments = _role_assignments()
+    on_requests = [n for n, d in assignments.items() if _scope_name(d) == "requests"]
+    assert on_requests == ["appRequestsContributor"], "operators see the redacted copy in job-reports only"
+
+
 def test_app_sends_only_to_its_queue_and_pool_only_touches_logs():
     doc, assignments = _role_assignments()
     sender = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
@@ -317,7 +325,7 @@ def test_app_sends_only_to_its_queue_and_pool_only_touches_logs():
         if principal == "appPrincipalId" and sender in _role_ids(doc, decl):
             assert _scope_name(decl) == "queue", name  # scheduled resend on the active-job quota
         if principal == "poolPrincipalId":
-            assert name == "poolLogsWriter"
+            assert name in ("poolLogsWriter", "poolToolsReader")
     # Blob Data Owner on the whole account only as the documented, off-by-default fallback.
     fallback = assignments["appHostBlobOwnerAccount"]
     assert condition(fallback) == "hostRolesAtAccountScope"

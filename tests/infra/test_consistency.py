@@ -41,6 +41,7 @@ def test_container_and_queue_names_match_the_app():
     assert var(main, "logsContainer") == settings.LOGS_CONTAINER
     assert var(main, "reportsContainer") == settings.REPORTS_CONTAINER
     assert var(main, "toolsContainer") == settings.TOOLS_CONTAINER
+    assert var(main, "requestsContainer") == settings.REQUESTS_CONTAINER
     assert var(main, "queueName") == settings.DEFAULT_QUEUE
     assert param_default(main, "watchdogSchedule") == settings.DEFAULT_SCHEDULE
 

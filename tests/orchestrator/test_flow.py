@@ -19,7 +19,6 @@ from shared.flows.submit import AlreadySubmitted, Submitted, on_message, submit
 from shared.flows.watchdog import Watchdog
 from shared.pure import metadata
 from shared.pure.request import derive_job_id, parse_request
-from shared.pure.watchdog_policy import Policy
 from tests.orchestrator.conftest import blob_event, request, sb_message
 from tests.waiting import wait_until
 
@@ -183,21 +182,6 @@ def test_deadline_passed_terminates_with_orchestrator_timeout(own_batch):
     assert dict(sweep.actions) == {"Terminate": 1}
     wait_until(lambda: job_state(svc, job_id) == "completed", 30, what="job to complete")
     assert svc.batch.get_job(job_id).terminate_reason == "OrchestratorTimeout"
-
-
-def test_failing_prep_everywhere_is_terminated(own_batch):
-    svc, job_id = own_batch, new_id("badprep")
-    body = request(job_id, tasks=2)
-    body["preparation"] = {"commandLine": "/bin/false"}
-    send(svc, body)
-    wait_until(lambda: sum(1 for n in svc.batch.node_runs(job_id) if n.preparation.result == "failure") == 2,
-               30, what="prep to fail on both nodes")
-    rules = Policy(prep_check_after=timedelta(0), prep_check_interval=timedelta(minutes=1),
-                   prep_failure_grace=timedelta(minutes=5))
-    sweep = Watchdog(svc.batch, svc.store, rules).sweep(datetime.now(UTC) + timedelta(minutes=6))
-    assert dict(sweep.actions) == {"Terminate": 1}
-    wait_until(lambda: job_state(svc, job_id) == "completed", 30, what="job to complete")
-    assert svc.batch.get_job(job_id).terminate_reason == "PrepTaskFailed"
 
 
 def test_retention_deletes_completed_jobs_after_outcome(own_batch):

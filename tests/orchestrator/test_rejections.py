@@ -7,8 +7,7 @@ import uuid
 
 from azure.servicebus import ServiceBusClient
 
-from shared.pure.quota import ATTEMPTS as QUOTA_ATTEMPTS
-from shared.pure.quota import ORIGINAL_ID
+from shared.pure.retry import ATTEMPTS, ORIGINAL_ID, REASON
 from tests.orchestrator.conftest import blob_event, request, sb_message
 
 
@@ -68,15 +67,23 @@ def test_quota_reached_schedules_the_request_again(app, svc, batch_emulator, ser
     finally:
         batch_emulator.set_faults(activeJobQuota=300)
     assert not any(r.get("messageId") == message_id for r in svc.store.rejected()), "never rejected for quota"
+    (again,) = scheduled_again(servicebus, message_id)
+    assert (again[ATTEMPTS], again[REASON]) == (1, "quota")
+
+
+def scheduled_again(servicebus, message_id: str) -> list[dict]:
+    """The application properties of the scheduled re-sends of a request, found by its lineage."""
     with ServiceBusClient.from_connection_string(servicebus.connection_string) as client, \
             client.get_queue_receiver("job-requests") as receiver:
-        peeked = receiver.peek_messages(max_message_count=50)
-    again = [m for m in peeked if (m.application_properties or {}).get(ORIGINAL_ID.encode()) == message_id.encode()
-             or (m.application_properties or {}).get(ORIGINAL_ID) == message_id]
-    assert len(again) == 1
-    props = {(k.decode() if isinstance(k, bytes) else k): v for k, v in again[0].application_properties.items()}
-    assert props[QUOTA_ATTEMPTS] == 1
-    assert again[0].scheduled_enqueue_time_utc is not None
+        peeked = receiver.peek_messages(max_message_count=250)
+    found = []
+    for m in peeked:
+        props = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                 for k, v in (m.application_properties or {}).items()}
+        if props.get(ORIGINAL_ID) == message_id:
+            assert m.scheduled_enqueue_time_utc is not None
+            found.append(props)
+    return found
 
 
 def test_hostile_blob_names_get_records_not_crashes(app, svc):

@@ -64,3 +64,21 @@ def test_collection_line_leaves_out_nodes_without_a_manifest():
     report["collection"]["nodesWithoutManifest"] = ["n2"]
     assert cli._collection_line(report) == (1, 2)
     assert cli._collection_line(None) == (0, None)
+
+
+def test_status_shows_log_lines_as_they_are_not_as_markup(capsys):
+    report = {"outcome": {"terminateReason": "AllTasksComplete"}, "collectionComplete": True,
+              "nodes": [{"nodeId": "n[1]", "status": "collected"}], "totals": {},
+              "tasks": {"failedTotal": 1, "failed": [{"id": "t1", "nodeId": "n[1]", "exitCode": 2,
+                                                       "excerpt": ["Error: cannot open [/data/input.csv]"]}]},
+              "crashGroups": [{"count": 1, "executable": "[bold]x[/bold]", "nodes": ["n[1]"]}]}
+
+    class NoJob(FakeBatch):
+        def get_job(self, job_id):
+            return None
+
+    services = FakeServices("completed", report)
+    services.batch = NoJob("completed")
+    cli.show_status(services, "j", report)
+    out = capsys.readouterr().out
+    assert "[/data/input.csv]" in out and "[bold]x[/bold]" in out and "n[1]" in out

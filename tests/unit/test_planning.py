@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from datetime import UTC, datetime, timedelta
 
@@ -102,3 +103,32 @@ def test_nodes_write_with_a_sas_or_with_the_pools_identity_never_both(identity):
         assert container["identityReference"] == {"resourceId": identity.resource_id}
         assert "sig=" not in str(job_plan.job) .replace("tools/log_uploader.py?sig=r", "").replace(
             "tools/lognames.py?sig=r", "") + str(container), "no write SAS anywhere in the job"
+
+
+@pytest.mark.parametrize(("timeout", "lifetime", "refused"), [
+    (timedelta(days=30), None, False),  # the pool's identity, or an account key: nothing expires early
+    (timedelta(days=6), timedelta(days=7), False),
+    (timedelta(days=7) - timedelta(minutes=36), timedelta(days=7), False),
+    (timedelta(days=7) - timedelta(minutes=34), timedelta(days=7), True),
+    (timedelta(days=8), timedelta(days=7), True),
+])
+def test_a_job_may_not_outlive_its_upload_sas(timeout, lifetime, refused):
+    from shared.pure.planning import credential_refusal
+
+    reason = credential_refusal(timeout, lifetime)
+    assert (reason is not None) == refused
+    if refused:
+        assert reason.endswith("[timeout_exceeds_sas_lifetime]") and "pool identity" in reason
+
+
+def test_with_the_pools_identity_the_job_holds_no_sas_at_all():
+    identity = PoolIdentity("client-1", "/subscriptions/s/identities/pool")
+    links = Links(node_files=(("log_uploader.py", "https://acct/tools/log_uploader.py"),
+                              ("lognames.py", "https://acct/tools/lognames.py")),
+                  logs_container_url="https://acct/job-logs", upload_identity=identity)
+    job_plan = plan(parse_request(req(timeout="P300D", collect={"crashDumps": ["job-1/*/wd/core*"]})), "j4", "h",
+                    NOW, links)
+    files = job_plan.job["jobReleaseTask"]["resourceFiles"]
+    assert all(f["identityReference"] == {"resourceId": identity.resource_id} for f in files)
+    everything = json.dumps(job_plan.job) + json.dumps(next(job_plan.task_chunks()))
+    assert "sig=" not in everything and "?" not in everything

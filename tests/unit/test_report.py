@@ -174,20 +174,27 @@ def test_failed_tasks_listed_in_full_up_to_a_limit_with_their_excerpts():
     assert (report["tasks"]["failedTotal"], len(listed)) == (1000, MAX_FAILED_LISTED)
     assert listed[0]["id"] == "t1" and listed[0]["excerpt"] == ["ERROR one"]
     assert report["tasks"]["durationSeconds"]["max"] == 1999
-    late = rp.fill_excerpts(report, {"t3": ["Traceback"]})
+    late = rp.fill_excerpts(report, {"t3": ["Traceback"]}, "n2")
+    assert "excerpt" not in late["tasks"]["failed"][1], "another node's lines do not speak for t3"
+    late = rp.fill_excerpts(report, {"t3": ["Traceback"]}, "n1")
     assert late["tasks"]["failed"][1]["excerpt"] == ["Traceback"]
 
 
 def test_report_stays_under_one_mib_at_100000_tasks_on_1000_nodes():
     node_ids = [f"tvmps_{i:064x}_d" for i in range(1000)]
-    tasks = [TaskResult(f"task-{i:06d}", "completed", node_ids[i % 1000], exit_code=1, result="failure",
-                        retry_count=3, start_time=NOW, end_time=NOW + timedelta(seconds=5)) for i in range(100_000)]
+    # Names as long as Batch allows: 64-character task ids, tvmps_<64 hex>_d node ids.
+    tasks = [TaskResult(f"render-frame-{i:06d}-" + "x" * 44, "completed", node_ids[i % 1000], exit_code=1,
+                        result="failure", retry_count=3, start_time=NOW, end_time=NOW + timedelta(seconds=5),
+                        failure="FailureExitCode") for i in range(100_000)]
     excerpts = {t.id: ["E" * 200, "F" * 200, "G" * 200] for t in tasks[:1000]}
     report = rp.merge_outcome(rp.empty_report("j"), outcome(node_ids, tasks), excerpts)
     for n in node_ids:
         report = rp.merge_node(report, {**ROW["n1"], "nodeId": n})
     for i in range(5000):
-        report = rp.merge_crash(report, {**CRASH, "sha256": f"{i:064x}", "fingerprint": f"{i % 300:064x}"})
+        copy = {"blob": f"j/{node_ids[i % 1000]}/crashdumps/20261201T120000Z-0123abcd/job-1/{tasks[i].id}/wd/core",
+                "nodeId": node_ids[i % 1000], "taskId": tasks[i].id, "path": f"job-1/{tasks[i].id}/wd/core"}
+        report = rp.merge_crash(report, {**CRASH, "sha256": f"{i:064x}", "fingerprint": f"{i % 300:064x}",
+                                         "executable": "e" * 200, "location": "l" * 200, "copies": [copy]})
     report = rp.finish(report, NOW.isoformat())
     size = len(json.dumps(report, separators=(",", ":"), sort_keys=True).encode())  # as BlobContainer writes it
     assert report["collectionComplete"] is True and report["totals"]["crashDumps"] == 5000

@@ -144,3 +144,10 @@ def test_first_error_lines_are_kept_cut_and_redacted(chunk):
     assert len(summary.first_errors[1]) == 200
     assert summary.first_errors[2] == "panic one"
     assert len(summary.first_errors) == 3
+
+
+def test_names_read_out_of_a_dump_are_bounded_and_printable():
+    hostile = "/opt/" + "\u202e" * 10 + "x" * 100_000
+    summary = scan_crash_dump([elf_core(exe="e\u202evil", mapped=(hostile, 0x5555_5555_4000, 0x5555_5555_9000))])
+    assert summary.location is not None and len(summary.location) <= 200 and summary.location.isprintable()
+    assert summary.executable.isprintable() and "\u202e" not in summary.executable

@@ -5,6 +5,7 @@ import pytest
 from shared.pure import metadata as md
 from shared.pure.values import Job, TaskCounts
 from shared.pure.watchdog_policy import (
+    POOL_SIZE,
     PREP_STATUS,
     TASK_COUNTS,
     Delete,
@@ -16,7 +17,9 @@ from shared.pure.watchdog_policy import (
     RecordOutcome,
     Terminate,
     decide,
+    follow_up,
     needs_details,
+    select_checks,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -28,10 +31,12 @@ def meta(deadline=NOW + 60 * MIN, expected=8, submitted=True, recorded=False):
     return md.encode(md.JobMetadata(deadline, "h" * 64, expected, submitted, recorded))
 
 
-def job(state="active", metadata=None, age=30 * MIN, task_counts=None, prep=None, outcome_recorded=None, **kw):
+def job(state="active", metadata=None, age=30 * MIN, task_counts=None, prep=None, outcome_recorded=None,
+        pool_nodes=None, **kw):
     listed = Job(id=kw.pop("job_id", "job-1"), state=state, metadata=meta() if metadata is None else metadata,
                  creation_time=NOW - age, **kw)
-    return JobSnapshot(listed, outcome_recorded=outcome_recorded, task_counts=task_counts, prep=prep)
+    return JobSnapshot(listed, outcome_recorded=outcome_recorded, task_counts=task_counts, prep=prep,
+                       pool_nodes=pool_nodes)
 
 
 def counts(active=0, running=0, completed=8, failed=0):
@@ -102,9 +107,12 @@ def test_decide(name, snapshot, expected):
 
 
 DETAIL_CASES = [
-    ("healthy young job", job(age=5 * MIN), frozenset()),
+    ("healthy young job", job(age=5 * MIN), frozenset({TASK_COUNTS})),
+    ("healthy old job", job(age=3 * 60 * MIN), frozenset({TASK_COUNTS})),
     ("unmanaged", job(metadata={}), frozenset()),
     ("completed", job("completed"), frozenset()),
+    ("terminating", job("terminating"), frozenset()),
+    ("disabled: Batch will not run it until enabled", job("disabled"), frozenset()),
     ("deadline passed: terminate anyway", job(metadata=meta(deadline=NOW - MIN), age=3 * 60 * MIN), frozenset()),
     ("submission in grace", job(metadata=meta(submitted=False), age=MIN), frozenset()),
     ("submission past grace", job(metadata=meta(submitted=False), age=11 * MIN), frozenset({TASK_COUNTS})),
@@ -116,20 +124,47 @@ def test_needs_details(name, snapshot, expected):
     assert needs_details(snapshot, NOW, POLICY) == expected
 
 
-def test_prep_checks_are_spread_and_bounded():
-    jobs = [job(job_id=f"job-{i}", age=60 * MIN) for i in range(2000)]
-    interval = POLICY.prep_check_interval // POLICY.sweep_period
-    per_sweep = []
-    for sweep in range(interval):
-        now = NOW + sweep * POLICY.sweep_period
-        per_sweep.append(sum(1 for j in jobs if PREP_STATUS in needs_details(j, now, POLICY)))
-    assert sum(per_sweep) == 2000  # every old job once per interval
-    assert max(per_sweep) < 3 * 2000 / interval  # and not all in one sweep
+@pytest.mark.parametrize(("young", "old"), [(0, 2_000), (2_000, 0), (250, 250), (60, 7)])
+def test_checks_per_sweep_are_bounded_and_every_job_gets_its_turn(young, old):
+    far = meta(deadline=NOW + timedelta(days=30))
+    jobs = ([job(job_id=f"young-{i}", age=5 * MIN, metadata=far) for i in range(young)]
+            + [job(job_id=f"old-{i}", age=5 * 60 * MIN, metadata=far) for i in range(old)])
+    turns = max(-(-young // POLICY.young_checks_per_sweep), -(-old // POLICY.backstop_checks_per_sweep), 1)
+    seen, per_sweep = set(), []
+    for sweep in range(turns):
+        chosen = select_checks(jobs, NOW + sweep * POLICY.sweep_period, POLICY)
+        per_sweep.append(len(chosen))
+        seen |= set(chosen)
+    assert seen == {j.job_id for j in jobs}, "every job checked within ceil(jobs / cap) sweeps"
+    cap = POLICY.young_checks_per_sweep + POLICY.backstop_checks_per_sweep
+    assert max(per_sweep) <= 1.5 * cap, per_sweep  # a hash spreads them: about the cap, never all at once
+    if young <= POLICY.young_checks_per_sweep and old <= POLICY.backstop_checks_per_sweep:
+        assert per_sweep == [young + old] * turns, "few jobs: every one, every sweep"
 
 
-def test_young_jobs_never_cost_a_call():
-    jobs = [job(job_id=f"job-{i}", age=MIN) for i in range(2000)]
-    assert not any(needs_details(j, NOW, POLICY) for j in jobs)
+FOLLOW_UP = [
+    ("nothing ever ran", counts(active=8, completed=0), frozenset({PREP_STATUS, POOL_SIZE})),
+    ("running", counts(active=7, running=1, completed=0), frozenset()),
+    ("some done", counts(active=4, completed=4), frozenset()),
+    ("all done", counts(), frozenset()),
+]
+
+
+@pytest.mark.parametrize(("name", "task_counts", "expected"), FOLLOW_UP, ids=[f[0] for f in FOLLOW_UP])
+def test_follow_up_reads_prep_status_only_when_nothing_has_run(name, task_counts, expected):
+    assert follow_up(job(task_counts=task_counts)) == expected
+    assert follow_up(job(metadata=meta(submitted=False), task_counts=task_counts)) == frozenset()
+
+
+@pytest.mark.parametrize(("pool_nodes", "ago", "expected"), [
+    (2, 0 * MIN, Terminate("PrepTaskFailed")),  # every node of the pool refused: at once
+    (3, 10 * MIN, Nothing("running")),  # a third node may still try
+    (None, 2 * MIN, Nothing("running")),  # pool size unknown: wait the grace
+    (None, 6 * MIN, Terminate("PrepTaskFailed")),
+])
+def test_prep_failed_on_every_node_of_the_pool_ends_the_job_at_once(pool_nodes, ago, expected):
+    snap = job(prep=prep(tried=2, failed=2, ago=ago), task_counts=counts(active=8, completed=0), pool_nodes=pool_nodes)
+    assert _same(decide(snap, NOW, POLICY), expected)
 
 
 def test_naive_now_is_refused():
@@ -137,7 +172,3 @@ def test_naive_now_is_refused():
         decide(job(), NOW.replace(tzinfo=None), POLICY)
 
 
-def test_prep_check_costs_one_call():
-    old = job(age=60 * MIN)
-    due = [needs_details(old, NOW + i * POLICY.sweep_period, POLICY) for i in range(15)]
-    assert frozenset({PREP_STATUS}) in due and all(d in (frozenset(), frozenset({PREP_STATUS})) for d in due)
