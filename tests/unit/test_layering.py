@@ -1,6 +1,7 @@
 """The import contract of the core (shared/__init__.py): which room may import what, checked on the source.
 
-- shared.pure: the standard library's computing modules, pydantic and itself; no clock, no files.
+- shared.pure: the standard library's computing modules, pydantic, itself and the node's naming rules
+  (shared.node.lognames, pure too); no clock, no files.
 - shared.adapters: the only modules importing the Azure SDKs; never the flows.
 - shared.flows: pure and adapters; no SDK of their own.
 - shared.node: the standard library only, and its own siblings (it is shipped to nodes as bare files).
@@ -51,7 +52,8 @@ def imports(path: Path) -> list[str]:
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             # `from shared.pure import metadata` imports the module shared.pure.metadata.
-            out += [f"{base}.{alias.name}" if base in ("shared", "shared.pure", "shared.adapters", "shared.flows")
+            out += [f"{base}.{alias.name}" if base in ("shared", "shared.pure", "shared.adapters", "shared.flows",
+                                                      "shared.node")
                     else base for alias in node.names]
     return out
 
@@ -90,7 +92,7 @@ def test_every_core_module_is_in_a_room():
 
 @pytest.mark.parametrize("path", PURE, ids=ids(PURE))
 def test_pure_modules_do_no_io(path):
-    bad = [n for n in imports(path) if not (within(n, "shared.pure", "shared.node", *PURE_STDLIB)
+    bad = [n for n in imports(path) if not (within(n, "shared.pure", "shared.node.lognames", *PURE_STDLIB)
                                             or within(n, *PURE_THIRD_PARTY))]
     assert bad == [], f"{path.name} imports {bad}: pure modules take what they need as arguments"
     assert calls(path) & IMPURE_CALLS == set(), f"{path.name} reads the clock or the disk: pass it in"
