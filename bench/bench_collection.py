@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,15 +29,19 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from bench.bench_collect import _peak_rss_mib
 from local.azurite import ACCOUNT_KEY, Azurite
-from local.batch.control import EmulatorProcess
+from local.batch.control import EmulatorProcess, Endpoint
 from shared.adapters.batch import BatchAdapter
 from shared.adapters.blobs import CLIENT_KWARGS
 from shared.adapters.store import Store
+from shared.flows import files
 from shared.flows.collect import on_crash_dump, on_manifest
 from shared.flows.submit import submit
 from shared.flows.watchdog import Watchdog
 from shared.pure import blob_layout as layout
+from shared.pure.report import is_final
+from tests.waiting import wait_until
 
 TMPFS = Path("/dev/shm")
 FLOOR_SAMPLE = 2_000
@@ -62,19 +67,10 @@ def _request(job_id: str, pool: str, tasks: int) -> bytes:
         "collect": {"crashDumps": ["job-1/*/wd/core*"]}}).encode()
 
 
-def _wait(probe, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 class Bench:
-    def __init__(self, azurite: Azurite, endpoint, counter: Counting):
+    def __init__(self, azurite: Azurite, endpoint: Endpoint, counter: Counting):
         self.conn = azurite.connection_string
+        self.endpoint = endpoint
         service = BlobServiceClient.from_connection_string(self.conn, raw_request_hook=counter, **CLIENT_KWARGS)
         self.store = Store(service, account_key=ACCOUNT_KEY)
         self.store.ensure_containers()
@@ -88,7 +84,7 @@ class Bench:
         started = time.perf_counter()
         result = submit(_request(job_id, pool, tasks), job_id, self.batch, self.store, datetime.now(UTC), concurrency=8)
         assert result.tasks == tasks, result
-        _wait(lambda: self.batch.task_counts(job_id).completed == tasks, 3600, f"{tasks} tasks", 0.5)
+        wait_until(lambda: self.batch.task_counts(job_id).completed == tasks, 3600, 0.5, what=f"{tasks} tasks")
         tasks_done = time.perf_counter()
         requests_before = self.counter.requests
         seen: set[str] = set()
@@ -116,7 +112,7 @@ class Bench:
             report = self.store.report(job_id)
             if report and (report.get("collection") or {}).get("collectedNodes", 0) and not report.get("outcome"):
                 marks.setdefault("first_node_collected", time.perf_counter())
-            if report and report.get("outcome") and report.get("collectionComplete"):
+            if is_final(report):
                 break
             time.sleep(0.2)
         finished = time.perf_counter()
@@ -166,7 +162,7 @@ def _emulator(tmp: Path, pools: list[str]):
 def ten_thousand(bench: Bench) -> dict:
     job = f"bench-10k-{uuid.uuid4().hex[:6]}"
     result = bench.run_job(job, "two", 10_000)
-    sizes = [f.size for f in _index(bench, job)]
+    sizes = [f.size for f in files.index(bench.store, job)]
     logged = sum(sizes)
     per_file = bench.floor_per_file(sizes)
     bulk = bench.floor(logged)
@@ -185,22 +181,18 @@ def ten_thousand(bench: Bench) -> dict:
     return out
 
 
-def _index(bench: Bench, job: str):
-    from shared.flows import files
-
-    return list(files.index(bench.store, job))
-
-
-def hundred_thousand(bench: Bench, conn: str) -> dict:
+def hundred_thousand(bench: Bench) -> dict:
     """The job's collection runs in a child process so its peak RSS is its own."""
     job = f"bench-100k-{uuid.uuid4().hex[:6]}"
     started = time.perf_counter()
     result = submit(_request(job, "eight", 100_000), job, bench.batch, bench.store, datetime.now(UTC), concurrency=8)
     assert result.tasks == 100_000
-    _wait(lambda: bench.batch.get_job(job).state == "completed", 3600, "the 100,000-task job to complete", 1.0)
+    wait_until(lambda: bench.batch.get_job(job).state == "completed", 3600, 1.0,
+               what="the 100,000-task job to complete")
     batch_done = time.perf_counter()
     code = "import sys, json; from bench.bench_collection import _collect_child; print(json.dumps(_collect_child(*sys.argv[1:])))"
-    child = subprocess.run([sys.executable, "-c", code, conn, job, bench.batch.client._config.endpoint],
+    endpoint = bench.endpoint
+    child = subprocess.run([sys.executable, "-c", code, bench.conn, job, endpoint.url, endpoint.account, endpoint.key],
                            check=True, capture_output=True, text=True, timeout=3600,
                            cwd=Path(__file__).resolve().parents[1])
     measured = json.loads(child.stdout.strip().splitlines()[-1])
@@ -214,14 +206,9 @@ def hundred_thousand(bench: Bench, conn: str) -> dict:
     return out
 
 
-def _collect_child(conn: str, job: str, batch_url: str) -> dict:
-    from azure.batch import BatchClient
-    from azure.core.credentials import AzureNamedKeyCredential
-
-    from local.batch import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
-
+def _collect_child(conn: str, job: str, batch_url: str, batch_account: str, batch_key: str) -> dict:
     store = Store(BlobServiceClient.from_connection_string(conn, **CLIENT_KWARGS), account_key=ACCOUNT_KEY)
-    batch = BatchAdapter(BatchClient(batch_url, AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)))
+    batch = BatchAdapter(Endpoint(batch_url, batch_account, batch_key).client())
     started = time.perf_counter()
     lister = ContainerClient.from_connection_string(conn, "job-logs")
     for blob in lister.list_blobs(name_starts_with=f"{job}/"):
@@ -230,8 +217,7 @@ def _collect_child(conn: str, job: str, batch_url: str) -> dict:
             on_manifest(store.logs, store.reports, blob.name, datetime.now(UTC))
     Watchdog(batch, store).sweep(datetime.now(UTC))
     report = store.report(job)
-    with open("/proc/self/status") as f:
-        peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    peak = _peak_rss_mib()
     return {"complete": bool(report and report["collectionComplete"]), "seconds": round(time.perf_counter() - started, 1),
             "report_bytes": len(store.reports.read(layout.report_name(job))), "peak_rss_mib": round(peak, 1),
             "files": report["totals"]["files"] if report else 0}
@@ -257,12 +243,12 @@ def run(small: bool = False) -> dict:
             bench = Bench(azurite, endpoint, Counting())
             out = {"name": "collection", **ten_thousand(bench)}
             if not small:
-                out["hundred_thousand"] = hundred_thousand(bench, azurite.connection_string)
+                out["hundred_thousand"] = hundred_thousand(bench)
                 out.update(curve(bench))
             return out
         finally:
             emulator.stop()
-            subprocess.run(["rm", "-rf", str(workspace)], check=False)
+            shutil.rmtree(workspace, ignore_errors=True)
 
 
 if __name__ == "__main__":

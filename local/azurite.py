@@ -16,9 +16,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from local.blobevents.control import BlobEventsClient, BlobEventsProcess
 from local.child import free_port
+
+if TYPE_CHECKING:  # imported where used: the proxy's aiohttp stack is only for events=True
+    from local.blobevents.control import BlobEventsClient, BlobEventsProcess
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ class Azurite:
     @property
     def blob_endpoint(self) -> str:
         if self.events:
-            return f"http://{HOST}:{self.events_port}/{ACCOUNT_NAME}"
+            return f"{self.events_url}/{ACCOUNT_NAME}"
         return self.azurite_blob_endpoint
 
     @property
@@ -88,11 +91,13 @@ class Azurite:
     @property
     def blob_events(self) -> BlobEventsClient:
         """The proxy's control API: subscriptions and request/delivery counts."""
+        from local.blobevents.control import BlobEventsClient
+
         return BlobEventsClient(self.events_url)
 
     @property
     def events_pid(self) -> int | None:
-        return self._events_proc.pid if self._events_proc else None
+        return self._events_proc.proc.pid if self._events_proc and self._events_proc.proc else None
 
     @property
     def queue_endpoint(self) -> str:
@@ -137,9 +142,12 @@ class Azurite:
         try:
             self._wait_ready(timeout)
             if self.events:
+                from local.blobevents.control import BlobEventsProcess
+
                 log_path = Path(self.events_log) if self.events_log else Path(self._tmp.name) / "blobevents.log"
                 self._events_proc = BlobEventsProcess(f"http://{HOST}:{self.blob_port}", self.events_port, log_path,
-                                                      self.events_retry).start(timeout)
+                                                      self.events_retry)
+                self._events_proc.start(timeout)
         except BaseException:
             self.stop()
             raise

@@ -30,6 +30,7 @@ from shared.adapters.services import Services, build
 from shared.flows import files
 from shared.pure import metadata, retry
 from shared.pure.blob_layout import node_record_name, rejection_prefix
+from shared.pure.report import is_final
 from shared.pure.request import JobRequest, RequestInvalid, derive_job_id, parse_request, request_hash
 from shared.pure.settings import MissingSetting, load
 
@@ -119,6 +120,10 @@ def _collection_line(report: dict | None) -> tuple[int, int | None]:
     return collection.get("collectedNodes", 0), (len(set(expected) - without) if expected is not None else None)
 
 
+def _of(done: int, total: int | None) -> str:
+    return f"{done} of {total if total is not None else '?'}"
+
+
 def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dict:
     """Live progress: the job's tasks, then the collection of its nodes, until the report is complete.
 
@@ -142,25 +147,23 @@ def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dic
             if finished or job is None:
                 # The report is only worth reading once Batch says the job is over.
                 report = s.store.report(job_id)
-                if report and report.get("outcome") and report.get("collectionComplete"):
+                done, total = _collection_line(report)
+                if is_final(report):
                     if nodes_bar is not None:
-                        done, total = _collection_line(report)
                         progress.update(nodes_bar, completed=done, total=total or done,
                                         description=f"{job_id}: collected {done} of {total} nodes")
                     return report
-                done, total = _collection_line(report)
                 if nodes_bar is None:
                     nodes_bar = progress.add_task(f"{job_id}: collecting nodes", total=total)
                 progress.update(nodes_bar, completed=done, total=total,
-                                description=f"{job_id}: collecting {done} of {total if total is not None else '?'} "
-                                            "nodes")
+                                description=f"{job_id}: collecting {_of(done, total)} nodes")
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
     if finished or (report and report.get("outcome")):
         done, total = _collection_line(report)
-        err.print(f"[yellow]{job_id}: job finished, collection still running[/] ({done} of "
-                  f"{total if total is not None else '?'} nodes collected after {timeout:.0f}s). "
+        err.print(f"[yellow]{job_id}: job finished, collection still running[/] ({_of(done, total)} "
+                  f"nodes collected after {timeout:.0f}s). "
                   f"See `orchestrator status {job_id}` later.")
         raise typer.Exit(EXIT_STILL_COLLECTING)
     err.print(f"[red]{job_id} did not finish within {timeout:.0f}s.[/] See `orchestrator status {job_id}`; "
@@ -169,23 +172,20 @@ def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dic
 
 
 def _hash_of(job) -> str | None:
-    try:
-        meta = metadata.decode(job.metadata)
-    except metadata.MetadataError:
-        return None
+    meta = metadata.decode_or_none(job.metadata)
     return meta.request_hash if meta else None
 
 
-def follow_message(s: Services, job_id: str, message_id: str, digest: str, timeout: float) -> str:
-    """Wait until the message sent becomes our job (returns "job"), or is rejected, or is dead-lettered
-    (each ends the command with its exit code, saying why)."""
+def follow_message(s: Services, job_id: str, message_id: str, digest: str, timeout: float) -> None:
+    """Wait until the message sent becomes our job, or is rejected, or is dead-lettered (each ends the
+    command with its exit code, saying why)."""
     deadline = time.monotonic() + timeout
     with console.status(f"waiting for the orchestrator to take message {message_id}"):
         checks = 0
         while True:
             job = s.batch.get_job(job_id)
             if job is not None and _hash_of(job) == digest:
-                return "job"
+                return
             rejected = s.store.rejected(rejection_prefix(message_id))
             if rejected:
                 err.print(f"[red]rejected:[/] {escape(rejected[-1]['reason'])}")
@@ -372,11 +372,10 @@ def _fetch_one(s: Services, job_id: str, node: str | None, path: str, target_dir
             shutil.copyfileobj(opened.stream, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         else:
-            target = (target_dir / node / path).resolve()
-            if not target.is_relative_to(target_dir.resolve()):
+            target = _inside(target_dir, node, path)
+            if target is None:
                 err.print(f"[red]{path!r} would land outside {target_dir}[/]")
                 raise typer.Exit(1)
-            target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:
                 shutil.copyfileobj(opened.stream, out)
             console.print(f"wrote {target}")
@@ -386,6 +385,15 @@ def _fetch_one(s: Services, job_id: str, node: str | None, path: str, target_dir
               "ranged reads[/]")
 
 
+def _inside(root: Path, *names: str) -> Path | None:
+    """Where a stored name lands under root, its folder made; None if it would land outside root."""
+    target = root.joinpath(*names).resolve()
+    if not target.is_relative_to(root.resolve()):
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 def _download_uploads(s: Services, job_id: str, node: str | None, target_dir: Path) -> None:
     count = 0
     for node_id in [node] if node else files.collected_nodes(s.store, job_id):
@@ -393,11 +401,10 @@ def _download_uploads(s: Services, job_id: str, node: str | None, target_dir: Pa
         blobs = [p["blob"] for p in (record.get("bundle") or {}).get("parts", [])]
         blobs += [p["blob"] for d in record.get("crashDumps") or [] for p in d.get("parts") or [d]]
         for name in blobs:
-            target = (target_dir / name).resolve()
-            if not target.is_relative_to(target_dir.resolve()):
+            target = _inside(target_dir, name)
+            if target is None:
                 err.print(f"[yellow]skipped {name!r}: it would land outside {target_dir}[/]")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as fh:
                 s.store.logs.download_to(name, fh)
             count += 1

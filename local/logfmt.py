@@ -35,3 +35,6 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if level.upper() != "DEBUG":
+        # The Azure SDKs log every AMQP and HTTP state change at INFO; the stand-ins' own lines are what matter.
+        logging.getLogger("azure").setLevel(logging.WARNING)

@@ -30,7 +30,7 @@ class Account:
         self._scheduler = Scheduler(self.state, self._executor)
         self._pool_ops = Pools(self.state, self._executor)
         self._job_ops = Jobs(self.state, self._executor)
-        self._task_ops = Tasks(self.state, self._job_ops, self._executor)
+        self._task_ops = Tasks(self.state, self._executor)
         self._dispatcher: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -401,7 +401,7 @@ def _file(request: web.Request, root: Path, rel: str, url: str) -> web.StreamRes
         if match is None:
             raise BatchError(400, "InvalidHeaderValue", "The value for one of the HTTP headers is not in the "
                              "correct format.", HeaderName="ocp-range", HeaderValue=wanted[:100])
-        size = path.stat().st_size
+        size = props["contentLength"]
         start, end = int(match[1]), min(int(match[2]) if match[2] else size - 1, size - 1)
         with open(path, "rb") as f:
             f.seek(start)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class BatchError(Exception):
@@ -29,6 +33,14 @@ class BatchError(Exception):
 
 def not_found(kind: str, ident: str) -> BatchError:
     return BatchError(404, f"{kind}NotFound", f"The specified {kind.lower()} does not exist.", **{f"{kind}Id": ident})
+
+
+def lookup(items: Mapping[str, T], key: str, kind: str) -> T:
+    """items[key], or Batch's {kind}NotFound."""
+    found = items.get(key)
+    if found is None:
+        raise not_found(kind, key)
+    return found
 
 
 def missing_property(name: str) -> BatchError:

@@ -44,6 +44,11 @@ class Executor:
             if key[-1] == node_id:
                 running.kill(because)
 
+    def kill_job(self, job_id: str, because: str) -> None:
+        for key, running in list(self._procs.items()):
+            if key[0] == job_id:
+                running.kill(because)
+
     def kill_task(self, job: Job, task: Task, because: str) -> bool:
         """Kill the task's process if it has one; False if it is not running."""
         running = self._procs.get((job.id, task.id, task.node_id))
@@ -218,9 +223,7 @@ class Executor:
         job.finishing = self.state.spawn(self._finish_job(job))
 
     async def _finish_job(self, job: Job) -> None:
-        for key, running in list(self._procs.items()):
-            if key[0] == job.id:
-                running.kill("job terminated")
+        self.kill_job(job.id, "job terminated")
         for rec in job.nodes.values():
             # A copy: unplace removes the task from rec.waiting.
             for task_id in list(rec.waiting):

@@ -12,7 +12,7 @@ import shutil
 from datetime import timedelta
 
 from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
-from local.batch.errors import BatchError, not_found
+from local.batch.errors import BatchError
 from local.batch.executor import Executor
 from local.batch.model import Job
 from local.batch.specs import job_from_body
@@ -62,10 +62,7 @@ class Jobs:
         return job
 
     def get_job(self, job_id: str) -> Job:
-        job = self.state.jobs.get(job_id)
-        if job is None:
-            raise not_found("Job", job_id)
-        return job
+        return self.state.job(job_id)
 
     def update_job(self, job_id: str, body: dict, replace: bool) -> Job:
         job = self.get_job(job_id)

@@ -15,7 +15,7 @@ import shutil
 from local.batch import process
 from local.batch.bookkeeping import set_task_state, unplace
 from local.batch.environment import NODE_DIRS, node_env
-from local.batch.errors import BatchError, not_found
+from local.batch.errors import BatchError, lookup
 from local.batch.executor import Executor
 from local.batch.model import Node, Pool
 from local.batch.specs import pool_from_body
@@ -55,16 +55,10 @@ class Pools:
         return pool
 
     def get_pool(self, pool_id: str) -> Pool:
-        pool = self.state.pools.get(pool_id)
-        if pool is None:
-            raise not_found("Pool", pool_id)
-        return pool
+        return self.state.pool(pool_id)
 
     def get_node(self, pool_id: str, node_id: str) -> Node:
-        node = self.get_pool(pool_id).nodes.get(node_id)
-        if node is None:
-            raise not_found("Node", node_id)
-        return node
+        return lookup(self.get_pool(pool_id).nodes, node_id, "Node")
 
     def delete_pool(self, pool_id: str) -> None:
         pool = self.get_pool(pool_id)

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from local.batch.config import EmulatorConfig
+from local.batch.errors import lookup
 from local.batch.model import Job, Node, Pool
 
 log = logging.getLogger("local.batch")
@@ -37,6 +38,12 @@ class AccountState:
         task.add_done_callback(self.background.discard)
         task.add_done_callback(log_crash)
         return task
+
+    def job(self, job_id: str) -> Job:
+        return lookup(self.jobs, job_id, "Job")
+
+    def pool(self, pool_id: str) -> Pool:
+        return lookup(self.pools, pool_id, "Pool")
 
     def node_of(self, job: Job, node_id: str | None) -> Node | None:
         pool = self.pools.get(job.pool_id)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from local.batch import process
 from local.batch.bookkeeping import count, unplace
 from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
-from local.batch.errors import BatchError, invalid_property, not_found
+from local.batch.errors import BatchError, invalid_property, lookup
 from local.batch.executor import Executor
-from local.batch.jobs import ENDING_STATES, Jobs, refuse_if_ending
+from local.batch.jobs import ENDING_STATES, refuse_if_ending
 from local.batch.model import Job, Task
 from local.batch.specs import task_from_body
 from local.batch.state import AccountState
@@ -19,20 +19,19 @@ from local.batch.wire import fmt_time
 
 
 class Tasks:
-    def __init__(self, state: AccountState, jobs: Jobs, executor: Executor):
+    def __init__(self, state: AccountState, executor: Executor):
         self.state = state
-        self.jobs = jobs
         self.executor = executor
 
     def add_task(self, job_id: str, body: dict) -> Task:
-        job = self.jobs.get_job(job_id)
+        job = self.state.job(job_id)
         refuse_if_ending(job, ENDING_STATES)
         task = self._new_task(job, body)
         self._enqueue(job, task)
         return task
 
     def add_tasks(self, job_id: str, bodies: list) -> list[dict]:
-        job = self.jobs.get_job(job_id)
+        job = self.state.job(job_id)
         refuse_if_ending(job, ENDING_STATES)
         base_url = self.state.base_url
         results = []
@@ -71,19 +70,15 @@ class Tasks:
         job.task_seq += 1
         task.seq = job.task_seq
         job.tasks[task.id] = task
-        job.counts["active"] += 1
-        job.slot_counts["active"] += task.required_slots
+        count(job, task, +1)
         job.pending.append(task.id)
         self.state.wake()
 
     def get_task(self, job_id: str, task_id: str) -> Task:
-        task = self.jobs.get_job(job_id).tasks.get(task_id)
-        if task is None:
-            raise not_found("Task", task_id)
-        return task
+        return lookup(self.state.job(job_id).tasks, task_id, "Task")
 
     def terminate_task(self, job_id: str, task_id: str) -> None:
-        job = self.jobs.get_job(job_id)
+        job = self.state.job(job_id)
         task = self.get_task(job_id, task_id)
         if task.state == "completed":
             raise BatchError(409, "TaskCompleted", "The specified task is already completed.", TaskId=task_id)
@@ -96,7 +91,7 @@ class Tasks:
         self.executor.complete_task(job, task, None, process.failure("TaskEnded", "The task was terminated by the user."))
 
     def delete_task(self, job_id: str, task_id: str) -> None:
-        job = self.jobs.get_job(job_id)
+        job = self.state.job(job_id)
         task = self.get_task(job_id, task_id)
         self.executor.kill_task(job, task, "deleted")
         node = self.state.node_of(job, task.node_id) if task.node_id else None

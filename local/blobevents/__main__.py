@@ -55,8 +55,6 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logfmt.setup(args.log_level)
-    if args.log_level.upper() != "DEBUG":
-        logging.getLogger("azure").setLevel(logging.WARNING)
     return asyncio.run(serve(args))
 
 

@@ -64,12 +64,3 @@ class BlobEventsProcess(ReadyProcess):
         if retry:
             args += ["--retry-initial", str(retry[0]), "--retry-max", str(retry[1])]
         super().__init__("blob events proxy", args, READY_PREFIX, log_path)
-        self.url = ""
-
-    def start(self, timeout: float = 30) -> BlobEventsProcess:
-        self.url = super().start(timeout)
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None

@@ -127,12 +127,12 @@ class Broker:
 
     # -- events ----------------------------------------------------------------------------------------
 
-    def publish(self, event: dict[str, Any], audience: list[Subscription] | None = None) -> int:
-        """Start delivering `event` to every matching subscription (of `audience`, the subscriptions when the
-        event happened, if given); returns how many matched."""
+    def publish(self, event: dict[str, Any], audience: list[Subscription]) -> int:
+        """Start delivering `event` to every matching subscription of `audience` (the subscriptions when the
+        event happened); returns how many matched."""
         self.published += 1
         matched = 0
-        for subscription in list(self.subscriptions.values()) if audience is None else audience:
+        for subscription in audience:
             # One deleted (or replaced) since the event happened gets nothing.
             if self.subscriptions.get(subscription.name) is not subscription or not subscription.matches(event):
                 continue

@@ -150,19 +150,14 @@ class Subscription:
                    ttl_minutes=int(retry.get("eventTimeToLiveInMinutes", DEFAULT_TTL_MINUTES)))
 
     def as_json(self, pending: int = 0) -> dict[str, Any]:
-        flt: dict[str, Any] = {"subjectBeginsWith": self.subject_begins_with,
-                               "subjectEndsWith": self.subject_ends_with,
-                               "isSubjectCaseSensitive": self.case_sensitive}
-        if self.included_event_types is not None:
-            flt["includedEventTypes"] = list(self.included_event_types)
-        return {"name": self.name, "properties": {
-            "provisioningState": "Succeeded",
-            "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": self.endpoint_url}},
-            "eventDeliverySchema": "EventGridSchema",
-            "filter": flt,
-            "retryPolicy": {"maxDeliveryAttempts": self.max_delivery_attempts,
-                            "eventTimeToLiveInMinutes": self.ttl_minutes},
-        }, "stats": self.counters.as_json(pending)}
+        body = subscription_body(
+            self.endpoint_url, subject_begins_with=self.subject_begins_with, subject_ends_with=self.subject_ends_with,
+            case_sensitive=self.case_sensitive,
+            included_event_types=list(self.included_event_types) if self.included_event_types else None,
+            max_delivery_attempts=self.max_delivery_attempts, ttl_minutes=self.ttl_minutes)
+        properties = {"provisioningState": "Succeeded", "eventDeliverySchema": "EventGridSchema",
+                      **body["properties"]}
+        return {"name": self.name, "properties": properties, "stats": self.counters.as_json(pending)}
 
 
 def subscription_body(endpoint_url: str, *, subject_begins_with: str = "", subject_ends_with: str = "",

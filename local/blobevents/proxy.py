@@ -32,15 +32,14 @@ from azure.storage.blob.aio import BlobServiceClient
 from multidict import CIMultiDict
 from yarl import URL
 
+from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from local.azurite import HOST as BIND
+
 from .delivery import Backoff, Broker, HandshakeFailed
 from .events import BLOB_CREATED, SUBJECT, Sequencer, Subscription, blob_created, subscription_body
 
 log = logging.getLogger("local.blobevents")
 
-BIND = "127.0.0.1"
-# The public development account; its key is the documented Azurite key, not a secret.
-ACCOUNT_NAME = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 CHUNK = 256 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "expect"}
@@ -81,13 +80,11 @@ def classify(method: str, query: Any, headers: Any, path: str) -> str:
 class BlobEventsProxy:
     """The stand-in in this process: `start()` runs it on its own thread, `await astart()` on the caller's loop."""
 
-    def __init__(self, upstream: str, *, port: int = 0, backoff: Backoff | None = None,
-                 account_key: str = ACCOUNT_KEY) -> None:
+    def __init__(self, upstream: str, *, port: int = 0, backoff: Backoff | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.requested_port = port
         self.port: int | None = None
         self.broker = Broker(backoff)
-        self.account_key = account_key
         self.requests: collections.Counter[str] = collections.Counter()
         self._sequencer = Sequencer()
         self._session: aiohttp.ClientSession | None = None
@@ -115,7 +112,7 @@ class BlobEventsProxy:
             auto_decompress=False, connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=300))
         self._lookup = BlobServiceClient(f"{self.upstream}/{ACCOUNT_NAME}",
-                                         credential={"account_name": ACCOUNT_NAME, "account_key": self.account_key})
+                                         credential={"account_name": ACCOUNT_NAME, "account_key": ACCOUNT_KEY})
         app = web.Application()
         app.router.add_put("/_events/subscriptions/{name}", self._put_subscription)
         app.router.add_get("/_events/subscriptions", self._list_subscriptions)
@@ -259,7 +256,7 @@ class BlobEventsProxy:
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
                 await response.write_eof()
-                answer = upstream.headers.copy()
+                answer = upstream.headers.copy() if audience is not None else None
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             if response is not None and response.prepared:
                 raise  # half a body is out already: only dropping the connection tells the client

@@ -62,9 +62,6 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logfmt.setup(args.log_level)
-    if args.log_level.upper() != "DEBUG":
-        # The Azure SDKs log every AMQP and HTTP state change at INFO; the host's own lines are what matter.
-        logging.getLogger("azure").setLevel(logging.WARNING)
     return asyncio.run(serve(args))
 
 

@@ -46,7 +46,10 @@ log = logging.getLogger("local.host.blob")
 
 POISON_QUEUE = "webjobs-blobtrigger-poison"
 EVENT_GRID = "eventgrid"
+# Event Grid's BlobCreated subject: how a subscription filters and how the webhook finds the blob.
 SUBJECT_PREFIX = "/blobServices/default/containers/{container}/blobs/"
+SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 RETRY_AFTER_ERROR_S = 1.0  # a storage error (not the function's) while processing: try that blob again after this
 
 
@@ -161,10 +164,6 @@ class BlobListener:
         self._retries: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._missing_logged = False
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     async def start(self) -> None:
         self.container = ContainerClient.from_connection_string(self.connection_string, self.path.container)
         self.poison = QueueClient.from_connection_string(self.connection_string, POISON_QUEUE,
@@ -180,33 +179,31 @@ class BlobListener:
 
     async def _poll(self) -> None:
         while not self._stopping.is_set():
-            try:
-                await self.scan()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("scan failed; retrying", extra={"function": self.spec.name,
-                                                            "error": f"{type(exc).__name__}: {exc}"})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+            await self._try_scan("scan failed; retrying")
+            await self._wait_stopping(self.poll_interval)
 
     async def _catch_up(self) -> None:
         delay = self.poll_interval
         while not self._stopping.is_set():
-            try:
-                await self.scan()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("catch-up scan failed; retrying", extra={"function": self.spec.name,
-                                                                     "error": f"{type(exc).__name__}: {exc}"})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            self.caught_up.set()
-            log.info("catch-up scan done; events only from now on", extra={"function": self.spec.name})
-            return
+            if await self._try_scan("catch-up scan failed; retrying"):
+                self.caught_up.set()
+                log.info("catch-up scan done; events only from now on", extra={"function": self.spec.name})
+                return
+            await self._wait_stopping(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _try_scan(self, failure: str) -> bool:
+        """One scan; a failure is logged and left to the caller's next turn (storage may be restarting)."""
+        try:
+            await self.scan()
+            return True
+        except Exception as exc:
+            log.warning(failure, extra={"function": self.spec.name, "error": f"{type(exc).__name__}: {exc}"})
+            return False
+
+    async def _wait_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def scan(self) -> None:
         try:

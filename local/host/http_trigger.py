@@ -17,7 +17,7 @@ import re
 import azure.functions as func
 from aiohttp import web
 
-from .blob_trigger import BlobListener
+from .blob_trigger import BLOB_CREATED, SUBJECT, BlobListener
 from .errors import HostConfigError
 from .invoker import Invoker
 from .loader import FunctionSpec
@@ -32,8 +32,6 @@ _CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool"
                 "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
                 "double": r"-?\d+(?:\.\d+)?", "float": r"-?\d+(?:\.\d+)?", "decimal": r"-?\d+(?:\.\d+)?"}
 WEBHOOK_PATH = "/runtime/webhooks/blobs"
-BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-_SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
 _PARAM = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([^}?=]+))?(\?)?(?:=[^}]*)?\}")
 
 
@@ -179,7 +177,7 @@ class HttpServer:
         for event in events:
             if not isinstance(event, dict) or (event.get("eventType") or event.get("type")) != BLOB_CREATED:
                 continue
-            match = _SUBJECT.match(str(event.get("subject", "")))
+            match = SUBJECT.match(str(event.get("subject", "")))
             if match is None:
                 return web.json_response({"error": f"unexpected subject {event.get('subject')!r}"}, status=400)
             created.append((match[1], match[2], (event.get("data") or {}).get("eTag")))

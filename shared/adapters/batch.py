@@ -57,6 +57,18 @@ def _classify(status: int, code: str, message: str) -> Exception:
     return Refused(code or str(status), message.split("\n")[0])
 
 
+def _checked(response) -> dict:
+    """The JSON body of a plain REST answer ({} if it has none); an error answer raised as the SDK's would be."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    if response.status_code >= 400:
+        raise _classify(response.status_code, body.get("code") or "", (body.get("message") or {}).get("value") or "")
+    return body
+
+
 def _translate(err: Exception) -> Exception:
     if isinstance(err, ServiceRequestError):
         return Transient(f"Batch unreachable: {err}")
@@ -216,16 +228,8 @@ class BatchAdapter:
             url = body.get("odata.nextLink")
 
     def _get_json(self, url: str) -> dict:
-        response = self._call(self.client.send_request, HttpRequest("GET", url, headers={
-            "Accept": "application/json; odata=minimalmetadata"}))
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
-        if response.status_code >= 400:
-            raise _classify(response.status_code, body.get("code") or "", (body.get("message") or {}).get("value") or "")
-        return body
+        return _checked(self._call(self.client.send_request, HttpRequest("GET", url, headers={
+            "Accept": "application/json; odata=minimalmetadata"})))
 
     def task_counts(self, job_id: str) -> TaskCounts:
         counts = self._call(self.client.get_job_task_counts, job_id).task_counts
@@ -293,15 +297,7 @@ class BatchAdapter:
         calling get_job; the watchdog wants exactly one call per action, so it sends the request itself."""
         request = HttpRequest(method, f"{path}?api-version={API_VERSION}", json=body,
                               headers={"Content-Type": "application/json; odata=minimalmetadata"})
-        response = self._call(self.client.send_request, request)
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            body = body if isinstance(body, dict) else {}
-            raise _classify(response.status_code, body.get("code") or "",
-                            (body.get("message") or {}).get("value") or "")
+        _checked(self._call(self.client.send_request, request))
 
     def terminate(self, job_id: str, reason: str) -> bool:
         """Ask Batch to end the job (this is what runs the release tasks). Already ending counts as done."""

@@ -160,8 +160,7 @@ class BlobContainer:
     def create_json(self, name: str, body: Any, metadata: Mapping[str, str] | None = None) -> bool:
         """Write only if the name is free; False if it was taken (by an earlier or concurrent writer)."""
         try:
-            self._client.upload_blob(name, _dumps(body), overwrite=False, metadata=dict(metadata) if metadata else None,
-                                     content_settings=ContentSettings(content_type=JSON_TYPE))
+            self.write(name, _dumps(body), overwrite=False, content_type=JSON_TYPE, metadata=metadata)
             return True
         except ResourceExistsError:
             return False

@@ -58,10 +58,15 @@ class RequestQueue:
                     return None
                 seen += len(batch)
                 for message in batch:
-                    props = {(k.decode() if isinstance(k, bytes) else k): v
-                             for k, v in (message.application_properties or {}).items()}
-                    original = props.get(lineage_property)
-                    original = original.decode() if isinstance(original, bytes) else original
+                    original = text_properties(message).get(lineage_property)
                     if message.message_id == message_id or original == message_id:
                         return message.dead_letter_reason or "dead-lettered"
         return None
+
+
+def text_properties(message) -> dict[str, object]:
+    """A received message's application properties with text keys and values (AMQP hands back bytes)."""
+    def text(value):
+        return value.decode() if isinstance(value, bytes) else value
+
+    return {text(k): text(v) for k, v in (message.application_properties or {}).items()}

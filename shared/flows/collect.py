@@ -17,7 +17,7 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.adapters.blobs import BlobContainer
@@ -29,6 +29,7 @@ from shared.pure.crashdump import CrashDumpScanner
 from shared.pure.logscan import LogScanner
 from shared.pure.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestInvalid, Upload, parse_manifest
 from shared.pure.settings import LOGS_CONTAINER
+from shared.pure.values import iso
 
 log = logging.getLogger("orchestrator.collect")
 
@@ -36,10 +37,6 @@ PREFETCH_DEPTH = 2  # chunks downloaded ahead while the current one is scanned
 READ_WINDOW = 8 * 1024 * 1024  # one ranged GET of a bundle
 SCAN_CHUNK = 1024 * 1024
 INFLATE_CHUNK = 4 * 1024 * 1024  # the most one step of decompression may produce (a bomb stays bounded)
-
-
-def _iso(now: datetime) -> str:
-    return now.astimezone(UTC).isoformat()
 
 
 def _prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH) -> Iterator[bytes]:
@@ -111,7 +108,7 @@ def update_report(reports: BlobContainer, job_id: str, now: datetime, change,
     def build(current):
         nonlocal closing
         was_closed = bool(((current or {}).get("collection") or {}).get("closedAt"))
-        report = reports_model.finish(change(current or reports_model.empty_report(job_id)), _iso(now))
+        report = reports_model.finish(change(current or reports_model.empty_report(job_id)), iso(now))
         closing = not was_closed and bool(report["collection"].get("closedAt"))
         return report
 
@@ -133,8 +130,7 @@ def close(logs: BlobContainer | None, reports: BlobContainer, job_id: str, repor
             for dump in record.get("crashDumps") or []:
                 if not reports.exists(layout.crash_record_name(job_id, dump["sha256"])):
                     _collect_dump(logs, reports, job_id, [p["blob"] for p in dump.get("parts") or [dump]], True,
-                                  {"blob": dump["blob"], "nodeId": row["nodeId"], "taskId": _task_of_dump(dump["path"]),
-                                   "path": dump["path"], "compressed": True}, now)
+                                  _release_copy(dump["blob"], row["nodeId"], dump["path"]), now)
     listed = [(item.name.rsplit("/", 1)[-1].removesuffix(".json"), item.metadata)
               for item in reports.list(layout.crash_records_prefix(job_id), metadata=True)]
     return reports.rewrite_json(layout.report_name(job_id), lambda current: reports_model.recount_crashes(
@@ -164,7 +160,7 @@ def on_stray(logs: BlobContainer, reports: BlobContainer, blob_name: str) -> dic
 
 def _refuse(reports: BlobContainer, job_id: str, node_id: str, run_id: str | None, refused: nodes.Refusal,
             now: datetime, logs: BlobContainer | None = None) -> dict[str, Any]:
-    record = nodes.refused_record(job_id, node_id, run_id, refused, _iso(now))
+    record = nodes.refused_record(job_id, node_id, run_id, refused, iso(now))
     reports.write_json(layout.refused_name(job_id, node_id, lognames.name_digest(f"{node_id}/{run_id}")), record)
     update_report(reports, job_id, now, lambda r: reports_model.merge_refused(r, record), logs)
     log.warning("collect.refused", extra={"jobId": job_id, "nodeId": node_id, "rule": refused.rule})
@@ -209,7 +205,7 @@ def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now
     parsed = layout.parse_log_blob(blob_name)
     if isinstance(parsed, layout.BadBlobName) or parsed.kind != layout.MANIFEST:
         return on_stray(logs, reports, blob_name)
-    job_id, node_id, at = parsed.job_id, parsed.node_id, _iso(now)
+    job_id, node_id, at = parsed.job_id, parsed.node_id, iso(now)
     record_name = layout.node_record_name(job_id, node_id)
     try:
         raw = logs.read(blob_name, MAX_MANIFEST_BYTES)
@@ -239,14 +235,19 @@ def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now
     missing = _failed_on(report, node_id, without_excerpt=True)
     if missing:
         # The outcome landed while this node was being read: find its failed tasks' lines in its index.
-        found = nodes.excerpts_from_index((json.loads(x) for x in reports.lines(layout.index_name(job_id, node_id))),
-                                          missing)
+        found = index_excerpts(reports, job_id, node_id, missing)
         if found:
             report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(r, found, node_id), logs)
     log.info("collect.node", extra={"jobId": job_id, "nodeId": node_id, "files": record.get("files"),
                                      "status": status, "collectionComplete": report["collectionComplete"]})
     return {"status": status, "jobId": job_id, "nodeId": node_id, "files": record.get("files"),
             "problems": record.get("problemCount"), "collectionComplete": report["collectionComplete"]}
+
+
+def index_excerpts(reports: BlobContainer, job_id: str, node_id: str, wanted: set[str]) -> dict[str, list[str]]:
+    """The first error lines of the wanted tasks, from one pass over the node's index."""
+    return nodes.excerpts_from_index((json.loads(raw) for raw in reports.lines(layout.index_name(job_id, node_id))),
+                                     wanted)
 
 
 def _failed_on(report: dict | None, node_id: str, without_excerpt: bool = False) -> set[str] | None:
@@ -270,10 +271,8 @@ def _collect_node(logs: BlobContainer, reports: BlobContainer, manifest: Manifes
         else:
             tally.stray(item.name)  # counted, a few named: a node could write millions of them
     index = layout.index_name(job_id, node_id)
-    if manifest.bundle is not None:
-        reports.write_stream(index, _scan_bundle(logs, manifest.bundle, sizes, tally), "application/x-ndjson")
-    else:
-        reports.write_stream(index, iter(()), "application/x-ndjson")
+    lines = _scan_bundle(logs, manifest.bundle, sizes, tally) if manifest.bundle is not None else iter(())
+    reports.write_stream(index, lines, "application/x-ndjson")
     for dump in manifest.crash_dumps:
         # A dump in parts has no single blob to trigger on: it is collected here, with its node.
         if len(dump.parts) > 1 and not reports.exists(layout.crash_record_name(job_id, dump.sha256)):
@@ -282,16 +281,15 @@ def _collect_node(logs: BlobContainer, reports: BlobContainer, manifest: Manifes
                 tally.problem(f"crash dump {dump.path}: part {layout.safe_preview(missing[0])} is missing")
                 continue
             _collect_dump(logs, reports, job_id, [p.blob for p in dump.parts], compressed=True,
-                          copy={"blob": dump.blob, "nodeId": node_id, "taskId": _task_of_dump(dump.path),
-                                "path": dump.path, "compressed": True}, now=now)
-    record = tally.record(_iso(now))
+                          copy=_release_copy(dump.blob, node_id, dump.path), now=now)
+    record = tally.record(iso(now))
     reports.write_json(layout.node_record_name(job_id, node_id), record)
     return record
 
 
-def _task_of_dump(path: str) -> str | None:
-    parts = path.split("/")
-    return parts[1] if len(parts) > 2 and parts[0] == "job-1" else None
+def _release_copy(blob: str, node_id: str, path: str) -> dict[str, Any]:
+    """A dump as the release task uploaded it (gzip'd, from a node)."""
+    return {"blob": blob, "nodeId": node_id, "taskId": lognames.task_of(path), "path": path, "compressed": True}
 
 
 # ----- a crash dump ------------------------------------------------------------------------------
@@ -325,7 +323,7 @@ def _collect_dump(logs: BlobContainer, reports: BlobContainer, job_id: str, blob
         copy = {**copy, "problem": f"not a complete gzip stream: {exc}"}
     summary = scanner.result().to_dict()
     name = layout.crash_record_name(job_id, summary["sha256"])
-    record = reports_model.crash_record(job_id, summary, copy, _iso(now))
+    record = reports_model.crash_record(job_id, summary, copy, iso(now))
     if not reports.create_json(name, record, metadata=reports_model.crash_metadata(record)):
         record = reports.rewrite_json(name, lambda current: reports_model.add_copy(current or record, copy),
                                       metadata=reports_model.crash_metadata)
@@ -368,7 +366,7 @@ def on_crash_dump(logs: BlobContainer, reports: BlobContainer, blob_name: str, n
         return _refuse(reports, parsed.job_id, parsed.node_id, parsed.run_id, refused, now, logs)
     compressed = not parsed.from_failing_task
     copy = {"blob": blob_name, "nodeId": None if parsed.from_failing_task else parsed.node_id,
-            "taskId": parsed.task_id or _task_of_dump(layout.dump_path(parsed)), "path": layout.dump_path(parsed),
+            "taskId": parsed.task_id or lognames.task_of(layout.dump_path(parsed)), "path": layout.dump_path(parsed),
             "compressed": compressed}
     result = _collect_dump(logs, reports, parsed.job_id, [blob_name], compressed, copy, now)
     return {**result, "jobId": parsed.job_id, "nodeId": parsed.node_id}

@@ -13,6 +13,7 @@ from shared.adapters.blobs import BlobContainer, BlobReader
 from shared.adapters.store import Store
 from shared.node import lognames
 from shared.pure import blob_layout as layout
+from shared.pure.node_record import COLLECTED
 
 # Small windows: a single file's read should cost about its own size, not a bundle's.
 FETCH_WINDOW = 256 * 1024
@@ -37,7 +38,7 @@ def collected_nodes(store: Store, job_id: str) -> list[str]:
     report = store.report(job_id)
     if report is None:
         raise NotCollected(f"no report for job {job_id!r} yet: its nodes upload when the job ends")
-    return [row["nodeId"] for row in report.get("nodes") or [] if row.get("status") == "collected"]
+    return [row["nodeId"] for row in report.get("nodes") or [] if row.get("status") == COLLECTED]
 
 
 def index(store: Store, job_id: str, node_id: str | None = None) -> Iterator[IndexedFile]:
@@ -66,7 +67,7 @@ class OpenedFile:
 def open_file(store: Store, job_id: str, node_id: str, path: str) -> OpenedFile:
     """One file of a node's bundle, as a stream. Raises NotCollected naming what is missing."""
     record = store.reports.read_json(layout.node_record_name(job_id, node_id))
-    if not record or record.get("status") != "collected" or not record.get("bundle"):
+    if not record or record.get("status") != COLLECTED or not record.get("bundle"):
         raise NotCollected(f"node {node_id!r} of job {job_id!r} has no collected bundle")
     bundle = record["bundle"]
     logs: BlobContainer = store.logs

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 
 from shared.adapters.batch import BatchAdapter
 from shared.adapters.store import Store
-from shared.flows.collect import update_report
+from shared.flows.collect import index_excerpts, update_report
+from shared.node import lognames
 from shared.pure import blob_layout as layout
 from shared.pure import report as reports_model
-from shared.pure.node_record import excerpts_from_index
+from shared.pure.node_record import COLLECTED
 from shared.pure.outcome import outcome_document
 from shared.pure.planning import PREP_ID as PREP_TASK_ID
 from shared.pure.task_summary import TaskSummary, task_line
@@ -44,9 +45,9 @@ def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -
     report = update_report(store.reports, job.id, now, lambda r: reports_model.merge_outcome(r, doc), store.logs)
     # The first error lines of failed tasks on nodes collected before this merge (a node collected after
     # it fills in its own): read from each such node's index, after the merge, so none falls between.
-    for node_id, found in _excerpts(store, job.id, report).items():
-        update_report(store.reports, job.id, now,
-                      lambda r, n=node_id, f=found: reports_model.fill_excerpts(r, f, n), store.logs)
+    found = _excerpts(store, job.id, report)
+    if found:
+        update_report(store.reports, job.id, now, lambda r: _fill_all(r, found), store.logs)
     store.write_outcome(job.id, doc)
     log.info("outcome recorded", extra={"job": job.id, "reason": job.terminate_reason, "tasks": summary.total,
                                         "failed": summary.failed_total, "nodes": len(runs),
@@ -64,24 +65,29 @@ def _prep_output(batch: BatchAdapter, job: Job, runs) -> dict[str, dict[str, byt
     failed = [r.node_id for r in runs if r.preparation and r.preparation.result == "failure"]
     out: dict[str, dict[str, bytes | None]] = {}
     for node_id in failed[:MAX_PREP_FAILURES_READ]:
-        folder = f"workitems/{job.id}/job-1/{PREP_TASK_ID}"
+        folder = f"workitems/{job.id}/{lognames.TASKS_DIR}/{PREP_TASK_ID}"
         out[node_id] = {stream: batch.node_file_tail(job.pool_id, node_id, f"{folder}/{stream}.txt", PREP_TAIL_BYTES)
                         for stream in ("stdout", "stderr")} if job.pool_id else {}
     return out
 
 
+def _fill_all(report: dict, found: dict[str, dict[str, list[str]]]) -> dict:
+    for node_id, excerpts in found.items():
+        report = reports_model.fill_excerpts(report, excerpts, node_id)
+    return report
+
+
 def _excerpts(store: Store, job_id: str, report: dict) -> dict[str, dict[str, list[str]]]:
     """Per collected node, the first error lines of the listed failed tasks that ran on it and have none
     yet, from one pass over that node's index."""
-    collected = {r["nodeId"] for r in report.get("nodes") or [] if r.get("status") == "collected"}
+    collected = {r["nodeId"] for r in report.get("nodes") or [] if r.get("status") == COLLECTED}
     wanted: dict[str, set[str]] = {}
     for task in (report.get("tasks") or {}).get("failed") or []:
         if task.get("nodeId") in collected and not task.get("excerpt"):
             wanted.setdefault(task["nodeId"], set()).add(task["id"])
     found: dict[str, dict[str, list[str]]] = {}
     for node_id, ids in wanted.items():
-        lines = (json.loads(raw) for raw in store.reports.lines(layout.index_name(job_id, node_id)))
-        hits = excerpts_from_index(lines, ids)
+        hits = index_excerpts(store.reports, job_id, node_id, ids)
         if hits:
             found[node_id] = hits
     return found

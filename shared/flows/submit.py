@@ -117,10 +117,7 @@ def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: 
             existing = batch.get_job(job_id)
     if existing is not None:
         values = dict(existing.metadata)
-        try:
-            meta = metadata.decode(values)
-        except metadata.MetadataError:
-            meta = None
+        meta = metadata.decode_or_none(values)
         if meta is None or meta.request_hash != digest:
             return _reject(store, raw, message_id, now,
                            f"jobId: a different job {job_id!r} already exists; a request under an existing "

@@ -62,7 +62,7 @@ MAX_LISTED = 1000  # failures and renames listed in the manifest; the rest are c
 IMDS_TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
 STORAGE_RESOURCE = "https://storage.azure.com/"
 TOKEN_REFRESH_MARGIN = 300  # seconds before expiry
-ALWAYS_COLLECTED = ("job-1/*/stdout.txt", "job-1/*/stderr.txt")
+ALWAYS_COLLECTED = (f"{lognames.TASKS_DIR}/*/stdout.txt", f"{lognames.TASKS_DIR}/*/stderr.txt")
 
 
 class UploadError(Exception):

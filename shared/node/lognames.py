@@ -25,6 +25,8 @@ CRASH_DIR = "crashdumps"
 TASKS_PSEUDO_NODE = "_tasks"  # failing tasks upload their own dumps here: the node id is unknown at submit
 GZIP_SUFFIX = ".gz"
 RENAMED_DIR = "_renamed"
+# On a Batch node a job's task folders sit at workitems/{jobId}/job-1/{taskId}/ (AZ_BATCH_TASK_DIR).
+TASKS_DIR = "job-1"
 
 MAX_NAME = 1024  # Azure's limit on a blob name
 MAX_SEGMENT = 255
@@ -113,6 +115,12 @@ def crash_dump_blob(job_id: str, node_id: str, run_id: str, path: str) -> str:
 def part_blob(base: str, index: int, count: int) -> str:
     """A blob over the single-upload limit goes up in parts; one part keeps the plain name."""
     return base if count == 1 else f"{base}.{index:03d}"
+
+
+def task_of(path: str) -> str | None:
+    """The task whose folder a path (relative to the job's folder on the node) lies in, if any."""
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == TASKS_DIR else None
 
 
 def is_part(name: str) -> bool:

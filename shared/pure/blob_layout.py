@@ -108,7 +108,7 @@ def dump_path(blob: LogBlob) -> str:
     parts = blob.path.split("/")
     if blob.from_failing_task:
         # outputFiles keep the path below the task's working directory.
-        return f"job-1/{parts[1]}/wd/" + "/".join(parts[2:])
+        return f"{lognames.TASKS_DIR}/{parts[1]}/wd/" + "/".join(parts[2:])
     inner = "/".join(parts[2:])
     if blob.part is not None:
         inner = inner[:-4]

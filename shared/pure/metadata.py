@@ -116,6 +116,14 @@ def decode(metadata: Mapping[str, str]) -> JobMetadata | None:
     )
 
 
+def decode_or_none(metadata: Mapping[str, str]) -> JobMetadata | None:
+    """What decode says, with malformed metadata as None too: for readers that only report on a job."""
+    try:
+        return decode(metadata)
+    except MetadataError:
+        return None
+
+
 def with_changes(metadata: Mapping[str, str], **changes: Any) -> dict[str, str]:
     """Batch replaces the whole metadata list on update, so changes are applied to a full copy.
 

@@ -21,7 +21,7 @@ MAX_EXCERPT_TASKS = 500  # tasks whose first error lines a node record keeps (th
 MAX_LISTED = 50
 COLLECTED, REFUSED, INVALID = "collected", "refused", "invalid"
 # Task outputs sit at job-1/{taskId}/stdout.txt and stderr.txt on a Batch node.
-_TASK_OUTPUT = re.compile(r"job-1/(?P<task>[A-Za-z0-9_-]{1,64})/(?P<stream>stdout|stderr)\.txt")
+_TASK_OUTPUT = re.compile(re.escape(lognames.TASKS_DIR) + r"/(?P<task>[A-Za-z0-9_-]{1,64})/(?P<stream>stdout|stderr)\.txt")
 
 
 @dataclass(frozen=True)

@@ -7,21 +7,14 @@ from datetime import UTC, datetime
 from shared.pure import metadata
 from shared.pure.redact import redact_secrets
 from shared.pure.report import node_runs_rows
-from shared.pure.values import Job, NodeRuns, TaskCounts
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
+from shared.pure.values import Job, NodeRuns, TaskCounts, iso
 
 
 def outcome_record(job: Job, counts: TaskCounts, now: datetime) -> dict:
-    try:
-        meta = metadata.decode(job.metadata)
-    except metadata.MetadataError:
-        meta = None
+    meta = metadata.decode_or_none(job.metadata)
     return {
         "jobId": job.id, "state": job.state, "terminateReason": job.terminate_reason,
-        "createdAt": _iso(job.creation_time), "startedAt": _iso(job.start_time), "endedAt": _iso(job.end_time),
+        "createdAt": iso(job.creation_time), "startedAt": iso(job.start_time), "endedAt": iso(job.end_time),
         "deadline": metadata.format_time(meta.deadline) if meta else None,
         "expectedTasks": meta.expected_tasks if meta else None,
         "taskCounts": counts.as_dict(),

@@ -200,7 +200,7 @@ def _task_pattern(pattern: str, task_id: str) -> str:
     if pattern.startswith("/"):
         return pattern
     parts = pattern.split("/")
-    if len(parts) > 2 and parts[0] == "job-1" and parts[1] in ("*", "**"):
+    if len(parts) > 2 and parts[0] == lognames.TASKS_DIR and parts[1] in ("*", "**"):
         parts[1] = task_id
     return "../../../" + "/".join(parts)
 

@@ -55,14 +55,17 @@ def merge_node(report: dict[str, Any], row: Mapping[str, Any]) -> dict[str, Any]
         return report
     expected = (report.get("collection") or {}).get("expectedNodes")
     if expected is not None and row["nodeId"] not in expected:
-        rows[row["nodeId"]] = {**row, "status": REFUSED, "collected": False, "refusedReason": _NOT_EXPECTED}
-        merge_refused(report, {"nodeId": row["nodeId"], "rule": "node_did_not_run_job", "runId": row.get("runId")})
+        rows[row["nodeId"]] = _refuse_unexpected(report, dict(row))
         return _with_rows(report, rows)
     rows[row["nodeId"]] = {**current, **row}
     return _with_rows(report, rows)
 
 
-_NOT_EXPECTED = "Batch lists no preparation or release run of the job on this node"
+def _refuse_unexpected(report: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    row.update(status=REFUSED, collected=False,
+               refusedReason="Batch lists no preparation or release run of the job on this node")
+    merge_refused(report, {"nodeId": row["nodeId"], "rule": "node_did_not_run_job", "runId": row.get("runId")})
+    return row
 
 
 def merge_refused(report: dict[str, Any], refused: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,8 +156,7 @@ def merge_outcome(report: dict[str, Any], outcome: Mapping[str, Any],
             row["status"] = NOTHING_TO_COLLECT if node.get("prepResult") == "failure" else NO_MANIFEST
     for node_id, row in rows.items():
         if node_id not in expected and row.get("status") != REFUSED:
-            row.update(status=REFUSED, collected=False, refusedReason=_NOT_EXPECTED)
-            merge_refused(report, {"nodeId": node_id, "rule": "node_did_not_run_job", "runId": row.get("runId")})
+            _refuse_unexpected(report, row)
     collection = report.setdefault("collection", {})
     collection["expectedNodes"] = expected
     collection["nodesWithoutManifest"] = sorted(without)
@@ -247,6 +249,11 @@ def finish(report: dict[str, Any], now: str) -> dict[str, Any]:
     }
     report["generatedAt"] = now
     return report
+
+
+def is_final(report: Mapping[str, Any] | None) -> bool:
+    """The job's outcome is in and every node that ran it is collected: the report will not change."""
+    return bool(report and report.get("outcome") and report.get("collectionComplete"))
 
 
 def outcome_only(job_id: str, outcome: Mapping[str, Any], now: str | None = None) -> dict[str, Any]:

@@ -10,23 +10,18 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from shared.pure.values import TaskResult
+from shared.pure.values import TaskResult, iso
 
 MAX_FAILED_LISTED = 500
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
 
 
 def task_line(task: TaskResult) -> dict[str, Any]:
     """One task in tasks.jsonl (and in the report's failed list)."""
     return {"id": task.id, "state": task.state, "nodeId": task.node_id, "exitCode": task.exit_code,
-            "result": task.result, "retries": task.retry_count, "start": _iso(task.start_time),
-            "end": _iso(task.end_time), "failure": task.failure}
+            "result": task.result, "retries": task.retry_count, "start": iso(task.start_time),
+            "end": iso(task.end_time), "failure": task.failure}
 
 
 def _brief(line: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 ACTIVE_STATES = frozenset({"active", "disabled"})
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as the orchestrator's records write it: ISO 8601 in UTC."""
+    return value.astimezone(UTC).isoformat() if value else None
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class PrepInfo:
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    """A job as listed, plus whatever details `needs_details` asked for."""
+    """A job as listed, plus whatever details `select_checks` and `follow_up` asked for."""
 
     job: Job
     # None: take it from metadata. The store may know better (a completed job's metadata cannot be

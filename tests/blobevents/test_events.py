@@ -12,17 +12,12 @@ from azure.storage.blob import ContentSettings
 
 from local.azurite import Azurite
 from local.blobevents import BlobEventsError, BlobEventsProxy
+from tests.fixtures.azurite import settled
 from tests.waiting import wait_until
 
 EVENT_KEYS = {"id", "topic", "subject", "eventType", "eventTime", "data", "dataVersion", "metadataVersion"}
 DATA_KEYS = {"api", "clientRequestId", "requestId", "eTag", "contentType", "contentLength", "blobType", "url",
              "sequencer", "storageDiagnostics"}
-
-
-def settled(blob_events, name: str, count: int) -> bool:
-    """All `count` matched events of the subscription are delivered or given up on."""
-    stats = blob_events.stats()["subscriptions"][name]
-    return stats["matched"] == count and stats["pending"] == 0 and stats
 
 
 def test_put_blob_raises_one_blob_created_in_the_event_grid_schema(container, subject_prefix, subscribe,

@@ -68,9 +68,14 @@ def node_dir(tmp_path):
     return root, outside, files
 
 
+def uploader_env(root, **extra: str) -> dict[str, str]:
+    """What Batch gives the release task (its job, its node, the node's root), plus `extra`."""
+    return {"PATH": os.environ.get("PATH", ""), "AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_NODE_ID": NODE,
+            "AZ_BATCH_NODE_ROOT_DIR": str(root), **extra}
+
+
 def run_uploader(root, url, *args, env=None):
-    env = {"PATH": os.environ.get("PATH", ""), "AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_NODE_ID": NODE,
-           "AZ_BATCH_NODE_ROOT_DIR": str(root), "ORCHESTRATOR_LOGS_SAS_URL": url, **(env or {})}
+    env = uploader_env(root, ORCHESTRATOR_LOGS_SAS_URL=url, **(env or {}))
     return subprocess.run([sys.executable, str(UPLOADER), *args], env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -304,10 +309,9 @@ def test_a_node_killed_mid_upload_then_run_again_leaves_one_complete_node(contai
     logs, reports = containers
     root, _, _ = node_dir
     url, _ = sas_url(logs, create=True)
-    env = {"PATH": os.environ.get("PATH", ""), "AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_NODE_ID": NODE,
-           "AZ_BATCH_NODE_ROOT_DIR": str(root), "ORCHESTRATOR_LOGS_SAS_URL": url,
-           "ORCHESTRATOR_UPLOAD_PART_BYTES": str(256 * 1024), "ORCHESTRATOR_COLLECT_LOGS": '["job-1/*/wd/*.log"]'}
-    killed = subprocess.Popen([sys.executable, str(UPLOADER)], env=env, stderr=subprocess.DEVNULL)
+    small_parts = {"ORCHESTRATOR_UPLOAD_PART_BYTES": str(256 * 1024), "ORCHESTRATOR_COLLECT_LOGS": '["job-1/*/wd/*.log"]'}
+    killed = subprocess.Popen([sys.executable, str(UPLOADER)], env=uploader_env(
+        root, ORCHESTRATOR_LOGS_SAS_URL=url, **small_parts), stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: any("/bundles/" in b.name for b in logs.list(f"{JOB}/{NODE}/")), 60,
                    what="the first bundle part")
@@ -316,8 +320,7 @@ def test_a_node_killed_mid_upload_then_run_again_leaves_one_complete_node(contai
         killed.wait(timeout=30)
     assert not logs.exists(f"{JOB}/{NODE}/manifest.json")
     left_behind = {b.name for b in logs.list(f"{JOB}/{NODE}/")}
-    proc = run_uploader(root, url, env={"ORCHESTRATOR_UPLOAD_PART_BYTES": str(256 * 1024),
-                                        "ORCHESTRATOR_COLLECT_LOGS": '["job-1/*/wd/*.log"]'})
+    proc = run_uploader(root, url, env=small_parts)
     assert proc.returncode == 0, proc.stderr
     result = on_manifest(logs, reports, f"{JOB}/{NODE}/manifest.json", datetime.now(UTC))
     record = reports.read_json(f"{JOB}/nodes/{NODE}.json")
@@ -354,9 +357,8 @@ def identity_logs(oauth_storage):
 
 
 def run_identity_uploader(root, container_url, client_id, imds_url, cert, *args):
-    env = {"PATH": os.environ.get("PATH", ""), "AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_NODE_ID": NODE,
-           "AZ_BATCH_NODE_ROOT_DIR": str(root), "ORCHESTRATOR_LOGS_CONTAINER_URL": container_url,
-           "ORCHESTRATOR_UPLOAD_CLIENT_ID": client_id, "ORCHESTRATOR_IMDS_URL": imds_url, "SSL_CERT_FILE": str(cert)}
+    env = uploader_env(root, ORCHESTRATOR_LOGS_CONTAINER_URL=container_url, ORCHESTRATOR_UPLOAD_CLIENT_ID=client_id,
+                       ORCHESTRATOR_IMDS_URL=imds_url, SSL_CERT_FILE=str(cert))
     return subprocess.run([sys.executable, str(UPLOADER), *args], env=env, capture_output=True, text=True,
                           timeout=120)
 

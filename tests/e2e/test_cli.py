@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 from tests.e2e.test_local_stack import EXAMPLE, send
 from tests.waiting import wait_until
@@ -21,10 +22,7 @@ def orchestrator(stack, *args: str, timeout: float = 180) -> subprocess.Complete
 
 def test_submit_wait_shows_progress_then_the_report(stack, tmp_path):
     job_id = f"cli-{uuid.uuid4().hex[:8]}"
-    body = json.loads(EXAMPLE.read_text())
-    body["jobId"] = job_id
-    request = tmp_path / "request.json"
-    request.write_text(json.dumps(body))
+    request = _request_file(tmp_path, "request", jobId=job_id)
 
     done = orchestrator(stack, "submit", str(request), "--wait", "--timeout", "120")
     assert done.returncode == 0, done.stderr
@@ -97,26 +95,26 @@ def test_rejected_lists_requests_the_function_refused(stack):
     assert f"{job_id} was rejected: invalid request: timeout:" in status.stdout
 
 
-def _request_file(tmp_path, name: str, **changes) -> tuple[str, object]:
+def _request_file(tmp_path, name: str, **changes) -> Path:
     body = json.loads(EXAMPLE.read_text())
     body.update(changes)
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(body))
-    return body["jobId"], path
+    return path
 
 
 def test_submit_wait_follows_its_own_message(stack, tmp_path):
     """A different request under an existing jobId is rejected, and --wait says so; the same request again
     is "already submitted"; a job whose task fails exits non-zero."""
     job_id = f"cli-follow-{uuid.uuid4().hex[:8]}"
-    _, first = _request_file(tmp_path, "first", jobId=job_id)
+    first = _request_file(tmp_path, "first", jobId=job_id)
     assert orchestrator(stack, "submit", str(first), "--wait", "--timeout", "120").returncode == 0
 
-    _, same = _request_file(tmp_path, "same", jobId=job_id)
+    same = _request_file(tmp_path, "same", jobId=job_id)
     again = orchestrator(stack, "submit", str(same), "--wait", "--timeout", "60")
     assert again.returncode == 0 and "already submitted" in again.stdout, again.stdout + again.stderr
 
-    _, different = _request_file(tmp_path, "different", jobId=job_id, priority=7)
+    different = _request_file(tmp_path, "different", jobId=job_id, priority=7)
     refused = orchestrator(stack, "submit", str(different), "--wait", "--timeout", "60")
     assert refused.returncode == 6, refused.stdout + refused.stderr
     assert "rejected:" in refused.stderr and "already exists" in refused.stderr
@@ -124,7 +122,7 @@ def test_submit_wait_follows_its_own_message(stack, tmp_path):
     failing_id = f"cli-fail-{uuid.uuid4().hex[:8]}"
     body = json.loads(EXAMPLE.read_text())
     body["taskFactory"]["commandLine"] = "/bin/bash -c 'echo ERROR: bad input >&2; exit $(({0} % 4 == 0))'"
-    _, failing = _request_file(tmp_path, "failing", jobId=failing_id, taskFactory=body["taskFactory"])
+    failing = _request_file(tmp_path, "failing", jobId=failing_id, taskFactory=body["taskFactory"])
     failed = orchestrator(stack, "submit", str(failing), "--wait", "--timeout", "120")
     assert failed.returncode == 4, failed.stdout + failed.stderr
     assert "2 tasks failed" in failed.stderr and "ERROR: bad input" in failed.stdout

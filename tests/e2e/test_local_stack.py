@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
+from shared.adapters.queue import text_properties
+from shared.pure.report import is_final
 from shared.pure.report_page import CONTENT_SECURITY_POLICY
 from tests.waiting import wait_until
 
@@ -33,7 +35,7 @@ def request(job_id: str) -> bytes:
 
 def report_done(services, job_id: str):
     report = services.store.report(job_id)
-    return report if report and report.get("outcome") and report.get("collectionComplete") else None
+    return report if is_final(report) else None
 
 
 def test_request_on_the_queue_becomes_job_logs_and_report(stack, services):
@@ -83,8 +85,7 @@ def test_a_batch_outage_schedules_the_request_again_and_dead_letters_nothing(sta
                 client.get_queue_receiver("job-requests") as queue:
             def scheduled():
                 for m in queue.peek_messages(max_message_count=100):
-                    props = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                             for k, v in (m.application_properties or {}).items()}
+                    props = text_properties(m)
                     if props.get(ORIGINAL_ID) == message_id:
                         return props
                 return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +17,16 @@ from local.host import Host, HostOptions
 from tests.fixtures.servicebus import Emulator, start_emulator
 
 APP = Path(__file__).parent / "app"
+
+
+def call(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    """One HTTP request; an error status is an answer (status, headers, body), not an exception."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
 
 QUEUES = [
     {"name": "host-ok", "lockDuration": "PT30S"},

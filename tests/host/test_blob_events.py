@@ -13,7 +13,8 @@ import urllib.request
 from azure.storage.queue import QueueClient
 
 from local.child import free_port
-from tests.host.conftest import read_records
+from tests.fixtures.azurite import settled
+from tests.host.conftest import call, read_records
 from tests.waiting import wait_until
 
 FUNCTION = "blob_event_seen"
@@ -22,12 +23,8 @@ FUNCTION = "blob_event_seen"
 def post(url: str, body, kind: str | None = "Notification") -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"} | ({"aeg-event-type": kind} if kind else {})
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    status, _, raw = call(url, "POST", data, headers)
+    return status, raw
 
 
 def subscribe_host(host, subscribe, function: str = FUNCTION) -> str:
@@ -35,11 +32,6 @@ def subscribe_host(host, subscribe, function: str = FUNCTION) -> str:
     [hook] = [h for h in host.blob_webhooks() if h["function"] == function]
     return subscribe(hook["webhook"], subject_begins_with=hook["subjectBeginsWith"],
                      subject_ends_with=hook["subjectEndsWith"], case_sensitive=True)
-
-
-def settled(blob_events, name: str, count: int):
-    stats = blob_events.stats()["subscriptions"][name]
-    return stats["matched"] == count and stats["pending"] == 0 and stats
 
 
 def on_host_loop(host, fn):

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
-
-def call(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read()
+from tests.host.conftest import call
 
 
 def test_route_params_query_body_and_errors(app_dir, start_host):

@@ -15,7 +15,7 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 from azure.storage.blob import BlobClient
 
-from local.batch.control import EmulatorProcess
+from local.batch.control import EmulatorProcess, Endpoint
 from local.host.payloads import blob_argument
 from shared.adapters import services as services_module
 from shared.adapters.services import Services, build
@@ -63,17 +63,23 @@ def svc(app_env):
 
 
 @pytest.fixture
-def own_batch(app_env, tmp_path) -> Services:
-    """Services on a Batch emulator of this test's own, for tests that move the watchdog's clock: a sweep
-    hours or days ahead ends or deletes every managed job it sees, so it must see only this test's."""
+def own_emulator(tmp_path) -> Endpoint:
+    """A Batch emulator of this test's own (its endpoint: the test may set its faults)."""
     emulator = EmulatorProcess(tmp_path / "workspace", ["pool-2x1:2:1", "pool-empty:0"],
                                log_file=tmp_path / "batch.log")
-    endpoint = emulator.start()
     try:
-        yield build(load({**app_env, "BATCH_ACCOUNT_URL": endpoint.url, "BATCH_ACCOUNT_NAME": endpoint.account,
-                          "BATCH_ACCOUNT_KEY": endpoint.key}))
+        yield emulator.start()
     finally:
         emulator.stop()
+
+
+@pytest.fixture
+def own_batch(app_env, own_emulator) -> Services:
+    """Services on a Batch emulator of this test's own, for tests that move the watchdog's clock: a sweep
+    hours or days ahead ends or deletes every managed job it sees, so it must see only this test's."""
+    endpoint = own_emulator
+    return build(load({**app_env, "BATCH_ACCOUNT_URL": endpoint.url, "BATCH_ACCOUNT_NAME": endpoint.account,
+                       "BATCH_ACCOUNT_KEY": endpoint.key}))
 
 
 def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | None = None) -> ServiceBusMessage:

@@ -69,15 +69,10 @@ def test_retries_of_a_long_outage_stop_at_the_policy_limit(app, svc, batch_emula
         batch_emulator.set_faults(rate=0.0)
 
 
-def test_the_watchdog_ends_a_job_batch_left_active_with_every_task_done(own_batch, tmp_path):
+def test_the_watchdog_ends_a_job_batch_left_active_with_every_task_done(own_batch, own_emulator, tmp_path):
     """Batch's onAllTasksComplete missed (the emulator's opt-in mode): the backstop ends the job in a sweep."""
     svc, job_id = own_batch, new_id("missed")
-    endpoint = svc.batch.client._config.endpoint
-    from local.batch import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
-    from local.batch.control import Endpoint
-
-    faults = Endpoint(endpoint, DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
-    faults.set_faults(missedCompletion=True)
+    own_emulator.set_faults(missedCompletion=True)
     raw = json.dumps(request(job_id, tasks=3)).encode()
 
     def all_done_before_the_patch(added, expected):

@@ -7,6 +7,7 @@ import uuid
 
 from azure.servicebus import ServiceBusClient
 
+from shared.adapters.queue import text_properties
 from shared.pure.retry import ATTEMPTS, ORIGINAL_ID, REASON
 from tests.orchestrator.conftest import blob_event, request, sb_message
 
@@ -78,8 +79,7 @@ def scheduled_again(servicebus, message_id: str) -> list[dict]:
         peeked = receiver.peek_messages(max_message_count=250)
     found = []
     for m in peeked:
-        props = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                 for k, v in (m.application_properties or {}).items()}
+        props = text_properties(m)
         if props.get(ORIGINAL_ID) == message_id:
             assert m.scheduled_enqueue_time_utc is not None
             found.append(props)
