@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import mimetypes
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -76,9 +77,12 @@ async def _body(request: web.Request, limit: int | None = None) -> dict:
     return body
 
 
-def _page(request: web.Request, items: Iterable[tuple[int, dict]], kind: str,
-          allowed: frozenset[str]) -> web.Response:
-    """One page of a list, with an odata.nextLink that carries $filter and $select along."""
+def _page(request: web.Request, items: Iterable[tuple[int, dict]] | Callable[[int], Iterable[tuple[int, dict]]],
+          kind: str, allowed: frozenset[str]) -> web.Response:
+    """One page of a list, with an odata.nextLink that carries $filter and $select along.
+
+    items: (seq, wire) in seq order, or a function giving those after a seq (so a page far into a long list
+    builds the wire form of its own items only, not of every item before it)."""
     q = request.query
     try:
         size = int(q.get("maxresults", PAGE_SIZE_DEFAULT))
@@ -95,7 +99,7 @@ def _page(request: web.Request, items: Iterable[tuple[int, dict]], kind: str,
     page: list[dict] = []
     next_link = None
     last = after
-    for seq, wire in items:
+    for seq, wire in items(after) if callable(items) else items:
         if seq <= after or (predicate and not predicate(wire)):
             continue
         if len(page) == size:
@@ -109,6 +113,12 @@ def _page(request: web.Request, items: Iterable[tuple[int, dict]], kind: str,
     if next_link:
         body["odata.nextLink"] = next_link
     return _json(200, body)
+
+
+def _after(ordered: list, seq: int) -> Iterable:
+    """The items of a seq-ordered list after seq."""
+    start = bisect.bisect_right(ordered, seq, key=lambda item: item.seq)
+    return (ordered[i] for i in range(start, len(ordered)))
 
 
 # ----- pools and nodes -----------------------------------------------------------------------------
@@ -201,7 +211,8 @@ async def create_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     account = _account(request)
     jobs = sorted(account.jobs.values(), key=lambda j: j.seq)
-    return _page(request, ((j.seq, j.wire(account.base_url)) for j in jobs), "jobs", JOB_FILTER_PROPS)
+    return _page(request, lambda after: ((j.seq, j.wire(account.base_url)) for j in _after(jobs, after)), "jobs",
+                 JOB_FILTER_PROPS)
 
 
 @routes.get("/jobs/{job}")
@@ -283,7 +294,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     account = _account(request)
     job = account.get_job(request.match_info["job"])
     tasks = sorted(job.tasks.values(), key=lambda t: t.seq)
-    return _page(request, ((t.seq, account.task_wire(job, t)) for t in tasks), "tasks", TASK_FILTER_PROPS)
+    return _page(request, lambda after: ((t.seq, account.task_wire(job, t)) for t in _after(tasks, after)), "tasks",
+                 TASK_FILTER_PROPS)
 
 
 @routes.get("/jobs/{job}/tasks/{task}")

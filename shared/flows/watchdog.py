@@ -83,14 +83,27 @@ class Watchdog:
                 snaps.append(policy.JobSnapshot(job, outcome_recorded=job.id in recorded))
             checks = policy.select_checks(snaps, now, self.rules)
             pools = _PoolSizes(self.batch)
+            # Most jobs need no call and no action: decided here, so only the few that do I/O take a thread.
+            work, results = [], []
+            for snap in snaps:
+                if snap.job_id in checks:
+                    work.append((snap, None))
+                    continue
+                try:
+                    decision = policy.decide(snap, now, self.rules)
+                except Exception as err:
+                    results.append(self._failed(snap, err))
+                    continue
+                if not isinstance(decision, policy.Nothing):
+                    work.append((snap, decision))
             with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="watchdog") as pool:
-                results = pool.map(lambda snap: self._handle(snap, checks.get(snap.job_id, frozenset()), pools, now),
-                                   snaps)
-                for job_id, action, error in results:
-                    if action != "Nothing":
-                        report.actions[action] += 1
-                    if error:
-                        report.errors.append(f"{job_id}: {error}")
+                results += pool.map(lambda item: self._handle(item[0], checks.get(item[0].job_id, frozenset()), pools,
+                                                              now, item[1]), work)
+            for job_id, action, error in results:
+                if action != "Nothing":
+                    report.actions[action] += 1
+                if error:
+                    report.errors.append(f"{job_id}: {error}")
         except Exception as err:
             report.errors.append(f"sweep: {type(err).__name__}: {err}")
             raise
@@ -99,22 +112,28 @@ class Watchdog:
             log.info("sweep done", extra=report.as_dict())
         return report
 
-    def _handle(self, snap: policy.JobSnapshot, needs: frozenset[str], pools: _PoolSizes,
-                now: datetime) -> tuple[str, str, str | None]:
+    def _handle(self, snap: policy.JobSnapshot, needs: frozenset[str], pools: _PoolSizes, now: datetime,
+                decision: policy.Decision | None = None) -> tuple[str, str, str | None]:
+        """Fetch what `needs` asks for and decide (unless the decision is already made), then act."""
         try:
-            if policy.TASK_COUNTS in needs:
-                snap = replace(snap, task_counts=self.batch.task_counts(snap.job_id))
-            more = policy.follow_up(snap)
-            if policy.PREP_STATUS in more:
-                snap = replace(snap, prep=policy.prep_info(self.batch.node_runs(snap.job_id)))
-            if policy.POOL_SIZE in more and snap.job.pool_id:
-                snap = replace(snap, pool_nodes=pools.nodes(snap.job.pool_id))
-            decision = policy.decide(snap, now, self.rules)
+            if decision is None:
+                if policy.TASK_COUNTS in needs:
+                    snap = replace(snap, task_counts=self.batch.task_counts(snap.job_id))
+                more = policy.follow_up(snap)
+                if policy.PREP_STATUS in more:
+                    snap = replace(snap, prep=policy.prep_info(self.batch.node_runs(snap.job_id)))
+                if policy.POOL_SIZE in more and snap.job.pool_id:
+                    snap = replace(snap, pool_nodes=pools.nodes(snap.job.pool_id))
+                decision = policy.decide(snap, now, self.rules)
             self._act(snap.job, decision, now)
             return snap.job_id, type(decision).__name__, None
         except Exception as err:  # one job's trouble must not stop the sweep for the others
-            log.warning("watchdog action failed", extra={"job": snap.job_id, "error": f"{type(err).__name__}: {err}"})
-            return snap.job_id, "Error", f"{type(err).__name__}: {err}"
+            return self._failed(snap, err)
+
+    @staticmethod
+    def _failed(snap: policy.JobSnapshot, err: Exception) -> tuple[str, str, str]:
+        log.warning("watchdog action failed", extra={"job": snap.job_id, "error": f"{type(err).__name__}: {err}"})
+        return snap.job_id, "Error", f"{type(err).__name__}: {err}"
 
     def _act(self, job: Job, decision: policy.Decision, now: datetime) -> None:
         if isinstance(decision, policy.Terminate):
