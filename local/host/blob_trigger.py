@@ -23,16 +23,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
-from azure.storage.blob.aio import ContainerClient
+from azure.storage.blob.aio import BlobPrefix, ContainerClient
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
@@ -50,7 +52,13 @@ EVENT_GRID = "eventgrid"
 SUBJECT_PREFIX = "/blobServices/default/containers/{container}/blobs/"
 SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$")
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-RETRY_AFTER_ERROR_S = 1.0  # a storage error (not the function's) while processing: try that blob again after this
+RETRY_AFTER_ERROR_S = 1.0  # a storage error (not the function's) while processing: try that blob again after this,
+RETRY_AFTER_ERROR_MAX_S = 30.0  # doubling up to this
+STORAGE_ERRORS_BEFORE_POISON = 10  # about 2.5 minutes of failures in a row
+
+
+def retry_delay(errors: int) -> float:
+    return min(RETRY_AFTER_ERROR_S * 2 ** max(errors - 1, 0), RETRY_AFTER_ERROR_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,8 @@ class BlobPath:
             regex += re.escape(literal)
             if name:
                 regex += f"(?P<{re.sub(r'[^0-9A-Za-z_]', '_', name)}>.+?)"
-        return cls(container, prefix, suffix, re.compile(f"^{regex}$"))
+        # DOTALL: a blob name may hold a newline, and {name} must match it too.
+        return cls(container, prefix, suffix, re.compile(f"^{regex}$", re.DOTALL))
 
     def matches(self, blob_name: str) -> bool:
         return bool(self.pattern.fullmatch(blob_name))
@@ -81,6 +90,17 @@ class BlobPath:
         """Event Grid subject filters that let through every blob this path can match, and few others."""
         return {"subjectBeginsWith": SUBJECT_PREFIX.format(container=self.container) + self.prefix,
                 "subjectEndsWith": self.suffix}
+
+
+def receipt_name(blob_name: str) -> str:
+    """The blob's name inside its receipt's path: as is (the host's layout), unless the name would break
+    the receipt itself. A '.' or '..' segment is folded away by the HTTP client before signing, so the
+    write is refused; a control or non-character code point makes Azurite fail every listing of the
+    receipts' container. Such names get a digest instead, unique per name."""
+    segments = blob_name.split("/")
+    if any(s in ("", ".", "..") for s in segments) or any(unicodedata.category(c)[0] == "C" for c in blob_name):
+        return "~mapped/" + hashlib.sha256(blob_name.encode("utf-8", "surrogatepass")).hexdigest()
+    return blob_name
 
 
 def quoted(etag: str) -> str:
@@ -163,6 +183,8 @@ class BlobListener:
         self._poller: asyncio.Task | None = None
         self._retries: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._missing_logged = False
+        self._unlistable: set[str] = set()  # folders logged as unlistable, so each is logged once
+        self._storage_errors: dict[tuple[str, str], int] = {}
 
     async def start(self) -> None:
         self.container = ContainerClient.from_connection_string(self.connection_string, self.path.container)
@@ -207,8 +229,7 @@ class BlobListener:
 
     async def scan(self) -> None:
         try:
-            async for blob in self.container.list_blobs(name_starts_with=self.path.prefix or None,
-                                                        include=["metadata"]):
+            async for blob in self._listing(self.path.prefix):
                 if self._stopping.is_set():
                     return
                 if self.path.matches(blob.name):
@@ -219,6 +240,40 @@ class BlobListener:
                 log.info("container does not exist yet; waiting for it",
                          extra={"function": self.spec.name, "container": self.path.container})
                 self._missing_logged = True
+
+    async def _listing(self, prefix: str):
+        """Every blob under prefix. Where a listing fails on the server's side (Azurite answers 500 to any
+        listing that holds a name XML cannot carry; Azure would send it encoded), the folder is listed one
+        level down instead, so one such blob hides only the blobs beside it, not the whole container."""
+        try:
+            async for blob in self.container.list_blobs(name_starts_with=prefix or None, include=["metadata"],
+                                                        retry_total=0):
+                yield blob
+            self._unlistable.discard(prefix)
+            return
+        except HttpResponseError as exc:
+            if isinstance(exc, ResourceNotFoundError) or (exc.status_code or 0) < 500:
+                raise
+        try:
+            folders = [item async for item in self.container.walk_blobs(name_starts_with=prefix or None,
+                                                                        include=["metadata"], delimiter="/",
+                                                                        retry_total=0)]
+        except HttpResponseError as exc:
+            if isinstance(exc, ResourceNotFoundError) or (exc.status_code or 0) < 500:
+                raise
+            if prefix not in self._unlistable:
+                self._unlistable.add(prefix)
+                log.error("storage cannot list this folder (a blob in it has a name storage cannot list); its "
+                          "blobs are skipped until that blob is deleted or renamed",
+                          extra={"function": self.spec.name, "container": self.path.container,
+                                 "folder": prefix, "error": f"{exc.status_code} {exc.reason}"})
+            return
+        for item in folders:
+            if isinstance(item, BlobPrefix):
+                async for blob in self._listing(item.name):
+                    yield blob
+            else:
+                yield item
 
     def accept(self, container: str, name: str, etag: str | None) -> bool:
         """A BlobCreated event for this function (EventGrid source). False while stopping: the sender should
@@ -251,19 +306,38 @@ class BlobListener:
             self.pending.discard(key)
             raise
         except Exception as exc:
-            # Storage trouble, not the function failing: the blob has not been settled, so try it again.
-            log.warning("processing a blob failed; retrying", extra={
-                "function": self.spec.name, "blob": f"{self.path.container}/{key[0]}",
-                "error": f"{type(exc).__name__}: {exc}", "retry_in_s": RETRY_AFTER_ERROR_S})
+            # Storage trouble, not the function failing: the blob has not been settled, so try it again, less
+            # often each time; a blob that keeps failing is reported on the poison queue rather than retried
+            # for ever.
+            errors = self._storage_errors[key] = self._storage_errors.get(key, 0) + 1
             outcome = "retry-later"
+            if errors >= STORAGE_ERRORS_BEFORE_POISON:
+                outcome = await self._give_up(key, exc)
+            else:
+                log.warning("processing a blob failed; retrying", extra={
+                    "function": self.spec.name, "blob": f"{self.path.container}/{key[0]}",
+                    "error": f"{type(exc).__name__}: {exc}", "retry_in_s": retry_delay(errors),
+                    "attempt": errors})
         finally:
             self.running.pop(key, None)
+        if outcome != "retry-later":
+            self._storage_errors.pop(key, None)
         if outcome == "retry" and not self._stopping.is_set():
             self._submit(key, blob)  # still pending; goes to the back of its lane
         elif outcome == "retry-later" and not self._stopping.is_set():
-            self._retries[key] = asyncio.get_running_loop().call_later(RETRY_AFTER_ERROR_S, self._retry, key, blob)
+            delay = retry_delay(self._storage_errors.get(key, 1))
+            self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry, key, blob)
         else:
             self.pending.discard(key)
+
+    async def _give_up(self, key: tuple[str, str], exc: Exception) -> str:
+        name, etag = key
+        try:
+            await self._poison(name, etag, reason=f"storage kept failing: {type(exc).__name__}: {exc}"[:500])
+        except Exception:
+            return "retry-later"  # storage is down altogether: keep trying, less often
+        self.done.add(key)
+        return "done"
 
     def _retry(self, key: tuple[str, str], blob) -> None:
         self._retries.pop(key, None)
@@ -273,7 +347,7 @@ class BlobListener:
             self._submit(key, blob)
 
     def _receipt(self, name: str, etag: str) -> str:
-        return f"{self.receipt_root}/{etag}/{self.path.container}/{name}"
+        return f"{self.receipt_root}/{etag}/{self.path.container}/{receipt_name(name)}"
 
     async def _process(self, key: tuple[str, str], blob) -> str:
         """One attempt at one blob version; returns "done" or "retry"."""
@@ -336,7 +410,7 @@ class BlobListener:
                              f"{container}/{name}", uri, properties, dict(blob.metadata or {}),
                              connection=self.spec.trigger.get("connection") or "AzureWebJobsStorage")
 
-    async def _poison(self, name: str, etag: str) -> None:
+    async def _poison(self, name: str, etag: str, reason: str = "the function kept failing") -> None:
         # The host's poison message: which function, and which blob version, gave up.
         message = {"Type": "BlobTrigger", "FunctionId": self.spec.function_id, "BlobType": "BlockBlob",
                    "ContainerName": self.path.container, "BlobName": name, "ETag": etag}
@@ -345,7 +419,7 @@ class BlobListener:
         await self.poison.send_message(json.dumps(message))
         log.error("blob moved to the poison queue after repeated failures",
                   extra={"function": self.spec.name, "blob": f"{self.path.container}/{name}",
-                         "queue": POISON_QUEUE, "attempts": self.options.poison_blob_threshold})
+                         "queue": POISON_QUEUE, "reason": reason})
 
     async def stop_receiving(self) -> None:
         self._stopping.set()

@@ -23,6 +23,7 @@ from azure.functions.http import HttpRequestConverter
 from azure.functions.meta import Datum
 from azure.functions.servicebus import ServiceBusMessageInConverter
 from azure.functions.timer import TimerRequestConverter
+from azure.servicebus.amqp import AmqpMessageBodyType
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -89,11 +90,35 @@ def service_bus_metadata(message: Any) -> dict[str, Datum]:
     return metadata
 
 
+class UnbindableBody(Exception):
+    """The message's body cannot be handed to the function: the invocation fails, as the host's does."""
+
+
+def message_body(message: Any) -> bytes:
+    """The body as the host's Service Bus extension binds it: data sections joined; an AMQP value section
+    only when it is a string (its UTF-8 bytes); any other value, or a sequence body, refused with the
+    extension's reason. The host then fails the invocation, so the message is abandoned, redelivered and
+    dead-lettered after maxDeliveryCount
+    (https://github.com/Azure/azure-sdk-for-net/blob/main/sdk/servicebus/Microsoft.Azure.WebJobs.Extensions.ServiceBus/src/Triggers/MessageToStringConverter.cs)."""
+    kind = getattr(message, "body_type", None)
+    body = message.body
+    if kind == AmqpMessageBodyType.VALUE:
+        # The SDK's AMQP decoder hands a string value over as its UTF-8 bytes, so a binary value (which the
+        # extension refuses) cannot be told apart from it here: both are bound.
+        if isinstance(body, str):
+            return body.encode("utf-8")
+        if isinstance(body, bytes):
+            return body
+        raise UnbindableBody(f"A message with a value type of {type(body).__name__} cannot be bound to a string.")
+    if kind == AmqpMessageBodyType.SEQUENCE:
+        raise UnbindableBody("A sequence body message cannot be bound to a string.")
+    if body is None:
+        return b""
+    return body if isinstance(body, bytes) else b"".join(body)
+
+
 def service_bus_message(message: Any) -> func.ServiceBusMessage:
-    body = b"".join(message.body) if message.body is not None else b""
-    if isinstance(body, str):  # a value-section body (AMQP string) rather than data sections
-        body = body.encode("utf-8")
-    return ServiceBusMessageInConverter.decode(Datum(bytes(body), "bytes"),
+    return ServiceBusMessageInConverter.decode(Datum(message_body(message), "bytes"),
                                                trigger_metadata=service_bus_metadata(message))
 
 

@@ -18,7 +18,7 @@ from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBus
 from .errors import HostConfigError
 from .invoker import Invoker
 from .loader import FunctionSpec
-from .payloads import service_bus_message
+from .payloads import UnbindableBody, service_bus_message
 from .settings import ServiceBusOptions
 
 log = logging.getLogger("local.host.servicebus")
@@ -111,7 +111,13 @@ class ServiceBusListener:
         try:
             self.renewer.register(self.receiver, message)
             try:
-                payload = service_bus_message(message)
+                try:
+                    payload = service_bus_message(message)
+                except UnbindableBody as exc:
+                    log.error("the message cannot be bound to the function; it is abandoned, and dead-lettered "
+                              "after maxDeliveryCount", extra={"function": self.spec.name,
+                                                               "message_id": message.message_id, "error": str(exc)})
+                    raise
                 await self.invoker.invoke(
                     self.spec, payload, f"Reason='New ServiceBus message detected on '{self.queue}'.'",
                     message_id=message.message_id, delivery_count=(message.delivery_count or 0) + 1)

@@ -139,8 +139,10 @@ def close(logs: BlobContainer | None, reports: BlobContainer, job_id: str, repor
 
 def record_rejected(logs: BlobContainer, reports: BlobContainer, bad: layout.BadBlobName,
                     raw_name: str) -> dict[str, Any]:
-    # The record is what matters: an unaddressable name simply has no size to give.
-    record = {"schema": "rejected-blob.v1", "container": LOGS_CONTAINER, **bad.to_dict(), "size": logs.size(raw_name)}
+    # The record is what matters: an unaddressable name simply has no size to give. HTTP clients fold a
+    # '..' segment away before sending, so asking for its size would ask about another blob.
+    size = None if bad.rule == "path_traversal" else logs.size(raw_name)
+    record = {"schema": "rejected-blob.v1", "container": LOGS_CONTAINER, **bad.to_dict(), "size": size}
     reports.write_json(layout.rejected_blob_record_name(bad), record)
     log.warning("collect.rejected", extra={"rule": bad.rule, "blob": bad.name})
     return record

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from shared.node import lognames
-from shared.pure.request import is_batch_id
+from shared.pure.request import RESERVED_JOB_IDS, is_batch_id
 
 # job-reports folders that are not jobs (the request model refuses these as job ids).
 REJECTED_PREFIX = "rejected/"
@@ -83,6 +83,9 @@ def parse_log_blob(name: object) -> LogBlob | BadBlobName:
     job_id, node_id, top = segments[0], segments[1], segments[2]
     if not is_batch_id(job_id):
         return _bad(name, "bad_job_id", "job id segment breaks the Batch id rules")
+    if job_id.lower() in RESERVED_JOB_IDS:
+        # Its report would land among the orchestrator's own records (rejected/, outcomes/, ...).
+        return _bad(name, "reserved_job_id", f"job id segment is a reserved name ({', '.join(sorted(RESERVED_JOB_IDS))})")
     if not _NODE_ID_RE.fullmatch(node_id):
         return _bad(name, "bad_node_id", "node id segment must be 1-128 letters, digits, '-' or '_'")
     rest = "/".join(segments[2:])

@@ -95,3 +95,43 @@ def test_hostile_blob_names_get_records_not_crashes(app, svc):
     for name in ["../../etc/passwd", "job/only-two", "a" * 300 + "/n/logs/x", "j1/n1/logs/\u202eevil.txt"]:
         record = svc.store.reports.read_json(rejected_blob_record_name(parse_log_blob(name)))
         assert record["rule"] == parse_log_blob(name).rule
+
+
+HOSTILE = {
+    # name as stored -> the rule its record names
+    "{job}/n1/../../other/n1/manifest.json": "path_traversal",
+    "{job}/n1/crashdumps/20260101T000000Z-0a0b0c0d/line\nbreak": "bad_character",
+    "{job}/n1/crashdumps/20260101T000000Z-0a0b0c0d/ctl\x01core": "bad_character",
+    "{job}/n1/bundles/bad\uffff.zip": "bad_character",
+    "rejected/n1/manifest.json": "reserved_job_id",
+    "outcomes/n1/crashdumps/20260101T000000Z-0a0b0c0d/core": "reserved_job_id",
+    "{job}/n1/notes.txt": "outside_layout",
+}
+
+
+def test_every_hostile_blob_a_node_can_write_is_accounted_for(app, svc):
+    """Each blob, stored under its exact name, runs every trigger whose path matches it (as the host does),
+    and ends in one record naming its rule; none lands among the orchestrator's own records."""
+    from local.host.blob_trigger import BlobPath
+    from shared.pure.blob_layout import parse_log_blob, rejected_blob_record_name
+    from tests.fixtures.azurite import put_verbatim
+
+    job = f"hostile-{uuid.uuid4().hex[:8]}"
+    triggers = {"collect_node": "{jobId}/{nodeId}/manifest.json", "collect_crash_dump": "{jobId}/{nodeId}/crashdumps/{name}",
+                "collect_stray": "{name}"}
+    paths = {fn: BlobPath.parse(f"job-logs/{path}") for fn, path in triggers.items()}
+    container = svc.store.logs._client
+    before = {b.name for b in svc.store.reports.list("rejected/")}
+    for template, rule in HOSTILE.items():
+        name = template.format(job=job)
+        put_verbatim(container, name, b"payload")
+        ran = [fn for fn, path in paths.items() if path.matches(name)]
+        assert "collect_stray" in ran
+        for fn in ran:
+            app[fn](blob_event(name))
+        bad = parse_log_blob(name)
+        assert bad.rule == rule, name
+        record = svc.store.reports.read_json(rejected_blob_record_name(bad))
+        assert (record["rule"], record["size"]) == (rule, None if rule == "path_traversal" else 7), name
+    assert {b.name for b in svc.store.reports.list("rejected/")} == before, "no report among the rejections"
+    assert list(svc.store.reports.list("outcomes/n1")) == []

@@ -2,6 +2,7 @@ import pytest
 
 from shared.node import lognames
 from shared.pure import blob_layout as bl
+from shared.pure.request import RESERVED_JOB_IDS
 
 NODE = "tvmps_" + "a" * 64 + "_d"
 RUN = "20261201T120000Z-0123abcd"
@@ -74,7 +75,17 @@ BAD = [
     ("j" * 65 + "/n/manifest.json", "bad_job_id"),
     ("j/n.1/manifest.json", "bad_node_id"),
     ("j/" + "n" * 129 + "/manifest.json", "bad_node_id"),
+    ("rejected/n/manifest.json", "reserved_job_id"),
+    (f"Outcomes/n/bundles/{RUN}.zip", "reserved_job_id"),
+    ("rejected-blobs/_tasks/crashdumps/t1/core", "reserved_job_id"),
+    ("j/n/ctl\x01.txt", "bad_character"),
+    ("j/n/bad\uffff.txt", "bad_character"),
 ]
+
+
+def test_the_reserved_job_ids_are_the_orchestrators_own_folders():
+    folders = {bl.REJECTED_PREFIX, bl.OUTCOMES_PREFIX, bl.REJECTED_BLOBS_PREFIX}
+    assert {f"{job_id}/" for job_id in RESERVED_JOB_IDS} == folders
 
 
 @pytest.mark.parametrize(("name", "rule"), BAD, ids=[repr(b[0])[:40] for b in BAD])
