@@ -17,4 +17,4 @@ bp = func.Blueprint()
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name=f"%{QUEUE_SETTING}%", connection=SERVICE_BUS_CONNECTION)
 def submit_job(msg: func.ServiceBusMessage) -> None:
     on_message(msg.get_body(), msg.message_id, dict(msg.application_properties or {}), datetime.now(UTC),
-               services())
+               services(), sequence_number=msg.sequence_number)

@@ -6,6 +6,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from shared.pure.redact import RedactingFilter
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -31,6 +33,8 @@ def _quote(value: object) -> str:
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
+    # On the handler, so it covers every logger of the process: a function's exception, an SDK's line.
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

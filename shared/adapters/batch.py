@@ -9,7 +9,6 @@ Refused (a permanent client error, with Batch's error code).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,9 +21,10 @@ from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestE
 from azure.core.rest import HttpRequest
 
 from shared.pure import metadata
+from shared.pure.redact import redacting_logger
 from shared.pure.values import Job, NodeRuns, Pool, TaskCounts, TaskResult, TaskRun
 
-log = logging.getLogger("orchestrator.batch")
+log = redacting_logger("orchestrator.batch")
 
 API_VERSION = "2025-06-01"
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -32,6 +32,8 @@ JOB_LIST_SELECT = ["id", "state", "metadata", "creationTime", "stateTransitionTi
                    "onAllTasksComplete"]
 TASK_SELECT = ["id", "state", "nodeInfo", "executionInfo"]
 ALREADY_ENDING = frozenset({"JobCompleted", "JobBeingTerminated", "JobBeingDeleted"})
+# What Batch answers a change to a job that is no longer active (adding tasks, the PATCH).
+NOT_ACTIVE = ALREADY_ENDING | {"JobNotActive"}
 
 
 class Transient(Exception):

@@ -3,7 +3,7 @@
 - `job-reports/rejected/{key}.json`: a rejected request, kept with its reason (never silently dropped)
 - `job-requests-private/{jobId}.json`: the accepted request as sent, so the watchdog can finish a
   submission (SAS URLs in it: only the app reads this container); `job-reports/{jobId}/request.json`:
-  the same with SAS signatures redacted, for operators
+  the same with secrets (SAS signatures, keys, tokens) redacted, for operators
 - `job-reports/{jobId}/outcome.json` and the marker `job-reports/outcomes/{jobId}`: a completed job's
   outcome (Batch refuses metadata updates on completed jobs, so the marker is how a sweep knows)
 - `tools/log_uploader.py` and `tools/lognames.py`: the release task's uploader, read by nodes (a read-only
@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,10 @@ from azure.storage.blob import (
 )
 
 from shared.adapters.blobs import BlobContainer
+from shared.node import lognames
 from shared.pure import blob_layout
 from shared.pure.planning import NODE_FILES, Links
-from shared.pure.redact import redact_sas, redact_secrets
+from shared.pure.redact import redact_secrets, redact_value, redacting_logger
 from shared.pure.settings import (
     LOGS_CONTAINER,
     REPORTS_CONTAINER,
@@ -38,13 +38,14 @@ from shared.pure.settings import (
     PoolIdentity,
 )
 
-log = logging.getLogger("orchestrator.store")
+log = redacting_logger("orchestrator.store")
 # "The key's expiry must be within 7 days of the current time":
 # https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key#request-body
 USER_DELEGATION_LIFETIME = timedelta(days=7)
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 REJECTED_PREFIX = blob_layout.REJECTED_PREFIX
 OUTCOMES_PREFIX = blob_layout.OUTCOMES_PREFIX
+RESENDS_PREFIX = "resends/"  # in the private requests container, beside {jobId}.json
 
 
 class Store:
@@ -82,7 +83,7 @@ class Store:
                extra: dict | None = None) -> str:
         """Keep a rejected request with its reason. Keys are unique per delivery, so none overwrites another."""
         name = f"{REJECTED_PREFIX}{key}.json"
-        text = redact_sas(raw.decode("utf-8", errors="replace"))
+        text = redact_secrets(raw.decode("utf-8", errors="replace"))
         record = {"key": key, "rejectedAt": now.astimezone(UTC).isoformat(), "reason": redact_secrets(reason),
                   "errors": [{k: redact_secrets(str(v)) for k, v in e.items()} for e in errors or []],
                   "request": text, **(extra or {})}
@@ -97,14 +98,22 @@ class Store:
 
     def save_request(self, job_id: str, raw: bytes, message_id: str) -> None:
         """The request as sent, for the watchdog to finish a submission, where only the app can read it;
-        beside the report, a copy with SAS signatures redacted for operators."""
+        beside the report, a copy with its secrets redacted for operators."""
         request = json.loads(raw)
         self._requests.write_json(f"{job_id}.json", {"messageId": message_id, "request": request})
-        redacted = json.loads(redact_sas(json.dumps(request)))
+        redacted = redact_value(request)
         self.reports.write_json(blob_layout.request_name(job_id), {"messageId": message_id, "request": redacted})
 
     def load_request(self, job_id: str) -> dict | None:
         return self._requests.read_json(f"{job_id}.json")
+
+    # Re-sends the orchestrator scheduled, where only the app can write: a message's claim to be one is
+    # checked against them (shared.pure.retry.verified).
+    def record_resend(self, message_id: str, record: dict) -> None:
+        self._requests.write_json(f"{RESENDS_PREFIX}{lognames.name_digest(message_id)}.json", record)
+
+    def resend_record(self, message_id: str) -> dict | None:
+        return self._requests.read_json(f"{RESENDS_PREFIX}{lognames.name_digest(message_id)}.json")
 
     # ----- outcomes and reports -------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ changes nothing.
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import threading
 import zipfile
@@ -28,10 +27,11 @@ from shared.pure import report as reports_model
 from shared.pure.crashdump import CrashDumpScanner
 from shared.pure.logscan import LogScanner
 from shared.pure.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestInvalid, Upload, parse_manifest
+from shared.pure.redact import redacting_logger
 from shared.pure.settings import LOGS_CONTAINER
 from shared.pure.values import iso
 
-log = logging.getLogger("orchestrator.collect")
+log = redacting_logger("orchestrator.collect")
 
 PREFETCH_DEPTH = 2  # chunks downloaded ahead while the current one is scanned
 READ_WINDOW = 8 * 1024 * 1024  # one ranged GET of a bundle

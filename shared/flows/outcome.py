@@ -8,7 +8,6 @@ the next sweep (every write here replaces what an earlier attempt wrote).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -21,10 +20,11 @@ from shared.pure import report as reports_model
 from shared.pure.node_record import COLLECTED
 from shared.pure.outcome import outcome_document
 from shared.pure.planning import PREP_ID as PREP_TASK_ID
+from shared.pure.redact import redacting_logger
 from shared.pure.task_summary import TaskSummary, task_line
 from shared.pure.values import Job
 
-log = logging.getLogger("orchestrator.outcome")
+log = redacting_logger("orchestrator.outcome")
 
 
 def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -> dict:

@@ -8,31 +8,32 @@ as success) or the watchdog finishes.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.adapters.batch import BatchAdapter, PoolDirectory, QuotaReached, Refused, Transient
+from shared.adapters.batch import NOT_ACTIVE, BatchAdapter, PoolDirectory, QuotaReached, Refused, Transient
 from shared.adapters.services import Services
 from shared.adapters.store import Store
 from shared.pure import metadata, retry
 from shared.pure.blob_layout import rejection_prefix
 from shared.pure.planning import WHEN_SUBMITTED, JobPlan, credential_refusal, plan, sas_expiry
+from shared.pure.redact import redacting_logger
 from shared.pure.request import (
     JobRequest,
     RequestInvalid,
     claimed_job_id,
     derive_job_id,
+    message_key,
     parse_request,
     request_hash,
 )
 from shared.pure.retry import Resend
 from shared.pure.values import Job
 
-log = logging.getLogger("orchestrator.submit")
+log = redacting_logger("orchestrator.submit")
 CHUNK_RETRIES = 5
 
 Progress = Callable[[int, int], None]  # (tasks added so far, tasks expected)
@@ -130,12 +131,27 @@ def submit(raw: bytes, message_id: str, batch: BatchAdapter, store: Store, now: 
     try:
         added = add_tasks(batch, job_plan, concurrency, progress)
     except Refused as err:
+        if err.code in NOT_ACTIVE:
+            return _ended_meanwhile(job_id, err)
         # Validation let through something Batch will not take: end the job rather than leave it open.
         batch.terminate(job_id, "SubmissionRefused")
         return _reject(store, raw, message_id, now, f"Batch refused a task: {err}", job_id=job_id)
-    batch.update_job(job_id, on_all_tasks_complete=WHEN_SUBMITTED, metadata_values=metadata.mark_submitted(values))
+    try:
+        batch.update_job(job_id, on_all_tasks_complete=WHEN_SUBMITTED,
+                         metadata_values=metadata.mark_submitted(values))
+    except Refused as err:
+        if err.code in NOT_ACTIVE:
+            return _ended_meanwhile(job_id, err)
+        raise
     log.info("job submitted", extra={"job": job_id, "tasks": added, "resumed": existing is not None})
     return Submitted(job_id, added, resumed=existing is not None)
+
+
+def _ended_meanwhile(job_id: str, err: Refused) -> AlreadySubmitted:
+    """Our own job, ended while this delivery submitted it (its deadline, an operator, an earlier
+    delivery): nothing is left to submit, and nothing is wrong with the request."""
+    log.info("job ended while it was being submitted", extra={"job": job_id, "code": err.code})
+    return AlreadySubmitted(job_id)
 
 
 def _plan(request: JobRequest, job_id: str, digest: str, start: datetime, store: Store) -> JobPlan:
@@ -174,13 +190,20 @@ def add_tasks(batch: BatchAdapter, job_plan: JobPlan, concurrency: int, progress
     return added
 
 
-def on_message(raw: bytes, message_id: str, properties: Mapping[str, object], now: datetime,
-               services: Services) -> Result | Resend:
+def on_message(raw: bytes, message_id: str | None, properties: Mapping[str, object], now: datetime,
+               services: Services, sequence_number: int | None = None) -> Result | Resend:
     """One delivery of the job-requests queue. The active-job quota is waited out, and a Batch that is
     throttling or down is waited out too: the request is scheduled again with a growing delay
     (shared.pure.retry), so an outage of hours neither loses it nor dead-letters it. Only once its
     retries are spent does Transient propagate (the message is abandoned, and dead-lettered in the end)."""
     s = services
+    message_id = message_key(message_id, sequence_number, raw)
+    if retry.claims_lineage(message_id, properties):
+        claimed = properties
+        properties = retry.verified(message_id, properties, s.store.resend_record(message_id))
+        if properties != dict(claimed):
+            log.warning("the message claims to be a re-send the orchestrator did not schedule; it is taken as a "
+                        "request of its own", extra={"messageId": message_id})
     lineage = retry.lineage(message_id, properties)
     try:
         result = submit(raw, lineage, s.batch, s.store, now, allowed_pools=s.settings.allowed_pools,
@@ -192,6 +215,8 @@ def on_message(raw: bytes, message_id: str, properties: Mapping[str, object], no
             log.error("Batch kept failing; the request is given up to the dead-letter queue",
                       extra={"messageId": lineage, "error": str(err)})
             raise
+        # Recorded before it is sent, so the re-send finds its proof when it arrives.
+        s.store.record_resend(again.message_id, retry.resend_record(again))
         s.queue.schedule(raw, again.message_id, again.properties, again.at)
         log.info("request scheduled again", extra={"messageId": lineage, "reason": kind, "attempt": again.attempt,
                                                    "at": again.at.isoformat(), "error": str(err)[:300]})

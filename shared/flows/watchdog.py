@@ -8,7 +8,6 @@ are harmless because every action is idempotent (terminating an ending job count
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,10 @@ from shared.flows.outcome import record_outcome
 from shared.flows.submit import submit
 from shared.pure import metadata
 from shared.pure import watchdog_policy as policy
+from shared.pure.redact import redacting_logger
 from shared.pure.values import Job
 
-log = logging.getLogger("orchestrator.watchdog")
+log = redacting_logger("orchestrator.watchdog")
 
 
 @dataclass

@@ -356,6 +356,17 @@ def request_hash(request: JobRequest) -> str:
     return hashlib.sha256(canonical_json(request).encode()).hexdigest()
 
 
+def message_key(message_id: str | None, sequence_number: int | None, body: bytes) -> str:
+    """What identifies a delivery's request: its MessageId, which senders may leave out. Then the
+    broker's sequence number, the same on every redelivery of that message; then (a host that gives
+    neither) the body's digest, so redeliveries still agree."""
+    if message_id:
+        return message_id
+    if sequence_number is not None:
+        return f"seq-{sequence_number}"
+    return "body-" + hashlib.sha256(body).hexdigest()[:40]
+
+
 def derive_job_id(message_id: str) -> str:
     """Hashed rather than reused: MessageIds may break Batch id rules or differ only in case."""
     if not message_id:

@@ -54,8 +54,35 @@ def delay(attempts: int, kind: str = QUOTA) -> timedelta:
 
 
 def lineage(message_id: str, properties: Mapping[str, object]) -> str:
-    """The id of the request as first sent, which the job id is derived from."""
+    """The id of the request as first sent, which the job id is derived from. Only trust properties that
+    went through `verified` first: a sender can set them."""
     return str(properties.get(ORIGINAL_ID) or message_id)
+
+
+def claims_lineage(message_id: str, properties: Mapping[str, object]) -> bool:
+    return ORIGINAL_ID in properties or ATTEMPTS in properties or REASON in properties
+
+
+def resend_record(again: Resend) -> dict[str, str | int]:
+    """What the orchestrator keeps about a re-send it scheduled, so the re-send can prove its lineage."""
+    return {"messageId": again.message_id, **again.properties}
+
+
+def verified(message_id: str, properties: Mapping[str, object],
+             record: Mapping[str, object] | None) -> dict[str, object]:
+    """The message's properties with its lineage kept only if the orchestrator itself scheduled this very
+    message as a re-send (its record, written before the re-send, says the same). Anyone can set the
+    properties: trusted blindly, they would let a message pass as another request's re-send (and take its
+    job id) or skip its retries."""
+    out = dict(properties)
+    if not claims_lineage(message_id, properties):
+        return out
+    proven = record is not None and record.get("messageId") == message_id and all(
+        str(record.get(key)) == str(properties.get(key)) for key in (ORIGINAL_ID, ATTEMPTS, REASON))
+    if not proven:
+        for key in (ORIGINAL_ID, ATTEMPTS, REASON):
+            out.pop(key, None)
+    return out
 
 
 def attempts_so_far(properties: Mapping[str, object]) -> int:

@@ -82,11 +82,14 @@ def own_batch(app_env, own_emulator) -> Services:
                        "BATCH_ACCOUNT_KEY": endpoint.key}))
 
 
-def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | None = None) -> ServiceBusMessage:
+def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | None = None,
+               sequence_number: int | None = None) -> ServiceBusMessage:
+    """message_id "" stands for a message sent without one."""
     raw = json.dumps(body).encode() if isinstance(body, dict) else body
-    return ServiceBusMessage(body=raw, message_id=message_id or uuid.uuid4().hex, application_properties=props or {},
-                             user_properties=props or {}, delivery_count=1, content_type="application/json",
-                             enqueued_time_utc=datetime.now(UTC))
+    return ServiceBusMessage(body=raw, message_id=(message_id or None) if message_id is not None else uuid.uuid4().hex,
+                             application_properties=props or {}, user_properties=props or {}, delivery_count=1,
+                             content_type="application/json", enqueued_time_utc=datetime.now(UTC),
+                             sequence_number=sequence_number)
 
 
 def blob_event(name: str) -> BlobClient:

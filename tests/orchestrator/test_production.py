@@ -7,10 +7,12 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+
 from shared.flows.submit import AlreadySubmitted, RequestRejected, Submitted, on_message, submit
 from shared.flows.watchdog import Watchdog
 from shared.pure import blob_layout as layout
-from shared.pure.retry import ATTEMPTS, REASON, Resend
+from shared.pure.retry import ATTEMPTS, ORIGINAL_ID, REASON, Resend
 from tests.orchestrator.conftest import request, sb_message
 from tests.orchestrator.test_flow import job_state, new_id, send
 from tests.orchestrator.test_rejections import rejected_for, scheduled_again
@@ -51,7 +53,7 @@ def test_a_batch_outage_schedules_the_request_again_instead_of_dead_lettering(ap
 
 
 def test_retries_of_a_long_outage_stop_at_the_policy_limit(app, svc, batch_emulator):
-    from shared.pure.retry import POLICIES, TRANSIENT, resend
+    from shared.pure.retry import POLICIES, TRANSIENT, resend, resend_record
 
     limit = POLICIES[TRANSIENT].attempts
     assert isinstance(resend("m", {ATTEMPTS: limit - 1}, datetime.now(UTC), TRANSIENT), Resend)
@@ -62,9 +64,12 @@ def test_retries_of_a_long_outage_stop_at_the_policy_limit(app, svc, batch_emula
 
         from shared.adapters.batch import Transient
 
+        last = Resend(f"m-spent-{uuid.uuid4().hex[:8]}~retry{limit}",
+                      {ORIGINAL_ID: "m-spent", ATTEMPTS: limit, REASON: TRANSIENT}, datetime.now(UTC), limit, TRANSIENT)
+        svc.store.record_resend(last.message_id, resend_record(last))  # as the orchestrator did when it sent it
         with pytest.raises(Transient):  # spent: abandoned, and dead-lettered by Service Bus in the end
-            on_message(json.dumps(request(new_id("spent"), pool="pool-empty", tasks=1)).encode(), "m-spent",
-                       {ATTEMPTS: limit}, datetime.now(UTC), svc)
+            on_message(json.dumps(request(new_id("spent"), pool="pool-empty", tasks=1)).encode(), last.message_id,
+                       last.properties, datetime.now(UTC), svc)
     finally:
         batch_emulator.set_faults(rate=0.0)
 
@@ -142,3 +147,36 @@ def test_saved_requests_keep_their_sas_only_where_the_app_alone_reads(own_batch)
     assert isinstance(send(svc, body), AlreadySubmitted), "the same request still hashes the same"
     other = dict(body, priority=5)
     assert isinstance(send(svc, other), RequestRejected)
+
+
+class Killed(BaseException):
+    """The process dying at that instant: no handler of the sweep's catches it, nothing after it runs."""
+
+
+@pytest.mark.parametrize("dies", ["after tasks.jsonl, before the report", "after the report, before the marker"])
+def test_a_crash_in_the_outcome_step_is_repaired_by_the_next_sweep(own_batch, monkeypatch, dies):
+    import shared.flows.outcome as outcome_step
+
+    svc, job_id = own_batch, new_id("crash")
+    send(svc, request(job_id, pool="pool-empty", tasks=2))
+    svc.batch.terminate(job_id, "UserTerminate")
+    wait_until(lambda: job_state(svc, job_id) == "completed", 30, what="the job to end")
+
+    def die(*_args, **_kwargs):
+        raise Killed(dies)
+
+    with monkeypatch.context() as patch:
+        if dies.startswith("after tasks.jsonl"):
+            patch.setattr(outcome_step, "update_report", die)
+        else:
+            patch.setattr(svc.store, "write_outcome", die)
+        with pytest.raises(Killed):
+            Watchdog(svc.batch, svc.store).sweep(datetime.now(UTC))
+    assert job_id not in svc.store.recorded_outcomes(), "the marker is the last write"
+
+    sweep = Watchdog(svc.batch, svc.store).sweep(datetime.now(UTC))
+    assert dict(sweep.actions) == {"RecordOutcome": 1} and sweep.errors == []
+    report = svc.store.report(job_id)
+    assert report["outcome"]["terminateReason"] == "UserTerminate"
+    assert svc.store.outcome(job_id)["terminateReason"] == "UserTerminate" and job_id in svc.store.recorded_outcomes()
+    assert dict(Watchdog(svc.batch, svc.store).sweep(datetime.now(UTC)).actions).get("RecordOutcome") is None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 from azure.servicebus import ServiceBusClient
 
 from shared.adapters.queue import text_properties
+from shared.pure import blob_layout as layout
 from shared.pure.retry import ATTEMPTS, ORIGINAL_ID, REASON
 from tests.orchestrator.conftest import blob_event, request, sb_message
 
@@ -135,3 +137,57 @@ def test_every_hostile_blob_a_node_can_write_is_accounted_for(app, svc):
         assert (record["rule"], record["size"]) == (rule, None if rule == "path_traversal" else 7), name
     assert {b.name for b in svc.store.reports.list("rejected/")} == before, "no report among the rejections"
     assert list(svc.store.reports.list("outcomes/n1")) == []
+
+
+def test_a_forged_lineage_neither_takes_another_requests_job_nor_spends_its_retries(app, svc, batch_emulator):
+    from shared.flows.submit import Resend, Submitted, on_message
+    from shared.pure.request import derive_job_id
+
+    victim, forger = uuid.uuid4().hex, uuid.uuid4().hex
+    body = request("ignored", pool="pool-empty", tasks=1)
+    del body["jobId"]  # the job id is derived from the message's lineage
+    raw = json.dumps(body).encode()
+    batch_emulator.set_faults(rate=1.0, statuses=[503], retryAfter=0)
+    try:  # "the last attempt of the victim's re-sends": trusted, it would dead-letter now, under the victim's id
+        result = on_message(raw, forger, {ORIGINAL_ID: victim, ATTEMPTS: 100, REASON: "transient"},
+                            datetime.now(UTC), svc)
+    finally:
+        batch_emulator.set_faults(rate=0.0)
+    assert isinstance(result, Resend) and (result.attempt, result.properties[ORIGINAL_ID]) == (1, forger)
+    result = on_message(raw, forger, {ORIGINAL_ID: victim}, datetime.now(UTC), svc)
+    assert isinstance(result, Submitted) and result.job_id == derive_job_id(forger) != derive_job_id(victim)
+
+
+def test_messages_without_a_message_id_each_get_a_key_of_their_own(app, svc):
+    from shared.pure.request import derive_job_id
+
+    sequence = 10_000_000 + uuid.uuid4().int % 1_000_000
+    for offset in (0, 1):  # two bad requests in the same instant: two records
+        app["submit"](sb_message(b"{bad", "", sequence_number=sequence + offset))
+    keys = {f"seq-{sequence}", f"seq-{sequence + 1}"}
+    assert {r["messageId"] for r in svc.store.rejected() if r.get("messageId") in keys} == keys
+    body = request("ignored", pool="pool-empty", tasks=1)
+    del body["jobId"]
+    for _delivery in range(2):  # a delivery and its redelivery: one job, derived from the sequence number
+        app["submit"](sb_message(body, "", sequence_number=sequence + 2))
+    job = svc.batch.get_job(derive_job_id(f"seq-{sequence + 2}"))
+    assert job is not None and svc.batch.task_counts(job.id).active == 1, "pool-empty: the task waits"
+    assert [r for r in svc.store.rejected() if r.get("messageId") == f"seq-{sequence + 2}"] == []
+
+
+def test_a_delivery_that_meets_its_job_ended_meanwhile_is_already_submitted(own_batch):
+    """Terminated between two chunks, or between the last chunk and the arming PATCH: not a rejection."""
+    from shared.flows.submit import AlreadySubmitted, submit
+
+    svc = own_batch
+    for when in ("after the first chunk", "before the patch"):
+        job_id, message_id = f"ended-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        raw = json.dumps(request(job_id, pool="pool-empty", tasks=250)).encode()
+
+        def end_it(added, expected, job_id=job_id, when=when):
+            if (added == 100 and when == "after the first chunk") or (added == expected and when == "before the patch"):
+                svc.batch.terminate(job_id, "UserTerminate")
+
+        result = submit(raw, message_id, svc.batch, svc.store, datetime.now(UTC), concurrency=1, progress=end_it)
+        assert result == AlreadySubmitted(job_id), when
+        assert svc.store.rejected(layout.rejection_prefix(message_id)) == [], when

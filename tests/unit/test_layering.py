@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PURE_STDLIB = frozenset({
     "__future__", "abc", "base64", "binascii", "bisect", "collections", "copy", "dataclasses", "datetime", "enum",
-    "fnmatch", "functools", "hashlib", "heapq", "html", "itertools", "json", "math", "operator", "posixpath", "re",
+    "fnmatch", "functools", "hashlib", "heapq", "html", "itertools", "json", "logging", "math", "operator",
+    "posixpath", "re",
     "shlex", "statistics", "string", "struct", "textwrap", "typing", "unicodedata", "urllib.parse", "zlib",
 })
 PURE_THIRD_PARTY = frozenset({"pydantic", "pydantic_core", "isodate"})
@@ -129,6 +130,13 @@ def test_only_adapters_import_the_azure_sdks():
     offenders = [str(p.relative_to(ROOT)) for p in sources("shared", "functions") if p not in ADAPTERS
                  and any(within(n, *AZURE_SDKS) for n in imports(p))]
     assert offenders == []
+
+
+def test_every_logger_of_the_app_redacts_secrets():
+    """A filter on a logger covers that logger's records only: each logger must be made by redacting_logger."""
+    offenders = [str(p.relative_to(ROOT)) for p in sources("shared", "functions") + [ROOT / "function_app.py"]
+                 if p.name != "redact.py" and p not in NODE and "logging.getLogger" in calls(p)]
+    assert offenders == [], "use shared.pure.redact.redacting_logger"
 
 
 def test_the_contract_catches_a_violation(tmp_path):

@@ -41,3 +41,62 @@ def test_redact_secrets(line, expected):
     from shared.pure.redact import redact_secrets
 
     assert redact_secrets(line) == expected
+
+
+SAS = "https://acct.blob.core.windows.net/in/tool.sh?sv=2024-05-04&sp=r&sig=TOPSECRET%3D"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a https%3A%2F%2Fa%2Fb%3Fsv%3D1%26sig%3DTOPSECRET%26se%3Dx b", "a https%3A%2F%2Fa%2Fb%3Fsv%3D1%26sig%3DREDACTED%26se%3Dx b"),
+        ('<a href="https://a/b?sv=1&amp;sig=TOPSECRET">', '<a href="https://a/b?sv=1&amp;sig=REDACTED">'),
+        ("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=TOPSECRET=",
+         "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=REDACTED"),
+        ("SharedAccessSignature sr=sb%3a%2f%2fns&sig=TOPSECRET&se=1&skn=Root",
+         "SharedAccessSignature sr=sb%3a%2f%2fns&sig=REDACTED&se=1&skn=Root"),
+        ("BATCH_ACCOUNT_KEY: TOPSECRET==", "BATCH_ACCOUNT_KEY: REDACTED"),
+        ("AZURE_CLIENT_SECRET=TOPSECRET", "AZURE_CLIENT_SECRET=REDACTED"),
+        ("monkey: banana, the keyboard=qwerty", "monkey: banana, the keyboard=qwerty"),
+        ("account key=TOPSECRET==", "account key=REDACTED"),
+        ("x-ms-date: now; Authorization: SharedKey acct:TOPSECRET=", "x-ms-date: now; Authorization: SharedKey acct:REDACTED"),
+    ],
+)
+def test_redact_secrets_in_other_spellings(text, expected):
+    from shared.pure.redact import redact_secrets
+
+    assert redact_secrets(text) == expected
+
+
+# A request with a SAS URL in every field that can hold text: each one comes back without the signature.
+REQUEST_FIELDS = ["jobId", "poolId", "timeout", "preparation.commandLine", "preparation.resourceFiles.0.httpUrl",
+                  "environment.NAME", f"environment.{SAS}", "tasks.0.id", "taskFactory.idFormat", "unknown"]
+
+
+@pytest.mark.parametrize("field", REQUEST_FIELDS)
+def test_redact_value_reaches_every_field_and_key(field):
+    from shared.pure.redact import redact_value
+
+    value: object = SAS
+    for part in reversed(field.split(".")):
+        value = [value] if part.isdigit() else {part: value}
+    assert "TOPSECRET" not in repr(redact_value(value))
+
+
+def test_the_log_filter_redacts_message_arguments_extras_and_tracebacks():
+    import logging
+
+    from shared.pure.redact import RedactingFilter
+
+    try:
+        raise ValueError(f"bad url {SAS}")
+    except ValueError:
+        import sys
+
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("orchestrator.test", logging.ERROR, __file__, 1, "fetch %s failed", (SAS,), exc_info)
+    record.request = {"url": SAS, "nested": [SAS]}
+    record.reason = f"reason: {SAS}"
+    assert RedactingFilter().filter(record) is True
+    line = logging.Formatter("%(message)s %(request)s %(reason)s").format(record)
+    assert "TOPSECRET" not in line and line.count("sig=REDACTED") == 5  # message, two in request, reason, traceback
