@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -366,3 +367,44 @@ def test_azure_yaml_hooks_name_the_environment():
         assert "provision" not in command
         assert re.search(r"-e (\"\$AZURE_ENV_NAME\"|\$env:AZURE_ENV_NAME)$", command), command
     assert not re.search(r"^\s*azd\b.*provision", HOOK_SH.read_text(), re.MULTILINE)
+
+
+def _readme_block() -> str:
+    text = (ROOT / "infra/README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    (block,) = [b for b in blocks if "event-subscription create" in b]
+    return block.replace("\\\n", " ")
+
+
+def test_readme_manual_commands_match_the_template():
+    block = _readme_block()
+    found = {}
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["subscribe"]:
+            name, function, rest = words[1], words[2], words[3:]
+            filters = []
+            while rest:
+                assert rest[0] == "--advanced-filter", rest
+                end = rest.index("--advanced-filter", 1) if "--advanced-filter" in rest[1:] else len(rest)
+                filters.append((rest[1], rest[2], rest[3:end]))
+                rest = rest[end:]
+            found[name] = (function, filters)
+    assert found == expected_subscriptions()
+    (create,) = [line for line in block.splitlines() if "event-subscription create" in line]
+    options, _ = parse_create(shlex.split(create.strip())[1:-1])  # without `az` and the trailing "$@"
+    for flag, value in template_settings().items():
+        if flag != "--endpoint-type":  # webhook is the CLI's default
+            assert options[flag] == value, flag
+    assert options["--endpoint"] == "$webhook.$fn&code=$key"
+    assert "Host.Functions" in block and "/runtime/webhooks/blobs" in block
+
+
+def test_readme_manual_commands_use_only_defined_variables():
+    block = _readme_block()
+    used = {v for v in re.findall(r"\$\{?(\w+)", block) if not v.isdigit()}  # $1, $2: the function's arguments
+    assigned = set(re.findall(r"(?:^|[\s;])(\w+)=", block, re.MULTILINE))
+    outputs = set(parse(MAIN)["outputs"])  # what `azd env get-values` brings in
+    assert "azd env get-values" in block
+    undefined = used - assigned - outputs - {"@"}
+    assert not undefined, f"the README's commands use undefined variables: {sorted(undefined)}"
