@@ -77,7 +77,7 @@ resource requests 'Microsoft.Storage/storageAccounts/blobServices/containers@202
   name: requestsContainer
 }
 
-resource deployment 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+resource deploymentPackage 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: deploymentContainer
 }
@@ -271,8 +271,8 @@ resource hostTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 // Blob Data Owner on the account covers it too; this one keeps the deployment working on its own and
 // says what the deployment needs (Owner would add changing access rights, which it never does).
 resource hostDeploymentContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(deployment.id, hostPrincipalId, roles.blobDataContributor)
-  scope: deployment
+  name: guid(deploymentPackage.id, hostPrincipalId, roles.blobDataContributor)
+  scope: deploymentPackage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: hostPrincipalId

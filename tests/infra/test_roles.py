@@ -56,14 +56,14 @@ SCOPES = {
     "reports": "Microsoft.Storage/storageAccounts/blobServices/containers",
     "tools": "Microsoft.Storage/storageAccounts/blobServices/containers",
     "requests": "Microsoft.Storage/storageAccounts/blobServices/containers",
-    "deployment": "Microsoft.Storage/storageAccounts/blobServices/containers",
+    "deploymentPackage": "Microsoft.Storage/storageAccounts/blobServices/containers",
     "queue": "Microsoft.ServiceBus/namespaces/queues",
     "batchAccount": "Microsoft.Batch/batchAccounts",
     "appInsights": "Microsoft.Insights/components",
 }
 # The container each container scope names (main.bicep's variables, passed through roles' params).
 CONTAINER_PARAMS = {"logs": "logsContainer", "reports": "reportsContainer", "tools": "toolsContainer",
-                    "requests": "requestsContainer", "deployment": "deploymentContainer"}
+                    "requests": "requestsContainer", "deploymentPackage": "deploymentContainer"}
 
 HOST_STORAGE = "https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity"
 SB_TRIGGER = "https://learn.microsoft.com/azure/azure-functions/functions-reference?tabs=servicebus#configure-an-identity-based-connection"
@@ -94,7 +94,7 @@ EXPECTED = {
     "hostBlobOwner": ("hostPrincipalId", "storage", {"Storage Blob Data Owner"}, HOST_STORAGE),
     "hostQueues": ("hostPrincipalId", "storage", {"Storage Queue Data Contributor"}, HOST_STORAGE),
     "hostTables": ("hostPrincipalId", "storage", {"Storage Table Data Contributor"}, HOST_STORAGE),
-    "hostDeploymentContributor": ("hostPrincipalId", "deployment", {"Storage Blob Data Contributor"}, FLEX_DEPLOY),
+    "hostDeploymentContributor": ("hostPrincipalId", "deploymentPackage", {"Storage Blob Data Contributor"}, FLEX_DEPLOY),
     # pool: create-only on job-logs (custom role), read the uploader in tools.
     "poolLogsWriter": ("poolPrincipalId", "logs", None, PUT_BLOB),
     "poolToolsReader": ("poolPrincipalId", "tools", {"Storage Blob Data Reader"}, BLOB_ROLES),
