@@ -50,7 +50,8 @@ trap 'rm -rf "$work"' EXIT
 if ! current="$(az account show --query id -o tsv 2>"$work/err")"; then
   fail "az account show failed: $(cat "$work/err"). Run az login, $again"
 fi
-if [ "$current" != "$subscription" ]; then
+lower() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]'; }
+if [ "$(lower "$current")" != "$(lower "$subscription")" ]; then
   fail "the Azure CLI is on subscription '$current', but environment $env_name is deployed in '$subscription'. Run: az account set --subscription $subscription (or az login to its tenant), $again"
 fi
 

@@ -23,7 +23,7 @@ from tests.infra.bicep_model import MAIN, ROOT, body, module_path, one_resource,
 
 HOOK_SH = ROOT / "infra/hooks/postdeploy.sh"
 HOOK_PS1 = ROOT / "infra/hooks/postdeploy.ps1"
-SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
+SUBSCRIPTION = "0000000a-1111-2222-3333-44444444444b"
 OTHER_SUBSCRIPTION = "99999999-8888-7777-6666-555555555555"
 ENV_NAME = "orch-ci"
 KEY = "the-blobs-extension-key"
@@ -222,6 +222,11 @@ def test_a_cli_on_another_subscription_stops_before_anything_waits(stubs):
     assert OTHER_SUBSCRIPTION in message and SUBSCRIPTION in message and ENV_NAME in message
     assert f"az account set --subscription {SUBSCRIPTION}" in message
     assert f"azd hooks run postdeploy -e {ENV_NAME}" in message
+
+
+def test_subscription_ids_compare_without_case(stubs):
+    done, calls = run_hook(stubs, SH, AZURE_SUBSCRIPTION_ID=SUBSCRIPTION.upper())
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_cli_not_logged_in_stops_with_its_error(stubs):
