@@ -38,6 +38,9 @@ topic="$AZURE_EVENTGRID_SYSTEM_TOPIC"
 logs_container="job-logs"
 timeout="${POSTDEPLOY_KEY_TIMEOUT_SECONDS:-300}"
 interval=10
+case "$timeout" in
+  "" | *[!0-9]*) fail "POSTDEPLOY_KEY_TIMEOUT_SECONDS must be a whole number of seconds, not '$timeout'." ;;
+esac
 
 command -v az >/dev/null 2>&1 || fail "the Azure CLI (az) is not installed; it creates the Event Grid subscriptions. Install it, run az login, $again"
 

@@ -264,6 +264,12 @@ def test_gives_up_on_the_key_after_the_timeout(stubs):
     assert not [c for c in calls["az"] if c["argv"][:4] == CREATE]
 
 
+def test_a_bad_timeout_is_named(stubs):
+    done, calls = run_hook(stubs, SH, POSTDEPLOY_KEY_TIMEOUT_SECONDS="5m")
+    assert done.returncode != 0 and "POSTDEPLOY_KEY_TIMEOUT_SECONDS" in done.stderr and "'5m'" in done.stderr
+    assert not calls["az"]
+
+
 def test_an_authorization_error_is_not_waited_out(stubs):
     error = "(AuthorizationFailed) The client 'x' does not have authorization to perform action 'listKeys'"
     done, calls = run_hook(stubs, SH, STUB_KEYS_ERROR=error)
