@@ -4,8 +4,9 @@
 // The key is read with listKeys on the app's host at deployment time, so this module can only run
 // after the code is deployed and the host has started once (that is when the blob extension creates
 // its system key, and Event Grid's validation handshake needs a live endpoint). main.bicep deploys
-// it only when wireEventGrid is true, which the azd postdeploy hook (infra/hooks/postdeploy.sh) sets
-// before it provisions again.
+// it only when wireEventGrid is true: for deployments without azd, provisioned again once the code runs.
+// With azd the postdeploy hook (infra/hooks/postdeploy.sh) creates the same subscriptions with the Azure
+// CLI instead, and leaves them to this module when WIRE_EVENT_GRID is true.
 
 param systemTopicName string
 param functionAppName string

@@ -1,9 +1,11 @@
-// Function app on the Flex Consumption plan (FC1, Linux, Python 3.11) running as a user-assigned
-// managed identity. Every connection is identity-based; no app setting holds a key or a connection
-// string with a secret:
-//   AzureWebJobsStorage__*   host storage, the blob triggers, and the app's own blob code
-//   ServiceBusConnection__*  the `submit` Service Bus trigger
-//   BATCH_ACCOUNT_URL        Batch through DefaultAzureCredential, which picks the identity by AZURE_CLIENT_ID
+// Function app on the Flex Consumption plan (FC1, Linux, Python 3.11) with two user-assigned managed
+// identities (identities.bicep): the host's, for host storage and the deployment package, and the app's,
+// for everything its own code and its other connections do. Every connection is identity-based; no app
+// setting holds a key or a connection string with a secret:
+//   AzureWebJobsStorage__*   host storage and the blob triggers, as the host identity; the app's own
+//                            blob code reads only __accountName and signs in as the app identity
+//   ServiceBusConnection__*  the `submit` Service Bus trigger (and the scale controller), as the app identity
+//   AZURE_CLIENT_ID          DefaultAzureCredential in the app's code (Batch, Blob, Service Bus) picks the app identity
 //   APPLICATIONINSIGHTS_*    telemetry with Entra auth (local auth is off on the component)
 // Flex Consumption sets the runtime in functionAppConfig.runtime: FUNCTIONS_WORKER_RUNTIME and
 // FUNCTIONS_EXTENSION_VERSION must not be app settings there.
@@ -14,6 +16,9 @@ param planName string
 param functionAppName string
 param appIdentityId string
 param appClientId string
+@description('The host identity: AzureWebJobsStorage and the Flex deployment storage authenticate with it.')
+param hostIdentityId string
+param hostClientId string
 param storageAccountName string
 param blobEndpoint string
 param deploymentContainer string
@@ -32,6 +37,7 @@ param poolIdentityResourceId string = ''
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+@description('Instance memory; on-demand executions are billed by it (GB-s), at least 1 s each.')
 @allowed([
   512
   2048
@@ -65,6 +71,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${appIdentityId}': {}
+      '${hostIdentityId}': {}
     }
   }
   properties: {
@@ -80,9 +87,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         storage: {
           type: 'blobContainer'
           value: '${blobEndpoint}${deploymentContainer}'
+          // The host identity: Blob Data Contributor on this container (roles.bicep), as the platform assigns.
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: appIdentityId
+            userAssignedIdentityResourceId: hostIdentityId
           }
         }
       }
@@ -100,10 +108,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   resource appSettings 'config' = {
     name: 'appsettings'
     properties: {
-      // Host storage, blob triggers (source EventGrid) and the app's blob code, with the app identity.
+      // Host storage and the blob triggers (source EventGrid), with the host identity. The app's own blob
+      // code takes the account name from here and its credential from AZURE_CLIENT_ID (the app identity).
       AzureWebJobsStorage__accountName: storageAccountName
       AzureWebJobsStorage__credential: 'managedidentity'
-      AzureWebJobsStorage__clientId: appClientId
+      AzureWebJobsStorage__clientId: hostClientId
       // Service Bus trigger of `submit`.
       ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace
       ServiceBusConnection__credential: 'managedidentity'

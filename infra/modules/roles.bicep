@@ -1,6 +1,8 @@
-// Every role assignment of the deployment, least privilege first. Each says who gets what, where, and why.
-// Three principals:
-//   app      the function app's user-assigned identity (submit, watchdog, collect_*, job_report)
+// Every role assignment of the deployment, least privilege first. Each says who gets what, where, and why,
+// and names the documentation it follows (tests/infra/test_roles.py checks each against the same table).
+// Four principals:
+//   app      the function app's own code and its Service Bus and telemetry connections (identities.bicep)
+//   host     the Functions host's storage connection (AzureWebJobsStorage) and the Flex deployment package
 //   pool     the Batch pool nodes' user-assigned identity (release-task uploads)
 //   operator optional: the person or CI principal running `azd up` and the orchestrator CLI
 
@@ -9,15 +11,17 @@ param logsContainer string
 param reportsContainer string
 param toolsContainer string
 param requestsContainer string
-param hostContainers array
+param deploymentContainer string
 param serviceBusNamespaceName string
 param queueName string
 param batchAccountName string
 param appInsightsName string
 param appPrincipalId string
+param hostPrincipalId string
 param poolPrincipalId string
 @description('Object id of the operator (user or CI principal) who runs the CLI against Azure; empty for none.')
 param operatorPrincipalId string = ''
+@description('What operatorPrincipalId is: User for a person, ServicePrincipal for CI (a mismatch fails with UnmatchedPrincipalType).')
 @allowed([
   'User'
   'ServicePrincipal'
@@ -26,24 +30,23 @@ param operatorPrincipalId string = ''
 param operatorPrincipalType string = 'User'
 @description('true: the app issues the release-task upload SAS for job-logs (user delegation SAS), so it needs write there.')
 param appIssuesUploadSas bool = false
-@description('true: give the host Blob Data Owner on the whole account instead of on its own containers (fallback only).')
-param hostRolesAtAccountScope bool = false
 
-// Built-in role definition ids (the same in every tenant).
+// Built-in role definition ids (the same in every tenant):
+// https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 var roles = {
   blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   blobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   blobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a'
   queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   batchJobSubmitter: '48e5e92e-a480-4e71-aa9c-2778f4c13781'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
 var withOperator = !empty(operatorPrincipalId)
-var hostOwnerContainers = hostRolesAtAccountScope ? [] : hostContainers
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -74,10 +77,10 @@ resource requests 'Microsoft.Storage/storageAccounts/blobServices/containers@202
   name: requestsContainer
 }
 
-resource hostContainerRefs 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for container in hostOwnerContainers: {
+resource deploymentPackage 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
-  name: container
-}]
+  name: deploymentContainer
+}
 
 resource sbNamespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = {
   name: serviceBusNamespaceName
@@ -97,30 +100,23 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 }
 
 // ---------------------------------------------------------------------------------------------
-// App identity
+// App identity (the app's own code, the `submit` trigger, telemetry)
 // ---------------------------------------------------------------------------------------------
 
-// app: Service Bus Data Receiver on the job-requests queue only. `submit` receives, completes,
-// abandons and dead-letters. Without the Manage claim (Data Owner) the
-// Service Bus extension's scale monitor falls back from the exact queue length to the age of the
-// first message, which is fine for this load; Data Owner would also allow deleting the queue.
-resource appQueueReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(queue.id, appPrincipalId, roles.serviceBusDataReceiver)
+// app: Azure Service Bus Data Owner on the job-requests queue only, the trigger role the Functions docs
+// name that also carries the Manage claim
+// (https://learn.microsoft.com/azure/azure-functions/functions-reference?tabs=servicebus#configure-an-identity-based-connection).
+// `submit` receives, completes, abandons and dead-letters, and schedules a request again when Batch's
+// active-job quota is full (a send). The scale controller reads the queue's message count with the same
+// identity; with receive rights alone it cannot, and target-based scaling falls back to incremental
+// scaling (https://learn.microsoft.com/azure/azure-functions/functions-target-based-scaling#service-bus-queues-and-topics).
+// Over Receiver + Sender on this one queue it adds managing the queue itself (read, update or delete
+// it): no message the app could not already receive and settle, and no other entity of the namespace.
+resource appQueueOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, appPrincipalId, roles.serviceBusDataOwner)
   scope: queue
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
-    principalId: appPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// app: Service Bus Data Sender on the job-requests queue only: when Batch's active-job quota is full,
-// `submit` schedules the request again later (a scheduled send) instead of failing or rejecting it.
-resource appQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(queue.id, appPrincipalId, roles.serviceBusDataSender)
-  scope: queue
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -163,8 +159,8 @@ resource appToolsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// app: on job-logs, Reader is all the collect functions need (the blob triggers read what the
-// release tasks uploaded), and by default release tasks upload as the pool's identity. With
+// app: on job-logs, Reader is all the collect functions' own code needs (it reads what the release
+// tasks uploaded), and by default release tasks upload as the pool's identity. With
 // appIssuesUploadSas=true the app signs a create-only user delegation SAS for them instead; its
 // permissions are the intersection of the SAS's and the signer's, so the app then needs Blob Data
 // Contributor here.
@@ -179,54 +175,13 @@ resource appLogsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // app: Storage Blob Delegator on the account: lets it get a user delegation key (an account-level
-// operation, so it cannot be scoped to a container) to sign SAS URLs. It grants no data access itself.
+// operation, so it cannot be scoped to a container) to sign SAS URLs. It grants no data access itself
+// (https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key#authorization).
 resource appDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.blobDelegator)
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDelegator)
-    principalId: appPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// app: Storage Blob Data Owner, which the Functions docs list for an identity-based AzureWebJobsStorage,
-// scoped to the host's own containers only: azure-webjobs-hosts (timer singleton locks, host id
-// leases, blob-trigger bookkeeping), azure-webjobs-secrets (function and system keys, including the
-// blobs_extension key Event Grid calls with) and the Flex deployment container (the platform
-// downloads the app package with this identity). On the whole account it would silently widen the
-// container-scoped data roles above to every container. hostRolesAtAccountScope=true is a fallback
-// if a future host version needs an account-wide blob operation.
-resource appHostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (container, i) in hostOwnerContainers: {
-  name: guid(hostContainerRefs[i].id, appPrincipalId, roles.blobDataOwner)
-  scope: hostContainerRefs[i]
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
-    principalId: appPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}]
-
-// app: the same Blob Data Owner on the whole account, only when hostRolesAtAccountScope=true (fallback).
-resource appHostBlobOwnerAccount 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (hostRolesAtAccountScope) {
-  name: guid(storage.id, appPrincipalId, roles.blobDataOwner)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
-    principalId: appPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// app: Storage Queue Data Contributor on the account: the host's blob-trigger extension keeps its
-// poison queue (webjobs-blobtrigger-poison) and internal work queues in AzureWebJobsStorage and
-// creates them on demand, so they cannot be pre-scoped. No orchestrator data lives in storage queues
-// (requests come through Service Bus), so this exposes nothing else.
-resource appHostQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.queueDataContributor)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -249,13 +204,78 @@ resource appBatchJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // app: Monitoring Metrics Publisher on the Application Insights component: telemetry ingestion with
-// Entra auth, since local (instrumentation key) auth is disabled on the component.
+// Entra auth, since local (instrumentation key) auth is disabled on the component
+// (https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication).
 resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(appInsights.id, appPrincipalId, roles.monitoringMetricsPublisher)
   scope: appInsights
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
     principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host identity (AzureWebJobsStorage and the Flex deployment package)
+// ---------------------------------------------------------------------------------------------
+// The roles Microsoft documents for an identity-based AzureWebJobsStorage
+// (https://learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity),
+// all on the account, as documented: the host creates and names its own containers, queues and tables.
+// The blob trigger row of that table also lists Storage Account Contributor, a management role that
+// can list the account keys and turn shared-key access back on; it is left out on purpose: the
+// blob triggers here use source=EventGrid (the only source Flex Consumption supports), so the host never
+// scans containers or changes the account's logging settings, which is what the polling trigger needs it for.
+
+// host: Storage Blob Data Owner on the account: timer singleton locks and host id leases
+// (azure-webjobs-hosts), function and system keys including blobs_extension (azure-webjobs-secrets),
+// blob receipts of the blob triggers, and reading the job-logs blobs that trigger them.
+resource hostBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, hostPrincipalId, roles.blobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// host: Storage Queue Data Contributor on the account: the blob trigger keeps its work and poison
+// queues (webjobs-blobtrigger-poison) in AzureWebJobsStorage, whatever connection the trigger names.
+// No orchestrator data is in storage queues (requests come through Service Bus).
+resource hostQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, hostPrincipalId, roles.queueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// host: Storage Table Data Contributor on the account: the host persists its diagnostic events in
+// table storage (without it they are lost, with a warning in the logs). No orchestrator data is in tables.
+resource hostTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, hostPrincipalId, roles.tableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// host: Storage Blob Data Contributor on the deployment container: the role the platform itself assigns
+// to a user-assigned deployment identity on Flex Consumption
+// (https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#configure-deployment-settings).
+// Blob Data Owner on the account covers it too; this one keeps the deployment working on its own and
+// says what the deployment needs (Owner would add changing access rights, which it never does).
+resource hostDeploymentContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deploymentPackage.id, hostPrincipalId, roles.blobDataContributor)
+  scope: deploymentPackage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+    principalId: hostPrincipalId
     principalType: 'ServicePrincipal'
   }
 }

@@ -3,11 +3,12 @@
 //   - data: job-logs (written by release tasks), job-reports (written by the functions), tools
 //     (log_uploader.py, downloaded by release tasks);
 //   - Functions host storage: azure-webjobs-hosts (timer locks, blob-trigger bookkeeping) and
-//     azure-webjobs-secrets (function and system keys), created here so that roles.bicep can scope
-//     the host's rights to these containers instead of the whole account;
+//     azure-webjobs-secrets (function and system keys), created here up front (the host would create
+//     them itself), plus the queues and tables the host makes on demand; roles.bicep gives the host
+//     identity the documented account-wide roles for them;
 //   - Flex Consumption deployment storage: the app-package container azd uploads the zip to.
 // Shared keys are off: every client (host, app code, pool nodes, azd, Event Grid) uses Entra ID.
-// Flex Consumption supports this because its deployment storage authenticates with the app's
+// Flex Consumption supports this because its deployment storage authenticates with the host's
 // user-assigned identity (functionapp.bicep), and Event Grid system topics need no key.
 
 param location string
@@ -114,4 +115,3 @@ output storageAccountName string = storage.name
 output storageAccountId string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
-output hostContainers array = hostContainers

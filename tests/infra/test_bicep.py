@@ -1,5 +1,5 @@
 """Offline checks of infra/: every Bicep file parses, the modules fit together, and the resources keep
-the security settings the design relies on (no keys, least-privilege roles)."""
+the security settings the design relies on (no keys). Role assignments: test_roles.py; hooks: test_hooks.py."""
 
 from __future__ import annotations
 
@@ -14,38 +14,14 @@ from tests.infra.bicep_model import (
     accessor,
     bicep_files,
     body,
-    condition,
     module_path,
     one_resource,
     param_default,
     parse,
-    resources_of_type,
     text,
     var,
     walk,
 )
-
-ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
-# Built-in role definition ids, as published by Azure (the same in every tenant).
-BUILTIN_ROLES = {
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
-    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
-    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
-    "db58b8e5-c6ad-4a2a-8342-4190687cbf4a": "Storage Blob Delegator",
-    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
-    "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0": "Azure Service Bus Data Receiver",
-    "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39": "Azure Service Bus Data Sender",
-    "48e5e92e-a480-4e71-aa9c-2778f4c13781": "Azure Batch Job Submitter",
-    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
-}
-BROAD_ROLES = {
-    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
-    "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
-    "17d1049b-9a84-46fb-8f53-869881c3d3ab": "Storage Account Contributor",
-    "090c5cfd-751d-490a-894a-3ce6f1109419": "Azure Service Bus Data Owner",
-    "29fe4964-1e60-436b-bd3a-77fd4c178b3c": "Azure Batch Account Contributor",
-    "6aaa78f1-f7de-44ca-8722-c64a23943cae": "Azure Batch Data Contributor",
-}
 
 
 @pytest.mark.parametrize("path", bicep_files(), ids=lambda p: str(p.relative_to(INFRA)))
@@ -165,11 +141,113 @@ def test_batch_account_and_pool():
     vm = pool["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]
     assert vm["nodeAgentSkuId"] == "batch.node.ubuntu 22.04"
     assert vm["imageReference"]["sku"] == "22_04-lts"
-    assert pool["properties"]["taskSlotsPerNode"] == "taskSlotsPerNode"
+    assert pool["properties"]["vmSize"] == "vmSize"
+    # The pool gets the checked value, never the raw parameter.
+    assert pool["properties"]["taskSlotsPerNode"] == "checkedTaskSlots"
     assert pool["properties"]["scaleSettings"]["fixedScale"]["targetDedicatedNodes"] == "nodeCount"
     # Nothing is allocated (or billed) unless asked for.
     assert param_default(doc, "nodeCount") == 0
     assert param_default(parse(MAIN), "poolNodeCount") == 0
+
+
+# Batch: "The maximum value is the smaller of 4 times the number of cores of the vmSize of the pool or 256."
+# https://learn.microsoft.com/azure/batch/batch-parallel-node-tasks and the taskSlotsPerNode property of
+# the pool (https://learn.microsoft.com/rest/api/batchmanagement/pool/create). vCPUs of each size offered:
+# https://learn.microsoft.com/azure/virtual-machines/sizes/general-purpose/dv3-series,
+# .../general-purpose/dsv5-series, .../memory-optimized/esv5-series, .../compute-optimized/fsv2-series.
+VM_SIZE_VCPUS = {
+    "Standard_D2s_v3": 2, "Standard_D4s_v3": 4, "Standard_D8s_v3": 8, "Standard_D16s_v3": 16,
+    "Standard_D32s_v3": 32,
+    "Standard_D2s_v5": 2, "Standard_D4s_v5": 4, "Standard_D8s_v5": 8, "Standard_D16s_v5": 16,
+    "Standard_D32s_v5": 32, "Standard_D64s_v5": 64, "Standard_D96s_v5": 96,
+    "Standard_E2s_v5": 2, "Standard_E4s_v5": 4, "Standard_E8s_v5": 8, "Standard_E16s_v5": 16,
+    "Standard_F2s_v2": 2, "Standard_F4s_v2": 4, "Standard_F8s_v2": 8, "Standard_F16s_v2": 16,
+    "Standard_F32s_v2": 32, "Standard_F72s_v2": 72,
+}
+
+
+class DeploymentError(Exception):
+    """What ARM does with an expression that cannot be evaluated: the deployment stops."""
+
+
+def evaluate(node, env: dict):
+    """The few Bicep expression forms batch.bicep uses, as ARM evaluates them. A bare string is a name when
+    env has it and a literal otherwise (pycep gives both as strings)."""
+    if isinstance(node, bool | int):
+        return node
+    if isinstance(node, str):
+        if node in env:
+            return env[node]
+        return re.sub(r"\$\{(\w+)\}", lambda m: str(env[m[1]]), node)
+    if isinstance(node, dict) and "function" in node:
+        fn = node["function"]
+        args = [evaluate(v, env) for v in fn["parameters"].values()]
+        return {"min": min, "max": max}[fn["type"]](*args)
+    if isinstance(node, dict) and "operator" in node:
+        op, operands = node["operator"]["type"], node["operator"]["operands"]
+        if op == "conditional":
+            chosen = "true_value" if evaluate(operands["condition"], env) else "false_value"
+            return evaluate(operands[chosen], env)
+        left, right = evaluate(operands["operand_1"], env), evaluate(operands["operand_2"], env)
+        if op == "index_accessor":
+            if right not in left:
+                raise DeploymentError(f"The language expression property '{right}' doesn't exist")
+            return left[right]
+        return {"multiply": lambda a, b: a * b, "less_than_or_equals": lambda a, b: a <= b}[op](left, right)
+    if isinstance(node, dict):  # an object literal
+        return {k: evaluate(v, env) for k, v in node.items()}
+    raise AssertionError(f"not modelled: {node}")
+
+
+def _batch_env(vm_size: str, slots: int) -> dict:
+    doc = parse(module_path("batch"))
+    env = {"vmSize": vm_size, "taskSlotsPerNode": slots}
+    for name in ("vmSizeVcpus", "maxTaskSlots", "taskSlotsCheck"):
+        env[name] = evaluate(var(doc, name), env)
+    return env
+
+
+def _checked_slots(vm_size: str, slots: int) -> int:
+    return evaluate(var(parse(module_path("batch")), "checkedTaskSlots"), _batch_env(vm_size, slots))
+
+
+def test_vm_sizes_offered_are_the_ones_whose_vcpus_are_known():
+    batch, main = parse(module_path("batch")), parse(MAIN)
+    table = var(batch, "vmSizeVcpus")
+    assert table == VM_SIZE_VCPUS
+
+    def allowed(doc, param):
+        (decorator,) = [d for d in doc["parameters"][param]["decorators"] if d["type"] == "allowed"]
+        return decorator["argument"]
+
+    assert allowed(batch, "vmSize") == list(table)
+    assert allowed(main, "poolVmSize") == list(table), "main.bicep offers a size batch.bicep cannot bound"
+    assert param_default(main, "poolVmSize") in table and param_default(batch, "vmSize") in table
+    assert body(main["modules"]["batch"])["params"]["vmSize"] == "poolVmSize"
+    assert body(main["modules"]["batch"])["params"]["taskSlotsPerNode"] == "poolTaskSlotsPerNode"
+
+
+@pytest.mark.parametrize("vm_size", sorted(VM_SIZE_VCPUS))
+def test_task_slots_are_bounded_by_the_vm_size(vm_size):
+    bound = min(4 * VM_SIZE_VCPUS[vm_size], 256)
+    assert _batch_env(vm_size, 1)["maxTaskSlots"] == bound
+    assert _checked_slots(vm_size, bound) == bound
+    assert _checked_slots(vm_size, 1) == 1
+    with pytest.raises(DeploymentError) as refused:
+        _checked_slots(vm_size, bound + 1)
+    # The error ARM shows names the setting, the value, the bound and the size.
+    assert f"BATCH_POOL_TASK_SLOTS={bound + 1} is over {bound}" in str(refused.value)
+    assert vm_size in str(refused.value)
+
+
+def test_task_slots_cap_at_256_and_the_default_fits():
+    assert _batch_env("Standard_F72s_v2", 1)["maxTaskSlots"] == 256  # 4 x 72 = 288
+    assert _batch_env("Standard_D96s_v5", 1)["maxTaskSlots"] == 256
+    main = parse(MAIN)
+    default = param_default(main, "poolTaskSlotsPerNode")
+    assert _checked_slots(param_default(main, "poolVmSize"), default) == default
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["poolTaskSlotsPerNode"]["value"] == f"${{BATCH_POOL_TASK_SLOTS={default}}}"
 
 
 # --- Function app --------------------------------------------------------------------------------
@@ -213,127 +291,3 @@ def test_no_account_keys_or_connection_strings(path):
         assert "systemKeys.blobs_extension" in source
     else:
         assert not list_calls, f"{path.name} calls {list_calls}"
-
-
-# --- Role assignments ----------------------------------------------------------------------------
-
-
-def _role_assignments():
-    doc = parse(module_path("roles"))
-    return doc, resources_of_type(doc, ROLE_ASSIGNMENT)
-
-
-def _role_ids(doc, decl) -> set[str]:
-    """The built-in role ids an assignment may use (both branches of a conditional)."""
-    roles = var(doc, "roles")
-    ids = set()
-    for node in walk(body(decl)["properties"]["roleDefinitionId"]):
-        chain = accessor(node) if isinstance(node, dict) else None
-        if chain and len(chain) == 2 and chain[0] == "roles":
-            ids.add(roles[chain[1]])
-    return ids
-
-
-def test_role_ids_are_the_builtin_ones():
-    doc, _ = _role_assignments()
-    roles = var(doc, "roles")
-    assert set(roles.values()) <= set(BUILTIN_ROLES), set(roles.values()) - set(BUILTIN_ROLES)
-    assert not set(roles.values()) & set(BROAD_ROLES)
-
-
-def test_every_role_assignment_says_why():
-    lines = module_path("roles").read_text().splitlines()
-    starts = [i for i, line in enumerate(lines) if f"'{ROLE_ASSIGNMENT}@" in line]
-    assert len(starts) == len(_role_assignments()[1])
-    for i in starts:
-        assert lines[i - 1].lstrip().startswith("//"), f"no comment right above: {lines[i]}"
-
-
-def _scope_name(decl) -> str | None:
-    scope = body(decl).get("scope")
-    if isinstance(scope, dict):  # hostContainerRefs[i]
-        scope = scope["operator"]["operands"]["operand_1"]
-    return scope
-
-
-def test_every_role_assignment_is_scoped_to_one_resource():
-    doc, assignments = _role_assignments()
-    existing = {name for name, r in doc["resources"].items() if r.get("existing")}
-    for name, decl in assignments.items():
-        scope = _scope_name(decl)
-        assert scope is not None, f"{name} has no scope (it would land on the whole resource group)"
-        assert scope in existing, f"{name} is scoped to {scope}, not to a named resource"
-
-
-def _assignment(name):
-    doc, assignments = _role_assignments()
-    decl = assignments[name]
-    return doc, decl, _scope_name(decl), _role_ids(doc, decl), body(decl)["properties"]["principalId"]
-
-
-@pytest.mark.parametrize(
-    ("name", "principal", "scope", "roles"),
-    [
-        ("appQueueReceiver", "appPrincipalId", "queue", {"Azure Service Bus Data Receiver"}),
-        ("appQueueSender", "appPrincipalId", "queue", {"Azure Service Bus Data Sender"}),
-        ("appReportsContributor", "appPrincipalId", "reports", {"Storage Blob Data Contributor"}),
-        ("appToolsContributor", "appPrincipalId", "tools", {"Storage Blob Data Contributor"}),
-        ("appLogsAccess", "appPrincipalId", "logs", {"Storage Blob Data Reader", "Storage Blob Data Contributor"}),
-        ("appDelegator", "appPrincipalId", "storage", {"Storage Blob Delegator"}),
-        ("appHostBlobOwner", "appPrincipalId", "hostContainerRefs", {"Storage Blob Data Owner"}),
-        ("appHostQueues", "appPrincipalId", "storage", {"Storage Queue Data Contributor"}),
-        ("appBatchJobs", "appPrincipalId", "batchAccount", {"Azure Batch Job Submitter"}),
-        ("appTelemetry", "appPrincipalId", "appInsights", {"Monitoring Metrics Publisher"}),
-        ("poolLogsWriter", "poolPrincipalId", "logs", set()),  # the custom role below, no built-in one
-        ("poolToolsReader", "poolPrincipalId", "tools", {"Storage Blob Data Reader"}),
-        ("appRequestsContributor", "appPrincipalId", "requests", {"Storage Blob Data Contributor"}),
-        ("operatorQueueSender", "operatorPrincipalId", "queue", {"Azure Service Bus Data Sender"}),
-    ],
-)
-def test_role_assignment(name, principal, scope, roles):
-    _, _, actual_scope, role_ids, actual_principal = _assignment(name)
-    assert actual_principal == principal
-    assert actual_scope == scope
-    assert {BUILTIN_ROLES[r] for r in role_ids} == roles
-
-
-def test_pool_may_only_create_blobs_in_job_logs():
-    """A node can add its job's files and nothing else: one data action, no read, write or delete."""
-    doc = parse(module_path("roles"))
-    definition = body(one_resource(doc, "Microsoft.Authorization/roleDefinitions"))["properties"]
-    assert definition["type"] == "CustomRole"
-    (permissions,) = definition["permissions"]
-    assert permissions["dataActions"] == ["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action"]
-    assert permissions["actions"] == [] and permissions["notDataActions"] == []
-    (scope,) = definition["assignableScopes"]
-    assert "resource_group" in text(scope) and accessor(scope) is None
-    writer = body(_role_assignments()[1]["poolLogsWriter"])["properties"]
-    assert accessor(writer["roleDefinitionId"]) == ["poolLogWriterRole", "id"]
-
-
-def test_only_the_app_reads_the_requests_as_sent():
-    doc, assignments = _role_assignments()
-    on_requests = [n for n, d in assignments.items() if _scope_name(d) == "requests"]
-    assert on_requests == ["appRequestsContributor"], "operators see the redacted copy in job-reports only"
-
-
-def test_app_sends_only_to_its_queue_and_pool_only_touches_logs():
-    doc, assignments = _role_assignments()
-    sender = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
-    for name, decl in assignments.items():
-        principal = body(decl)["properties"]["principalId"]
-        if principal == "appPrincipalId" and sender in _role_ids(doc, decl):
-            assert _scope_name(decl) == "queue", name  # scheduled resend on the active-job quota
-        if principal == "poolPrincipalId":
-            assert name in ("poolLogsWriter", "poolToolsReader")
-    # Blob Data Owner on the whole account only as the documented, off-by-default fallback.
-    fallback = assignments["appHostBlobOwnerAccount"]
-    assert condition(fallback) == "hostRolesAtAccountScope"
-    assert param_default(doc, "hostRolesAtAccountScope") is False
-    operator = [n for n, d in assignments.items() if body(d)["properties"]["principalId"] == "operatorPrincipalId"]
-    assert operator and all(condition(assignments[n]) == "withOperator" for n in operator)
-
-
-def test_app_roles_exist_before_the_app_starts():
-    modules = parse(MAIN)["modules"]
-    assert "roles" in body(modules["functionApp"]).get("dependsOn", [])

@@ -70,10 +70,11 @@ def test_app_settings_get_their_values_from_the_deployment():
 
 def test_connections_are_identity_based():
     values = app_settings()
-    for prefix in (settings.STORAGE_CONNECTION, settings.SERVICE_BUS_CONNECTION):
+    # Host storage as the host identity, the Service Bus trigger as the app identity (tests/infra/test_roles.py).
+    for prefix, client in ((settings.STORAGE_CONNECTION, "hostClientId"), (settings.SERVICE_BUS_CONNECTION, "appClientId")):
         assert prefix not in values, f"{prefix} as a connection string would carry a key"
         assert values[f"{prefix}__credential"] == "managedidentity"
-        assert values[f"{prefix}__clientId"] == "appClientId"
+        assert values[f"{prefix}__clientId"] == client
     assert values["AZURE_CLIENT_ID"] == "appClientId"  # DefaultAzureCredential picks the user-assigned identity
     assert settings.BATCH_ACCOUNT_KEY not in values
     assert settings.BATCH_ACCOUNT_NAME not in values  # only meaningful with a key (local emulator)
@@ -334,9 +335,23 @@ def test_azure_yaml():
     assert site["tags"]["function"]["parameters"]["arg_2"] == {"'azd-service-name'": "api"}
 
 
-def test_postdeploy_hook_turns_on_the_event_grid_wiring():
-    script = (ROOT / "infra/hooks/postdeploy.sh").read_text()
-    assert "azd env set WIRE_EVENT_GRID true" in script
-    assert "azd provision" in script
-    params = json.loads((ROOT / "infra/main.parameters.json").read_text())["parameters"]
-    assert params["wireEventGrid"]["value"] == "${WIRE_EVENT_GRID=false}"
+def test_watchdog_schedule_is_a_parameter_the_timer_reads():
+    """The timer's schedule is the app setting %WATCHDOG_SCHEDULE%, set from main.bicep's watchdogSchedule,
+    which azd fills from WATCHDOG_SCHEDULE (default: settings.DEFAULT_SCHEDULE)."""
+    timers = [t for t in _need_triggers("timer_trigger") if t["function"] == "watchdog"]
+    assert [t["args"].get("schedule") for t in timers] == [f"%{settings.SCHEDULE_SETTING}%"]
+    assert app_settings()[settings.SCHEDULE_SETTING] == "watchdogSchedule"
+    assert body(parse(MAIN)["modules"]["functionApp"])["params"]["watchdogSchedule"] == "watchdogSchedule"
+    given = json.loads((ROOT / "infra/main.parameters.json").read_text())["parameters"]
+    assert given["watchdogSchedule"]["value"] == f"${{WATCHDOG_SCHEDULE={settings.DEFAULT_SCHEDULE}}}"
+    assert given["wireEventGrid"]["value"] == "${WIRE_EVENT_GRID=false}"
+
+
+def test_instance_memory_is_a_parameter():
+    passed = body(parse(MAIN)["modules"]["functionApp"])["params"]
+    assert passed["instanceMemoryMB"] == "functionInstanceMemoryMB"
+    site = body(one_resource(parse(module_path("functionapp")), "Microsoft.Web/sites"))
+    assert site["properties"]["functionAppConfig"]["scaleAndConcurrency"]["instanceMemoryMB"] == "instanceMemoryMB"
+    given = json.loads((ROOT / "infra/main.parameters.json").read_text())["parameters"]
+    default = param_default(parse(MAIN), "functionInstanceMemoryMB")
+    assert given["functionInstanceMemoryMB"]["value"] == f"${{FUNCTION_INSTANCE_MEMORY_MB={default}}}"
