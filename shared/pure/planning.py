@@ -14,7 +14,15 @@ from datetime import datetime, timedelta
 
 from shared.node import lognames
 from shared.pure import metadata
-from shared.pure.request import JobRequest, TaskSpec, expand_tasks
+from shared.pure.request import (
+    DependsOn,
+    JobRequest,
+    ParametricSweep,
+    TaskSpec,
+    UserIdentity,
+    expand_tasks,
+    sweep_ids,
+)
 from shared.pure.settings import PoolIdentity
 
 PREP_ID = "jobpreparation"
@@ -84,11 +92,49 @@ def _resource_files(files) -> list[dict]:
     return [f.model_dump(by_alias=True, exclude_none=True) for f in files]
 
 
-def _constraints(max_retries: int, max_wall_clock: timedelta | None) -> dict:
+def _constraints(max_retries: int, max_wall_clock: timedelta | None, retention: timedelta | None = None) -> dict:
     out: dict = {"maxTaskRetryCount": max_retries}
     if max_wall_clock is not None:
         out["maxWallClockTime"] = _duration(max_wall_clock)
+    if retention is not None:
+        out["retentionTime"] = _duration(retention)
     return out
+
+
+def user_identity(identity: UserIdentity | None) -> dict | None:
+    """Batch's wire form: {"username": ...} or {"autoUser": {"scope", "elevationLevel"}}."""
+    if identity is None:
+        return None
+    if identity.user_name is not None:
+        return {"username": identity.user_name}
+    return {"autoUser": {"scope": identity.auto_user.scope, "elevationLevel": identity.auto_user.elevation_level}}
+
+
+def _packages(refs) -> list[dict]:
+    return [r.model_dump(by_alias=True, exclude_none=True) for r in refs]
+
+
+def _user_outputs(files) -> list[dict]:
+    out = []
+    for f in files:
+        container = {"containerUrl": f.container_url, **({"path": f.path} if f.path else {})}
+        out.append({"filePattern": f.file_pattern, "destination": {"container": container},
+                    "uploadOptions": {"uploadCondition": f.upload_condition.lower()}})
+    return out
+
+
+def depends_on(deps: DependsOn | None, sweep: ParametricSweep | None) -> dict | None:
+    """Batch's dependsOn; the whole sweep as one id range when its ids are plain integers, else its ids."""
+    if deps is None:
+        return None
+    ids = list(deps.task_ids)
+    ranges = [{"start": r.start, "end": r.end} for r in deps.task_id_ranges]
+    if deps.task_factory and sweep is not None:
+        if sweep.integer_ids():
+            ranges.append({"start": sweep.start, "end": sweep.end})
+        else:
+            ids.extend(sweep_ids(sweep))
+    return {k: v for k, v in (("taskIds", ids), ("taskIdRanges", ranges)) if v}
 
 
 def release_command(user_command: str | None) -> str:
@@ -114,8 +160,12 @@ def job_body(request: JobRequest, job_id: str, meta: metadata.JobMetadata, links
         "resourceFiles": _resource_files(prep.resource_files) if prep else [],
         "environmentSettings": _env(prep.environment) if prep else [],
         "waitForSuccess": prep.wait_for_success if prep else True,
-        "constraints": _constraints(prep.max_retries, prep.max_wall_clock) if prep else {"maxTaskRetryCount": 0},
+        "rerunOnNodeRebootAfterSuccess": prep.rerun_on_node_reboot_after_success if prep else True,
+        "constraints": (_constraints(prep.max_retries, prep.max_wall_clock, prep.retention_time) if prep
+                        else {"maxTaskRetryCount": 0}),
     }
+    if prep and prep.user_identity:
+        prep_body["userIdentity"] = user_identity(prep.user_identity)
     release_env = dict(release.environment) if release else {}
     if links.upload_identity is None:
         release_env["ORCHESTRATOR_LOGS_SAS_URL"] = links.logs_container_url
@@ -136,6 +186,10 @@ def job_body(request: JobRequest, job_id: str, meta: metadata.JobMetadata, links
         "environmentSettings": _env(release_env),
         "maxWallClockTime": _duration(release_wall_clock),
     }
+    if release and release.retention_time:
+        release_body["retentionTime"] = _duration(release.retention_time)
+    if release and release.user_identity:
+        release_body["userIdentity"] = user_identity(release.user_identity)
     return {
         "id": job_id,
         "poolInfo": {"poolId": request.pool_id},
@@ -145,6 +199,7 @@ def job_body(request: JobRequest, job_id: str, meta: metadata.JobMetadata, links
         "commonEnvironmentSettings": _env(request.environment),
         "jobPreparationTask": prep_body,
         "jobReleaseTask": release_body,
+        "usesTaskDependencies": request.uses_task_dependencies(),
         "metadata": metadata.to_items(metadata.encode(meta)),
     }
 
@@ -155,15 +210,26 @@ def task_body(spec: TaskSpec, request: JobRequest, job_id: str, links: Links) ->
         "commandLine": spec.command_line,
         "environmentSettings": _env(spec.environment),
         "resourceFiles": _resource_files(spec.resource_files),
-        "constraints": _constraints(spec.max_retries, spec.max_wall_clock),
+        "constraints": _constraints(spec.max_retries, spec.max_wall_clock, spec.retention_time),
     }
+    identity = user_identity(spec.user_identity)
+    if identity:
+        body["userIdentity"] = identity
+    if spec.application_package_references:
+        body["applicationPackageReferences"] = _packages(spec.application_package_references)
+    deps = depends_on(spec.depends_on, request.task_factory)
+    if deps:
+        body["dependsOn"] = deps
+    outputs = _user_outputs(spec.output_files)
     if request.collect.crash_dumps:
         # A failing task ships its own dumps, so a node lost before its release task loses nothing.
-        body["outputFiles"] = [{
+        outputs += [{
             "filePattern": _task_pattern(pattern, spec.id),
             "destination": {"container": _output_container(links, f"{job_id}/{CRASH_PSEUDO_NODE}/crashdumps/{spec.id}")},
             "uploadOptions": {"uploadCondition": "taskfailure"},
         } for pattern in request.collect.crash_dumps]
+    if outputs:
+        body["outputFiles"] = outputs
     return body
 
 

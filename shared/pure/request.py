@@ -47,6 +47,10 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ID_RE = re.compile(ID_PATTERN)
 _ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
 _PLACEHOLDER_RE = re.compile(r"\{0(?::(\d{1,2}))?\}")
+# Batch application ids and versions: letters, digits, hyphens, underscores (versions also periods), 1-64.
+APP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+APP_VERSION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_DEPENDENCY_IDS_CHARS = 64_000  # Batch: the combined length of a task's dependsOn.taskIds
 
 
 def _fail(rule: str, message: str, field: str | None = None) -> PydanticCustomError:
@@ -128,6 +132,17 @@ Environment = Annotated[
 Retries = Annotated[int, Field(ge=-1, le=MAX_RETRIES, description="-1 means unlimited, as in Batch")]
 
 
+def _check_retention(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise _fail("duration_positive", "must be longer than zero")
+    if value > MAX_TIMEOUT:
+        raise _fail("retention_too_long", f"must be at most {format_duration(MAX_TIMEOUT)}")
+    return value
+
+
+RetentionTime = Annotated[Duration, AfterValidator(_check_retention)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -171,17 +186,99 @@ class ResourceFile(_Model):
         return self
 
 
+class TaskIdRange(_Model):
+    """Tasks whose ids are the integers start..end (Batch's taskIdRanges)."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TaskIdRange:
+        if self.end < self.start:
+            raise _fail("task_id_range", "end must be >= start", "end")
+        return self
+
+
+class AutoUser(_Model):
+    """Batch's auto-user: a non-admin or admin account Batch creates, one per task or shared by the pool."""
+
+    scope: Literal["task", "pool"] = Field(default="pool", description="Batch's default: pool")
+    elevation_level: Literal["nonadmin", "admin"] = Field(default="nonadmin", description="Batch's default")
+
+
+class UserIdentity(_Model):
+    """Who the task runs as (Batch's userIdentity): a named user account of the pool, or an auto-user.
+    https://learn.microsoft.com/azure/batch/batch-user-accounts"""
+
+    user_name: str | None = Field(default=None, min_length=1, max_length=20,
+                                  description="a user account defined on the pool (Batch: at most 20 characters)")
+    auto_user: AutoUser | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> UserIdentity:
+        if (self.user_name is None) == (self.auto_user is None):
+            raise _fail("user_identity", "give exactly one of userName or autoUser")
+        return self
+
+
+class ApplicationPackage(_Model):
+    """An application package of the Batch account; without a version, the application's default version."""
+
+    application_id: Annotated[str, Field(pattern=APP_ID_PATTERN)]
+    version: Annotated[str, Field(pattern=APP_VERSION_PATTERN)] | None = None
+
+
+class OutputFile(_Model):
+    """A task's own results uploaded by Batch when the task ends (Batch's outputFiles), to a container the
+    request names by URL: a SAS URL with write permission, kept in Batch and redacted everywhere else.
+    https://learn.microsoft.com/azure/batch/batch-task-output-files"""
+
+    file_pattern: str = Field(min_length=1, max_length=1024,
+                              description="relative to the task's working directory; ** and * allowed")
+    container_url: str = Field(pattern=r"^https?://", max_length=4096)
+    path: str | None = Field(default=None, max_length=1024,
+                             description="a blob name (one file) or a virtual folder (a pattern)")
+    upload_condition: Literal["taskSuccess", "taskFailure", "taskCompletion"] = "taskSuccess"
+
+
+class DependsOn(_Model):
+    """Tasks that must all succeed before this one starts (Batch's task dependencies). taskFactory: every
+    task of the request's sweep, e.g. a merge step after a parameter sweep.
+    https://learn.microsoft.com/azure/batch/batch-task-dependencies"""
+
+    task_ids: list[BatchId] = Field(default_factory=list, max_length=MAX_TASKS)
+    task_id_ranges: list[TaskIdRange] = Field(default_factory=list, max_length=1000)
+    task_factory: bool = False
+
+    @model_validator(mode="after")
+    def _limits(self) -> DependsOn:
+        if not (self.task_ids or self.task_id_ranges or self.task_factory):
+            raise _fail("depends_on_empty", "name at least one of taskIds, taskIdRanges or taskFactory")
+        length = sum(len(t) for t in self.task_ids)
+        if length > MAX_DEPENDENCY_IDS_CHARS:
+            raise _fail("depends_on_too_long", f"taskIds total {length} characters; Batch allows "
+                        f"{MAX_DEPENDENCY_IDS_CHARS} (TaskDependencyListTooLong): use taskIdRanges", "taskIds")
+        return self
+
+
 class _TaskBase(_Model):
     environment: Environment = Field(default_factory=dict)
     resource_files: list[ResourceFile] = Field(default_factory=list, max_length=1000)
     max_retries: Retries = 0
     max_wall_clock: Duration | None = None
+    retention_time: RetentionTime | None = Field(
+        default=None, description="how long Batch keeps the task's directory on the node; Batch's default: P7D")
+    user_identity: UserIdentity | None = None
+    # Not a Batch limit (none is documented for a task): a bound on the request's size.
+    application_package_references: list[ApplicationPackage] = Field(default_factory=list, max_length=100)
+    output_files: list[OutputFile] = Field(default_factory=list, max_length=100)
 
 
 
 class TaskSpec(_TaskBase):
     id: BatchId
     command_line: CommandLine
+    depends_on: DependsOn | None = None
 
 
 
@@ -194,6 +291,22 @@ class ParametricSweep(_TaskBase):
     step: int = Field(default=1, ge=1)
     id_format: str = Field(description="task id with a {0} placeholder, e.g. 'task-{0:05}'")
     command_line: CommandLine
+    depends_on: DependsOn | None = Field(default=None, description="what every task of the sweep waits for")
+
+    def integer_ids(self) -> bool:
+        """Its ids are the plain integers start..end, so one taskIdRange names them all."""
+        return self.id_format == "{0}" and self.start >= 0 and self.step == 1
+
+    def produces(self, task_id: str) -> bool:
+        """Whether one of the sweep's tasks has this id (Batch ids compare case-insensitively)."""
+        pattern = _PLACEHOLDER_RE.sub(lambda m: "(-?[0-9]+)", re.escape(self.id_format).replace(r"\{", "{")
+                                      .replace(r"\}", "}").replace(r"\:", ":"))
+        match = re.fullmatch(pattern, task_id, re.IGNORECASE)
+        if match is None:
+            return False
+        value = int(match.group(1))
+        return (self.start <= value <= self.end and (value - self.start) % self.step == 0
+                and substitute(self.id_format, value).lower() == task_id.lower())
 
     def count(self) -> int:
         return 0 if self.end < self.start else (self.end - self.start) // self.step + 1
@@ -234,9 +347,25 @@ class Preparation(_Model):
     command_line: CommandLine
     resource_files: list[ResourceFile] = Field(default_factory=list, max_length=1000)
     environment: Environment = Field(default_factory=dict)
-    wait_for_success: bool = True
+    wait_for_success: bool = Field(default=True, description="false: tasks may start while it runs, and run on "
+                                   "the node even if it fails")
+    rerun_on_node_reboot_after_success: bool = Field(default=True, description="Batch's default: true")
     max_retries: Retries = 0
     max_wall_clock: Duration | None = None
+    retention_time: RetentionTime | None = None
+    user_identity: UserIdentity | None = None
+    application_package_references: list[ApplicationPackage] = Field(
+        default_factory=list, description="refused: Batch deploys no packages for a job preparation task")
+
+    @field_validator("application_package_references")
+    @classmethod
+    def _no_packages(cls, value: list) -> list:
+        if value:
+            raise _fail("prep_packages_unsupported",
+                        "Batch deploys no application packages for a job preparation task: reference them on the "
+                        "pool (every task, the preparation task included, then finds AZ_BATCH_APP_PACKAGE_*) or "
+                        "on the tasks")
+        return value
 
 
 
@@ -245,6 +374,8 @@ class Release(_Model):
     resource_files: list[ResourceFile] = Field(default_factory=list, max_length=1000)
     environment: Environment = Field(default_factory=dict)
     max_wall_clock: Duration = Field(default=MAX_RELEASE_WALL_CLOCK, description="at most PT15M")
+    retention_time: RetentionTime | None = None
+    user_identity: UserIdentity | None = None
 
 
     @field_validator("max_wall_clock")
@@ -269,7 +400,7 @@ class JobRequest(_Model):
 
     model_config = ConfigDict(
         title="JobRequestV1",
-        json_schema_extra={"oneOf": [{"required": ["tasks"]}, {"required": ["taskFactory"]}]},
+        json_schema_extra={"anyOf": [{"required": ["tasks"]}, {"required": ["taskFactory"]}]},
     )
 
     job_id: BatchId | None = Field(default=None, description="default: derived from the Service Bus MessageId; "
@@ -304,8 +435,11 @@ class JobRequest(_Model):
 
     @model_validator(mode="after")
     def _check_tasks(self) -> JobRequest:
-        if (self.tasks is None) == (self.task_factory is None):
-            raise _fail("tasks_xor_factory", "give exactly one of tasks or taskFactory", "tasks")
+        if self.tasks is None and self.task_factory is None:
+            raise _fail("tasks_missing", "give tasks, a taskFactory, or both", "tasks")
+        if self.task_count() > MAX_TASKS:
+            raise _fail("task_count", f"tasks and the sweep make {self.task_count()}; at most {MAX_TASKS}", "tasks")
+        sweep = self.task_factory
         seen: dict[str, int] = {}
         for i, task in enumerate(self.tasks or ()):
             key = task.id.lower()  # Batch ids are case-insensitive
@@ -316,11 +450,90 @@ class JobRequest(_Model):
                 raise _fail("task_id_duplicate",
                             f"{task.id!r} duplicates tasks[{seen[key]}].id (ids are case-insensitive)",
                             f"tasks[{i}].id")
+            if sweep is not None and sweep.produces(task.id):
+                raise _fail("task_id_duplicate", f"{task.id!r} is also an id of the taskFactory's sweep",
+                            f"tasks[{i}].id")
             seen[key] = i
+        check_dependencies(self)
         return self
 
     def task_count(self) -> int:
-        return len(self.tasks) if self.tasks is not None else self.task_factory.count()
+        return len(self.tasks or ()) + (self.task_factory.count() if self.task_factory else 0)
+
+    def uses_task_dependencies(self) -> bool:
+        return any(t.depends_on for t in self.tasks or ()) or bool(self.task_factory and self.task_factory.depends_on)
+
+
+SWEEP = "taskFactory"  # the sweep as one node of the dependency graph
+
+
+def check_dependencies(request: JobRequest) -> None:
+    """Every task a dependency names is one of the request's, and nothing waits on itself: either would
+    leave tasks blocked until the deadline."""
+    sweep = request.task_factory
+    explicit = {t.id.lower(): t for t in request.tasks or ()}
+    integer_tasks = {int(k): k for k in explicit if k.isdigit()}
+
+    def targets(deps: DependsOn, where: str) -> set[str]:
+        out: set[str] = set()
+        for j, task_id in enumerate(deps.task_ids):
+            if task_id.lower() in explicit:
+                out.add(task_id.lower())
+            elif sweep is not None and sweep.produces(task_id):
+                out.add(SWEEP)
+            else:
+                raise _fail("depends_on_unknown", f"{task_id!r} is not a task of this request",
+                            f"{where}.dependsOn.taskIds[{j}]")
+        for r in deps.task_id_ranges:
+            out |= {k for n, k in integer_tasks.items() if r.start <= n <= r.end}
+            if sweep is not None and sweep.integer_ids() and r.start <= sweep.end and sweep.start <= r.end:
+                out.add(SWEEP)
+        if deps.task_factory:
+            if sweep is None:
+                raise _fail("depends_on_unknown", "taskFactory: this request has no taskFactory",
+                            f"{where}.dependsOn.taskFactory")
+            if not sweep.integer_ids():
+                length = sum(len(t) for t in deps.task_ids) + sum(len(i) for i in sweep_ids(sweep))
+                if length > MAX_DEPENDENCY_IDS_CHARS:
+                    raise _fail("depends_on_too_long",
+                                f"the sweep's task ids total {length} characters, over Batch's {MAX_DEPENDENCY_IDS_CHARS} "
+                                "for one task's dependencies; give the sweep idFormat '{0}' (start >= 0, step 1) so "
+                                "one id range covers it", f"{where}.dependsOn.taskFactory")
+            out.add(SWEEP)
+        return out
+
+    edges: dict[str, set[str]] = {}
+    for i, task in enumerate(request.tasks or ()):
+        if task.depends_on is not None:
+            edges[task.id.lower()] = targets(task.depends_on, f"tasks[{i}]")
+    if sweep is not None and sweep.depends_on is not None:
+        edges[SWEEP] = targets(sweep.depends_on, "taskFactory")
+        if SWEEP in edges[SWEEP]:
+            raise _fail("depends_on_cycle", "the sweep's tasks cannot wait for the sweep", "taskFactory.dependsOn")
+    done: set[str] = set()
+    for start in edges:
+        path: list[str] = []
+        stack = [(start, iter(sorted(edges.get(start, ()))))]
+        on_path = {start}
+        path.append(start)
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(node)
+                path.pop()
+                done.add(node)
+            elif child in on_path:
+                raise _fail("depends_on_cycle", "tasks wait on each other: " + " -> ".join([*path, child]), "tasks")
+            elif child not in done:
+                on_path.add(child)
+                path.append(child)
+                stack.append((child, iter(sorted(edges.get(child, ())))))
+
+
+def sweep_ids(sweep: ParametricSweep) -> Iterator[str]:
+    return (substitute(sweep.id_format, value) for value in sweep.values())
 
 
 def substitute(template: str, value: int) -> str:
@@ -328,22 +541,37 @@ def substitute(template: str, value: int) -> str:
     return _PLACEHOLDER_RE.sub(lambda m: f"{value:0{int(m.group(1) or 0)}d}", template)
 
 
+def _has_dependencies(task: TaskSpec) -> bool:
+    deps = task.depends_on
+    return deps is not None and (deps.task_factory or bool(deps.task_id_ranges) or bool(deps.task_ids))
+
+
 def expand_tasks(request: JobRequest) -> Iterator[TaskSpec]:
-    """The concrete tasks, lazily, so a 100,000-task sweep is never materialised at once."""
-    if request.tasks is not None:
-        yield from request.tasks
-        return
+    """The concrete tasks, lazily, so a 100,000-task sweep is never materialised at once: the request's own
+    tasks that wait for nothing, then the sweep, then the tasks that wait (a merge after the sweep), so a
+    task is added after those it waits for."""
+    explicit = request.tasks or []
+    yield from (t for t in explicit if not _has_dependencies(t))
     sweep = request.task_factory
-    for value in sweep.values():
-        # Validated as a whole by ParametricSweep; per-task validation would only repeat it.
-        yield TaskSpec.model_construct(
-            id=substitute(sweep.id_format, value),
-            command_line=substitute(sweep.command_line, value),
-            environment={k: substitute(v, value) for k, v in sweep.environment.items()},
-            resource_files=sweep.resource_files,
-            max_retries=sweep.max_retries,
-            max_wall_clock=sweep.max_wall_clock,
-        )
+    if sweep is not None:
+        for value in sweep.values():
+            # Validated as a whole by ParametricSweep; per-task validation would only repeat it.
+            yield TaskSpec.model_construct(
+                id=substitute(sweep.id_format, value),
+                command_line=substitute(sweep.command_line, value),
+                environment={k: substitute(v, value) for k, v in sweep.environment.items()},
+                resource_files=sweep.resource_files,
+                max_retries=sweep.max_retries,
+                max_wall_clock=sweep.max_wall_clock,
+                retention_time=sweep.retention_time,
+                user_identity=sweep.user_identity,
+                application_package_references=sweep.application_package_references,
+                output_files=[f.model_copy(update={"file_pattern": substitute(f.file_pattern, value),
+                                                   "path": substitute(f.path, value) if f.path else None})
+                              for f in sweep.output_files],
+                depends_on=sweep.depends_on,
+            )
+    yield from (t for t in explicit if _has_dependencies(t))
 
 
 def canonical_json(request: JobRequest) -> str:

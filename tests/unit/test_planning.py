@@ -132,3 +132,63 @@ def test_with_the_pools_identity_the_job_holds_no_sas_at_all():
     assert all(f["identityReference"] == {"resourceId": identity.resource_id} for f in files)
     everything = json.dumps(job_plan.job) + json.dumps(next(job_plan.task_chunks()))
     assert "sig=" not in everything and "?" not in everything
+
+
+def tasks_of(job_plan) -> list[dict]:
+    return [body for chunk in job_plan.task_chunks() for body in chunk]
+
+
+def test_identities_retention_and_reboot_rules_reach_batchs_wire_names():
+    admin = {"autoUser": {"scope": "task", "elevationLevel": "admin"}}
+    body = req(preparation={"commandLine": "apt-get install -y x", "userIdentity": admin, "retentionTime": "PT2H",
+                            "rerunOnNodeRebootAfterSuccess": False, "waitForSuccess": False},
+               release={"userIdentity": {"userName": "ops"}, "retentionTime": "PT30M"},
+               tasks=[{"id": "a", "commandLine": "x", "userIdentity": {"autoUser": {}}, "retentionTime": "P1D",
+                       "applicationPackageReferences": [{"applicationId": "blender", "version": "4.1"},
+                                                        {"applicationId": "ffmpeg"}]}])
+    job_plan = plan(parse_request(body), "j1", "h" * 64, NOW, LINKS)
+    prep, release = job_plan.job["jobPreparationTask"], job_plan.job["jobReleaseTask"]
+    assert (prep["userIdentity"], prep["rerunOnNodeRebootAfterSuccess"], prep["waitForSuccess"]) == (admin, False, False)
+    assert prep["constraints"] == {"maxTaskRetryCount": 0, "retentionTime": "PT7200S"}
+    assert (release["userIdentity"], release["retentionTime"]) == ({"username": "ops"}, "PT1800S")
+    (task,) = tasks_of(job_plan)
+    assert task["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
+    assert task["constraints"] == {"maxTaskRetryCount": 0, "retentionTime": "PT86400S"}
+    assert task["applicationPackageReferences"] == [{"applicationId": "blender", "version": "4.1"},
+                                                    {"applicationId": "ffmpeg"}]
+    assert job_plan.job["usesTaskDependencies"] is False
+
+
+def test_defaults_leave_batchs_own_defaults_in_place():
+    job_plan = plan(parse_request(req()), "j1", "h" * 64, NOW, LINKS)
+    (task,) = tasks_of(job_plan)
+    assert set(task) == {"id", "commandLine", "environmentSettings", "resourceFiles", "constraints"}
+    assert job_plan.job["jobPreparationTask"]["rerunOnNodeRebootAfterSuccess"] is True
+
+
+@pytest.mark.parametrize(("sweep", "merge_depends_on"), [
+    # Plain integer ids: one range names the whole sweep, however big.
+    ({"start": 0, "end": 99_997, "idFormat": "{0}"}, {"taskIdRanges": [{"start": 0, "end": 99_997}]}),
+    # Other ids: listed (Batch allows 64,000 characters of them).
+    ({"start": 1, "end": 3, "idFormat": "part-{0}"}, {"taskIds": ["part-1", "part-2", "part-3"]}),
+])
+def test_a_merge_task_waits_for_the_whole_sweep_and_is_added_after_it(sweep, merge_depends_on):
+    factory = {"type": "parametricSweep", "commandLine": "run {0}", **sweep}
+    body = req(taskFactory=factory, tasks=[{"id": "merge", "commandLine": "merge", "dependsOn": {"taskFactory": True}},
+                                           {"id": "setup", "commandLine": "setup"}])
+    job_plan = plan(parse_request(body), "j1", "h" * 64, NOW, LINKS)
+    assert job_plan.job["usesTaskDependencies"] is True and job_plan.expected_tasks == sweep["end"] - sweep["start"] + 3
+    ids = [t["id"] for chunk in job_plan.task_chunks() for t in chunk]
+    assert ids[0] == "setup" and ids[-1] == "merge" and len(ids) == job_plan.expected_tasks
+    *_, merge = job_plan.task_chunks()
+    assert merge[-1]["dependsOn"] == merge_depends_on
+
+
+def test_user_output_files_go_beside_the_crash_dump_uploads():
+    out = {"filePattern": "results/**/*.csv", "containerUrl": "https://acct/results?sp=cw&sig=u", "path": "run-7",
+           "uploadCondition": "taskSuccess"}
+    body = req(tasks=[{"id": "a", "commandLine": "x", "outputFiles": [out]}], collect={"crashDumps": ["core*"]})
+    (task,) = tasks_of(plan(parse_request(body), "j1", "h" * 64, NOW, LINKS))
+    assert task["outputFiles"][0] == {"filePattern": "results/**/*.csv", "uploadOptions": {"uploadCondition": "tasksuccess"},
+                                      "destination": {"container": {"containerUrl": out["containerUrl"], "path": "run-7"}}}
+    assert [f["uploadOptions"]["uploadCondition"] for f in task["outputFiles"]] == ["tasksuccess", "taskfailure"]
