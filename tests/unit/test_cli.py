@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from local import cli
+from shared.pure import metadata as md
+from shared.pure.request import parse_request, request_hash
+from shared.pure.values import Job, TaskCounts
 
 runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "job-request.json"
 
 
 @pytest.fixture
@@ -137,3 +144,53 @@ def test_a_download_folder_that_cannot_be_made_is_said_in_words(tmp_path):
     with pytest.raises(cli.CannotWrite) as refused:
         cli._inside(blocker / "logs", "job", "node", "bundle.zip")
     assert str(refused.value).startswith(f"cannot write into {blocker / 'logs'}: Not a directory")
+
+
+class OneJob:
+    """Batch as the CLI sees it through our adapter's interface: one job, created with `meta`."""
+
+    def __init__(self, meta, interrupt_after: int | None = None):
+        self.meta, self.calls, self.interrupt_after = meta, 0, interrupt_after
+
+    def get_job(self, job_id):
+        self.calls += 1
+        if self.interrupt_after is not None and self.calls > self.interrupt_after:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the waiting loop
+        return Job(id=job_id, state="active", metadata=self.meta)
+
+    def task_counts(self, job_id):
+        return TaskCounts(active=8)
+
+
+class NoQueue:
+    def send(self, *args):
+        raise AssertionError("the same request must not be sent again")
+
+
+def _submitted(tmp_path, monkeypatch, interrupt_after=None):
+    body = json.loads(EXAMPLE.read_text())
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(body))
+    digest = request_hash(parse_request(request_file.read_bytes()))
+    meta = md.encode(md.JobMetadata(datetime(2030, 1, 1, tzinfo=UTC), digest, 8))
+    services = SimpleNamespace(batch=OneJob(meta, interrupt_after), queue=NoQueue(),
+                               store=SimpleNamespace(report=lambda job_id: None))
+    monkeypatch.setattr(cli, "_services", lambda: services)
+    return request_file, body["jobId"]
+
+
+def test_the_same_request_again_is_already_submitted_and_not_sent(tmp_path, monkeypatch):
+    request_file, job_id = _submitted(tmp_path, monkeypatch)
+    again = run("submit", str(request_file))
+    assert again.exit_code == 0, again.output
+    assert (f"already submitted: job {job_id} exists with this same request; nothing was sent (follow it: "
+            f"orchestrator status {job_id})") in one_line(again.output)
+
+
+def test_ctrl_c_while_waiting_says_the_job_keeps_running_and_how_to_follow_it(tmp_path, monkeypatch):
+    request_file, job_id = _submitted(tmp_path, monkeypatch, interrupt_after=2)
+    stopped = run("submit", str(request_file), "--wait", "--timeout", "60")
+    assert stopped.exit_code == cli.EXIT_INTERRUPTED == 130
+    said = one_line(stopped.output)
+    assert f"stopped waiting: job {job_id} keeps running (Ctrl-C only stops this command)" in said
+    assert f"Follow it with `orchestrator status {job_id}`" in said
