@@ -35,7 +35,7 @@ def _timeout(outcome: Mapping[str, Any], tasks: Mapping[str, Any], view: TaskVie
     text = f"The job ran out of time: {who} ({escape(show_time(outcome.get('deadline') or outcome.get('endedAt')))})."
     if view is not None:
         if view.running_total:
-            text += (f" {view.running_total} tasks were still running and were stopped: "
+            text += (f" {view.running_total} tasks were still running and were stopped with the job: "
                      + _ids([b.task_id for b in view.running], view.running_total) + ".")
         if view.never_started_total:
             text += (f" {view.never_started_total} tasks never started: "
@@ -83,9 +83,10 @@ def explain(report: Mapping[str, Any], view: TaskView | None) -> list[tuple[str,
                              "no task could run." + (f" {tasks['neverStarted']} tasks never started."
                                                      if tasks.get("neverStarted") else "")))
     items += [("bad", text) for text in prep]
-    if tasks.get("failedTotal"):
-        items.append(("bad", f"{escape(str(tasks['failedTotal']))} tasks failed: see Failed tasks below for their "
-                             "exit codes and first error lines."))
+    failed = (tasks.get("failedTotal") or 0) - (view.running_total if view is not None else 0)
+    if failed > 0:
+        items.append(("bad", f"{failed} tasks failed: see Failed tasks below for their exit codes and first error "
+                             "lines."))
     crashes = (report.get("totals") or {}).get("crashDumps")
     if crashes:
         items.append(("bad", f"{escape(str(crashes))} crash dumps were collected: see Crash dumps below."))

@@ -19,7 +19,7 @@ from shared.node.lognames import TASKS_DIR
 from shared.pure import downloads
 from shared.pure.redact import redact_secrets
 from shared.pure.report_explain import explain
-from shared.pure.task_view import TaskView
+from shared.pure.task_view import ENDED_WITH_JOB, TaskView
 from shared.pure.timefmt import seconds_between, show_duration, show_time
 from shared.pure.timeline_svg import render_timeline
 
@@ -180,6 +180,12 @@ def _excerpt(lines: list[str]) -> str:
     return f"<pre>{escape(chr(10).join(redact_secrets(str(line)) for line in lines))}</pre>"
 
 
+def _failure(code: Any) -> str:
+    if code == ENDED_WITH_JOB:
+        return f"{_text(code)} (still running when the job ended)"
+    return _text(code)
+
+
 def _failed_tasks(tasks: Mapping[str, Any], links: Links) -> str:
     listed = tasks.get("failed") or []
     rows = []
@@ -189,7 +195,7 @@ def _failed_tasks(tasks: Mapping[str, Any], links: Links) -> str:
                         for name in ("stdout", "stderr")) if node_id else "-"
         rows.append([_code(task_id), _code(node_id), _exit(t.get("exitCode")), _text(t.get("retries")),
                      _text(show_duration(seconds_between(t.get("start"), t.get("end")))),
-                     _text(show_time(t.get("start"))), _text(t.get("failure")), logs, _excerpt(t.get("excerpt"))])
+                     _text(show_time(t.get("start"))), _failure(t.get("failure")), logs, _excerpt(t.get("excerpt"))])
     total = tasks.get("failedTotal") or len(listed)
     shown = min(len(listed), MAX_TASK_IDS)
     more = f'<p class="muted">{total - shown} more failed tasks: tasks.jsonl lists every task.</p>' \

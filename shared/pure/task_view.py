@@ -19,6 +19,9 @@ MAX_BARS = 2000  # tasks drawn one by one; a bigger job is drawn per node and ti
 BUCKETS = 240  # time buckets across the plot (4 px each at the page's width)
 MAX_LISTED = 200
 OK, FAILED, RUNNING = "ok", "failed", "running"
+# Batch's failureInfo code of a task that was still running when its job was terminated: ending the job
+# ended it (https://learn.microsoft.com/rest/api/batchservice/task/get: executionInfo.failureInfo).
+ENDED_WITH_JOB = "TaskEnded"
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ class TaskView:
             return
         node = str(line.get("nodeId") or "?")
         first = start.timestamp() - self.origin
-        still_running = end is None
+        # Still running at the end: Batch had not ended it, or ending the job did.
+        still_running = end is None or line.get("failure") == ENDED_WITH_JOB
         last = (end.timestamp() - self.origin) if end else self.span
         kind = RUNNING if still_running else FAILED if _failed(line) else OK
         bar = Bar(node, first, max(last, first), kind, str(line.get("id")), line.get("exitCode"))

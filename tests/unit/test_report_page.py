@@ -117,14 +117,19 @@ def timeout_report():
 
 
 def test_a_timeout_says_which_tasks_were_running_and_which_never_started():
-    lines = [_line(1), _line(2, state="running", start=200), {"id": "task-3", "state": "active"}]
-    view = tv.build_view(timeout_report()["outcome"], lines)
-    page = render_report_page(timeout_report(), view)
+    ended = {**_line(4, exit_code=-9, start=100, seconds=200), "failure": "TaskEnded"}
+    lines = [_line(1), _line(2, state="running", start=200), {"id": "task-3", "state": "active"}, ended]
+    report = timeout_report()
+    report["tasks"] = {"failedTotal": 1, "failed": [ended]}
+    view = tv.build_view(report["outcome"], lines)
+    page = render_report_page(report, view)
     said = re.sub(r"\s+", " ", page)
-    assert ("The job ran out of time: the orchestrator ended it at its deadline (2026-11-24 09:05:00 UTC). 1 tasks "
-            "were still running and were stopped: <code>task-2</code>. 1 tasks never started: <code>task-3</code>."
-            in said)
-    assert "<h2>Still running when the job ended (1)</h2>" in page and "<h2>Never started (1)</h2>" in page
+    assert ("The job ran out of time: the orchestrator ended it at its deadline (2026-11-24 09:05:00 UTC). 2 tasks "
+            "were still running and were stopped with the job: <code>task-2</code>, <code>task-4</code>. 1 tasks never "
+            "started: <code>task-3</code>." in said)
+    assert "tasks failed" not in said, "tasks ended with the job are not failures of their own"
+    assert "<h2>Still running when the job ended (2)</h2>" in page and "<h2>Never started (1)</h2>" in page
+    assert "TaskEnded (still running when the job ended)" in page
 
 
 def test_a_prep_failure_is_explained_with_its_stderr():
