@@ -655,7 +655,7 @@ def rejected() -> None:
     records = _services().store.rejected()
     table = Table("when", "job", "reason", title=f"{len(records)} rejected requests")
     for record in records:
-        table.add_row(plain(record.get("rejectedAt", "")), plain(record.get("jobId") or "-"),
+        table.add_row(plain(show_time(record.get("rejectedAt"))), plain(record.get("jobId") or "-"),
                       plain(record.get("reason", "")))
     console.print(table)
 
