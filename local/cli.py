@@ -233,6 +233,8 @@ def _run_stack(lock: StackLock, options: StackOptions) -> int:
         try:
             stack.start()
         except RuntimeError as exc:
+            if stop.is_set():  # Ctrl-C during start-up: the parts died of it, nothing failed
+                return EXIT_OK
             err.print(f"[red]{escape(start_failure_text(exc))}[/]")
             return 1
         stack.write_endpoints(endpoints_file())

@@ -57,7 +57,7 @@ def _prep_failures(nodes: list[Mapping[str, Any]]) -> list[str]:
                 + (f" ({escape(redact_secrets(str(node.get('prepFailure'))))})" if node.get("prepFailure") else "")
                 + ": Batch runs none of the job's tasks on a node whose preparation failed.")
         if output.get("message"):
-            what += f" Batch said: {escape(redact_secrets(str(output['message'])))}."
+            what += f" Batch said: {escape(redact_secrets(str(output['message'])).rstrip('. '))}."
         if output.get("stderrTail"):
             what += " The end of its stderr:" + _tail(output["stderrTail"])
         elif output.get("stdoutTail"):

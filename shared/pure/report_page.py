@@ -186,13 +186,14 @@ def _failure(code: Any) -> str:
     return _text(code)
 
 
-def _failed_tasks(tasks: Mapping[str, Any], links: Links) -> str:
+def _failed_tasks(tasks: Mapping[str, Any], links: Links, collected: set[str]) -> str:
+    """collected: the nodes whose bundle was collected (a lost node's logs have no link to offer)."""
     listed = tasks.get("failed") or []
     rows = []
     for t in listed[:MAX_TASK_IDS]:
         node_id, task_id = t.get("nodeId"), str(t.get("id"))
         logs = " ".join(links.file(str(node_id), f"{TASKS_DIR}/{task_id}/{name}.txt", name)
-                        for name in ("stdout", "stderr")) if node_id else "-"
+                        for name in ("stdout", "stderr")) if node_id in collected else "-"
         rows.append([_code(task_id), _code(node_id), _exit(t.get("exitCode")), _text(t.get("retries")),
                      _text(show_duration(seconds_between(t.get("start"), t.get("end")))),
                      _text(show_time(t.get("start"))), _failure(t.get("failure")), logs, _excerpt(t.get("excerpt"))])
@@ -259,7 +260,8 @@ def render_report_page(report: Mapping[str, Any], view: TaskView | None = None,
     ]
     tasks = report.get("tasks") or {}
     if tasks.get("failed"):
-        parts += ["<h2>Failed tasks</h2>", _failed_tasks(tasks, links)]
+        collected = {str(n.get("nodeId")) for n in report.get("nodes") or [] if n.get("status") == "collected"}
+        parts += ["<h2>Failed tasks</h2>", _failed_tasks(tasks, links, collected)]
     if view is not None:
         parts.append(_unfinished(view))
     groups = report.get("crashGroups") or []

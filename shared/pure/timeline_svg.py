@@ -116,8 +116,9 @@ def render_timeline(view: tv.TaskView, nodes: list[Mapping[str, Any]]) -> str:
             body.append(_buckets(view, view.buckets.get(node_id), top, node_id))
         y += height
     total_height = y + 4
-    how = (f"each task a bar ({view.total} tasks)" if view.bars is not None else
-           f"{view.total} tasks summed per node in columns of {show_duration(view.bucket_seconds)}: darker where "
+    ran = view.total - view.never_started_total
+    how = (f"each task a bar ({ran} tasks ran)" if view.bars is not None else
+           f"{ran} tasks summed per node in columns of {show_duration(view.bucket_seconds)}: darker where "
            "more task time fell, a red mark where tasks failed")
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="timeline of the job per node" '
            f'width="{LABEL_WIDTH + PLOT_WIDTH + 10}" height="{total_height:.0f}" '

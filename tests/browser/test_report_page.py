@@ -126,3 +126,20 @@ def test_a_hostile_file_name_stays_text_on_the_node_listing(page, stack, jobs, t
         assert page.dialogs == []
         return
     raise AssertionError("no node listing shows the hostile file")
+
+
+def test_the_jobs_list_links_each_report(page, stack, jobs, tmp_path):
+    response = page.goto(f"{stack.host_url}/api/jobs?code=local-key")
+    assert response.status == 200 and response.headers["content-security-policy"].startswith("default-src 'none'")
+    page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
+    rows = {row.locator("td").first.inner_text(): " ".join(row.inner_text().split())
+            for row in page.locator("tbody tr").all()}
+    assert set(jobs.values()) <= set(rows)
+    assert "OrchestratorTimeout" in rows[jobs["timeout"]] and "PrepTaskFailed" in rows[jobs["prep-failure"]]
+    assert "AllTasksComplete" in rows[jobs["success"]]
+    page.get_by_role("link", name=jobs["crash"], exact=True).click()
+    page.wait_for_load_state()
+    assert page.url == f"{stack.host_url}/api/jobs/{jobs['crash']}?code=local-key"
+    assert page.locator("h1").inner_text() == f"Job {jobs['crash']}"
+    page.goto(f"{stack.host_url}/api/jobs?state=completed&code=local-key")
+    assert page.get_by_role("link", name="completed").count() == 0, "the current filter is not a link"

@@ -84,7 +84,7 @@ def test_the_report_page_links_every_log_and_dump_and_each_resolves(app, svc, cr
     assert response.status_code == 200
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'unsafe-inline'")
     page = response.get_body().decode()
-    assert "<svg" in page and "each task a bar (3 tasks)" in page
+    assert "<svg" in page and "each task a bar (3 tasks ran)" in page
     assert "<pre>ERROR: bad input, password=REDACTED</pre>" in page and "hunter2" not in page
     assert "1 tasks failed" in page and "<code>task-2</code>" in page
     links = [h for h in hrefs(page)]

@@ -55,6 +55,8 @@ def test_links_download_logs_and_dumps_with_the_pages_authorization():
     assert '<a href="nightly-7/files/tvm-1?code=k%26y">tvm-1</a>' in page
     assert f'<a href="nightly-7/dumps/{SHA}?code=k%26y">{SHA[:12]}… (4096 bytes, t2)</a>' in page
     assert "nightly-7/files/tvm-2" not in page, "a node without a collected bundle has nothing to link"
+    lost = {**REPORT, "tasks": {**REPORT["tasks"], "failed": [{**REPORT["tasks"]["failed"][0], "nodeId": "tvm-2"}]}}
+    assert "job-1/t2/stderr.txt" not in render_report_page(lost), "a task on a node never collected: no link"
 
 
 @pytest.mark.parametrize("field", ["jobId", "nodeId", "taskId", "excerpt", "executable", "location", "prepStderr"])
@@ -137,13 +139,14 @@ def test_a_prep_failure_is_explained_with_its_stderr():
               "tasks": {"failedTotal": 0, "failed": [], "neverStarted": 8}, "crashGroups": [], "totals": {},
               "nodes": [{"nodeId": "tvm-9", "status": "nothing to collect", "prepExitCode": 2, "prepResult": "failure",
                          "prepFailure": "FailureExitCode",
-                         "prepOutput": {"message": "The task exited with an exit code representing a failure",
+                         "prepOutput": {"message": "The task exited with an exit code representing a failure.",
                                         "stderrTail": ["mount: /data: permission denied", "giving up"]}}]}
     page = render_report_page(report)
     assert ("The job was ended because its preparation task failed on every node of the pool, so no task could "
             "run. 8 tasks never started.") in page
     assert ("Preparation failed on node <code>tvm-9</code> with exit code 2 (FailureExitCode): Batch runs none of "
-            "the job's tasks on a node whose preparation failed.") in page
+            "the job's tasks on a node whose preparation failed. Batch said: The task exited with an exit code "
+            "representing a failure. The end of its stderr:") in page
     assert "<pre>mount: /data: permission denied\ngiving up</pre>" in page
 
 
@@ -151,7 +154,7 @@ def test_a_small_job_draws_a_bar_per_task_with_its_tooltip():
     lines = [_line(1, seconds=30), _line(2, exit_code=1, start=100, seconds=5), _line(3, node="tvm-2", start=90)]
     view = tv.build_view(REPORT["outcome"], lines)
     page = render_report_page(REPORT, view)
-    assert "<h2>Timeline</h2>" in page and "<svg" in page and "each task a bar (3 tasks)" in page
+    assert "<h2>Timeline</h2>" in page and "<svg" in page and "each task a bar (3 tasks ran)" in page
     assert "<title>task-1 on tvm-1: 30 s, exit 0</title>" in page
     assert '<rect x="' in page and 'fill="#c62828"><title>task-2 on tvm-1: 5.0 s, exit 1</title>' in page
 
