@@ -8,13 +8,10 @@ and signs in with DefaultAzureCredential (`az login`).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -30,7 +27,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from local.stack import ENDPOINTS_FILE, Stack, StackOptions
+from local.stack import Stack, StackOptions
+from local.stack_control import (
+    StackLock,
+    data_dir,
+    detach_output,
+    endpoints_file,
+    port_problem,
+    start_failure_text,
+)
 from shared.adapters.services import Services, build
 from shared.flows import files
 from shared.flows.reports import job_report
@@ -63,16 +68,6 @@ def plain(value) -> Text:
     return Text("" if value is None else str(value))
 
 
-def _detach_output() -> None:
-    """The reader of our output went away (`| tee` ended by the same Ctrl-C): send the rest to /dev/null,
-    so printing cannot stop the shutdown and the interpreter's last flush does not fail either."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(devnull, stream.fileno())
-    os.close(devnull)
-
-
 def _port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise typer.BadParameter(f"{value} is not a port: a port is 1 to 65535 (0 picks a free one)")
@@ -84,7 +79,7 @@ class _Console(Console):
         """Rich exits with 1 when its reader went away (`| tee` ended by the same Ctrl-C); `up` must still
         stop its children and end with its own code, so the rest of the output goes to /dev/null instead."""
         self.quiet = True
-        _detach_output()
+        detach_output()
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -97,15 +92,6 @@ def make_console(stderr: bool = False) -> Console:
 
 console = make_console()
 err = make_console(stderr=True)
-
-
-def data_dir() -> Path:
-    """Where the local stack keeps its state and endpoints (ORCHESTRATOR_DATA_DIR, else .data/)."""
-    return Path(os.environ.get("ORCHESTRATOR_DATA_DIR") or ENDPOINTS_FILE.parent)
-
-
-def endpoints_file() -> Path:
-    return data_dir() / ENDPOINTS_FILE.name
 
 
 def _services() -> Services:
@@ -126,73 +112,6 @@ def _services() -> Services:
 
 
 # ----- the local stack -------------------------------------------------------------------------------
-
-PORT_FLAGS = {"dev host": "--http-port", "Batch emulator": "--batch-port", "Service Bus emulator": "--servicebus-port"}
-
-
-def port_problem(port: int, flag: str) -> str | None:
-    """Whether a fixed port can be listened on, checked before anything starts (0: any free port)."""
-    if port == 0:
-        return None
-    with socket.socket() as probe:
-        # As the servers bind: a port left in TIME_WAIT by an earlier run is free to them.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            return (f"port {port} ({flag}) is in use on 127.0.0.1 ({exc.strerror}): stop the program using it, or "
-                    f"pass {flag} with another port (0 picks a free one)")
-    return None
-
-
-def start_failure_text(exc: BaseException) -> str:
-    """A part that did not start, its message naming this command's flags (the parts' own `--port`)."""
-    text = str(exc)
-    for name, flag in PORT_FLAGS.items():
-        if text.startswith(name):
-            text = text.replace("pass --port", f"pass {flag}")
-    flags = ", ".join(PORT_FLAGS.values())
-    return f"{text}\nIf a port is in use, choose others with {flags} (0 picks a free one); see README, Troubleshooting."
-
-
-class StackLock:
-    """One `orchestrator up` per data folder: an flock held for the stack's life. The kernel drops it when
-    the process ends, however it ends, so a crashed `up` never blocks the next one."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "up.lock"
-        self._fh = None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - held open for the stack's life
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            return False
-        self._fh = fh
-        self.note(f"pid {os.getpid()}, starting")
-        return True
-
-    def note(self, text: str) -> None:
-        if self._fh is not None:
-            self._fh.seek(0)
-            self._fh.truncate()
-            self._fh.write(text)
-            self._fh.flush()
-
-    def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "pid unknown"
-        except OSError:
-            return "pid unknown"
-
-    def release(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
 
 @app.command()
 def up(http_port: int = typer.Option(7071, callback=_port, help="port of the dev host's HTTP functions"),
