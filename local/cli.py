@@ -151,7 +151,7 @@ def _run_stack(lock: StackLock, options: StackOptions) -> int:
     try:
         try:
             stack.start()
-        except RuntimeError as exc:
+        except (RuntimeError, TimeoutError, OSError) as exc:  # a part did not start, or Azurite is not installed
             if stop.is_set():  # Ctrl-C during start-up: the parts died of it, nothing failed
                 return EXIT_OK
             err.print(f"[red]{escape(start_failure_text(exc))}[/]")

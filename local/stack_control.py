@@ -56,6 +56,8 @@ def start_failure_text(exc: BaseException) -> str:
     for name, flag in PORT_FLAGS.items():
         if text.startswith(name):
             text = text.replace("pass --port", f"pass {flag}")
+    if isinstance(exc, FileNotFoundError):  # a part is not installed: no port to blame
+        return text
     flags = ", ".join(PORT_FLAGS.values())
     return f"{text}\nIf a port is in use, choose others with {flags} (0 picks a free one); see README, Troubleshooting."
 

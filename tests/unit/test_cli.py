@@ -194,3 +194,8 @@ def test_ctrl_c_while_waiting_says_the_job_keeps_running_and_how_to_follow_it(tm
     said = one_line(stopped.output)
     assert f"stopped waiting: job {job_id} keeps running (Ctrl-C only stops this command)" in said
     assert f"Follow it with `orchestrator status {job_id}`" in said
+
+
+def test_a_part_not_installed_is_not_blamed_on_a_port():
+    text = cli.start_failure_text(FileNotFoundError("azurite not found: run `make install` (npm ci) first"))
+    assert text == "azurite not found: run `make install` (npm ci) first"
