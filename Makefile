@@ -4,10 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
+BROWSER_STAMP := $(VENV)/.browser-stamp
 
 .PHONY: install test lint bench demo clean
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(BROWSER_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# Chromium for the browser tests (tests/browser), from the Debian packages: Playwright drives the system's
+# Chromium, so no browser download of its own. Without apt-get, or without root or sudo, the tests say why
+# they skip; the stamp is not written then, so a later `make install` tries again.
+$(BROWSER_STAMP): $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then touch $@; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "no apt-get: Chromium not installed, browser tests will skip"; \
+	else sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo -n"; \
+	  if $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	     >/dev/null; then touch $@; \
+	  else echo "Chromium could not be installed (apt-get needs root or sudo): browser tests will skip"; fi; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

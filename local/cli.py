@@ -16,29 +16,50 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from local.stack import ENDPOINTS_FILE, Stack, StackOptions
+from local.stack import Stack, StackOptions
+from local.stack_control import (
+    StackLock,
+    data_dir,
+    detach_output,
+    endpoints_file,
+    port_problem,
+    start_failure_text,
+)
 from shared.adapters.services import Services, build
 from shared.flows import files
+from shared.flows.reports import job_report
 from shared.pure import metadata, retry
 from shared.pure.blob_layout import node_record_name, rejection_prefix
 from shared.pure.report import is_final
 from shared.pure.request import JobRequest, RequestInvalid, derive_job_id, parse_request, request_hash
 from shared.pure.settings import MissingSetting, load
+from shared.pure.timefmt import show_duration, show_time
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 
 # Exit codes of `submit --wait`, for scripts and CI.
 EXIT_OK, EXIT_NOT_FINISHED, EXIT_BAD_REQUEST, EXIT_STILL_COLLECTING = 0, 1, 2, 3
 EXIT_TASKS_FAILED, EXIT_JOB_DID_NOT_COMPLETE, EXIT_REJECTED, EXIT_DEAD_LETTERED = 4, 5, 6, 7
+EXIT_INTERRUPTED = 130  # Ctrl-C while waiting: the shell's convention, 128 + SIGINT
+
+# Service Bus standard tier: "Maximum message size: 256 KB", which "includes the size of properties (system
+# and user) and the size of payload" (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-quotas).
+MAX_MESSAGE_BYTES = 256 * 1024
+# Room for the message's own properties: its id and content type, and the lineage the submit function adds
+# when it schedules the same request again (throttling, the job quota).
+PROPERTIES_ROOM = 4 * 1024
+MAX_REQUEST_BYTES = MAX_MESSAGE_BYTES - PROPERTIES_ROOM
 
 
 def plain(value) -> Text:
@@ -47,12 +68,26 @@ def plain(value) -> Text:
     return Text("" if value is None else str(value))
 
 
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise typer.BadParameter(f"{value} is not a port: a port is 1 to 65535 (0 picks a free one)")
+    return value
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits with 1 when its reader went away (`| tee` ended by the same Ctrl-C); `up` must still
+        stop its children and end with its own code, so the rest of the output goes to /dev/null instead."""
+        self.quiet = True
+        detach_output()
+
+
 def make_console(stderr: bool = False) -> Console:
     """A console that does not fold blob paths when output goes to a file or CI log (rich assumes 80
     columns there); COLUMNS still wins when set."""
     stream = sys.stderr if stderr else sys.stdout
     wide = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(stderr=stderr, width=wide)
+    return _Console(stderr=stderr, width=wide)
 
 
 console = make_console()
@@ -62,34 +97,67 @@ err = make_console(stderr=True)
 def _services() -> Services:
     env = dict(os.environ)
     if not env.get("BATCH_ACCOUNT_URL"):
-        if not ENDPOINTS_FILE.exists():
+        endpoints = endpoints_file()
+        if not endpoints.exists():
             err.print("[red]No orchestrator to talk to.[/] Start the local stack with `orchestrator up` "
                       "(in another terminal), or set BATCH_ACCOUNT_URL, ServiceBusConnection__fullyQualifiedNamespace "
                       "and AzureWebJobsStorage__accountName to use Azure.")
             raise typer.Exit(2)
-        env.update(json.loads(ENDPOINTS_FILE.read_text()))
+        env.update(json.loads(endpoints.read_text()))
     try:
         return build(load(env))
     except MissingSetting as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from None
 
 
+# ----- the local stack -------------------------------------------------------------------------------
+
 @app.command()
-def up(http_port: int = typer.Option(7071, help="port of the dev host's HTTP functions"),
+def up(http_port: int = typer.Option(7071, callback=_port, help="port of the dev host's HTTP functions"),
+       batch_port: int = typer.Option(8090, callback=_port, help="port of the Batch emulator"),
+       servicebus_port: int = typer.Option(5672, callback=_port, help="port of the Service Bus emulator (AMQP)"),
        pool: str = typer.Option("demo-pool:2:1", help="pool to create: ID:NODES[:SLOTS]")) -> None:
-    """Start Azurite, the Batch and Service Bus emulators and the dev host; Ctrl-C stops them all."""
-    stack = Stack(StackOptions(http_port=http_port, pool=pool), progress=lambda m: console.print(f"[dim]{m}[/]"))
+    """Start Azurite, the Batch and Service Bus emulators and the dev host; Ctrl-C stops them all.
+
+    Exit codes: 0 stopped (Ctrl-C, SIGTERM, SIGHUP); 1 a part did not start; 2 a port is in use, or
+    another `orchestrator up` runs on this folder."""
+    lock = StackLock(data_dir())
+    if not lock.acquire():
+        err.print(f"[red]orchestrator up is already running[/] ({escape(lock.holder())}): use it as it is, or stop "
+                  "it with Ctrl-C in its terminal first.")
+        raise typer.Exit(2)
+    try:
+        for port, flag in ((http_port, "--http-port"), (batch_port, "--batch-port"),
+                           (servicebus_port, "--servicebus-port")):
+            problem = port_problem(port, flag)
+            if problem:
+                err.print(f"[red]{escape(problem)}[/]")
+                raise typer.Exit(2)
+        raise typer.Exit(_run_stack(lock, StackOptions(workdir=data_dir() / "local", http_port=http_port,
+                                                       batch_port=batch_port, servicebus_port=servicebus_port,
+                                                       pool=pool)))
+    finally:
+        lock.release()
+
+
+def _run_stack(lock: StackLock, options: StackOptions) -> int:
+    stack = Stack(options, progress=lambda m: console.print(f"[dim]{escape(m)}[/]"))
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Ctrl-C reaches the children too (one process group); stop() then ends whatever is left, Azurite
+    # included (it runs in its own session), in reverse order.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        stack.start()
-    except RuntimeError as exc:
-        err.print(f"[red]{exc}[/]\nA port may be in use: see README, Troubleshooting.")
-        raise typer.Exit(1) from None
-    try:
-        stack.write_endpoints()
+        try:
+            stack.start()
+        except (RuntimeError, TimeoutError, OSError) as exc:  # a part did not start, or Azurite is not installed
+            if stop.is_set():  # Ctrl-C during start-up: the parts died of it, nothing failed
+                return EXIT_OK
+            err.print(f"[red]{escape(start_failure_text(exc))}[/]")
+            return 1
+        stack.write_endpoints(endpoints_file())
+        lock.note(f"pid {os.getpid()}, functions at {stack.host_url}")
         table = Table("part", "address", title="Batch Orchestrator, local stack")
         table.add_row("functions (dev host)", stack.host_url)
         table.add_row("Batch emulator", stack.batch_endpoint.url)
@@ -98,10 +166,37 @@ def up(http_port: int = typer.Option(7071, help="port of the dev host's HTTP fun
         console.print(table)
         console.print("Submit with `orchestrator submit examples/job-request.json --wait`. Ctrl-C stops everything.")
         stop.wait()
+        return EXIT_OK
     finally:
         console.print("[dim]stopping...[/]")
         stack.stop()
-        ENDPOINTS_FILE.unlink(missing_ok=True)
+        endpoints_file().unlink(missing_ok=True)
+        console.print("[dim]stopped[/]")
+
+
+@app.command()
+def reset(yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation")) -> None:
+    """Delete the local stack's state (queued messages, blobs, Batch node folders, logs) under the data folder.
+
+    Exit codes: 0 deleted (or nothing to delete); 1 not confirmed; 2 `orchestrator up` is running."""
+    folder = data_dir()
+    lock = StackLock(folder)
+    if not lock.acquire():
+        err.print(f"[red]orchestrator up is running[/] ({escape(lock.holder())}): stop it with Ctrl-C first.")
+        raise typer.Exit(2)
+    try:
+        state = folder / "local"
+        if not state.exists():
+            console.print(f"nothing to reset: {state} does not exist")
+            return
+        if not yes and not typer.confirm(f"Delete {state}: every local job, report, queued message and log?"):
+            err.print("nothing deleted")
+            raise typer.Exit(1)
+        shutil.rmtree(state)
+        endpoints_file().unlink(missing_ok=True)
+        console.print(f"deleted {state}; `orchestrator up` starts from nothing")
+    finally:
+        lock.release()
 
 
 def send_request(s: Services, raw: bytes, request: JobRequest) -> tuple[str, str]:
@@ -124,15 +219,26 @@ def _of(done: int, total: int | None) -> str:
     return f"{done} of {total if total is not None else '?'}"
 
 
-def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dict:
+def _running_for(job, started: float, now: Callable[[], datetime], clock: Callable[[], float]) -> str:
+    """How long the job has run: from Batch's creation time (a job followed again, after `already
+    submitted`, has been running longer than this command), else since the wait began."""
+    created = getattr(job, "creation_time", None)
+    seconds = (now() - created).total_seconds() if created else clock() - started
+    return show_duration(max(seconds, 0))
+
+
+def wait_for_job(s: Services, job_id: str, expected: int, timeout: float,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 clock: Callable[[], float] = time.monotonic) -> dict:
     """Live progress: the job's tasks, then the collection of its nodes, until the report is complete.
 
     Exit codes (scripts may rely on them): EXIT_NOT_FINISHED the job did not finish in time,
     EXIT_STILL_COLLECTING the job finished but its collection was still running."""
-    deadline = time.monotonic() + timeout
+    started = clock()
+    deadline = started + timeout
     report: dict | None = None
     finished = False
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=False) as progress:
         bar = progress.add_task(f"{job_id}: waiting for Batch", total=expected)
         nodes_bar = None
@@ -140,34 +246,31 @@ def wait_for_job(s: Services, job_id: str, expected: int, timeout: float) -> dic
             job = s.batch.get_job(job_id)
             if job is not None and not finished:
                 counts = s.batch.task_counts(job_id)
+                finished = job.state == "completed"
                 progress.update(bar, completed=counts.completed,
                                 description=f"{job_id}: tasks {job.state}, {counts.running} running, "
-                                            f"{counts.failed} failed")
-                finished = job.state == "completed"
+                                            f"{counts.failed} failed, for {_running_for(job, started, now, clock)}")
             if finished or job is None:
                 # The report is only worth reading once Batch says the job is over.
                 report = s.store.report(job_id)
                 done, total = _collection_line(report)
-                if is_final(report):
-                    if nodes_bar is not None:
-                        progress.update(nodes_bar, completed=done, total=total or done,
-                                        description=f"{job_id}: collected {done} of {total} nodes")
-                    return report
                 if nodes_bar is None:
-                    nodes_bar = progress.add_task(f"{job_id}: collecting nodes", total=total)
-                progress.update(nodes_bar, completed=done, total=total,
-                                description=f"{job_id}: collecting {_of(done, total)} nodes")
-            if time.monotonic() >= deadline:
+                    nodes_bar = progress.add_task("collecting logs", total=total)
+                progress.update(nodes_bar, completed=done, total=total if total is not None else None,
+                                description=f"collecting logs: {_of(done, total)} nodes")
+                if is_final(report):
+                    return report
+            if clock() >= deadline:
                 break
             time.sleep(0.5)
     if finished or (report and report.get("outcome")):
         done, total = _collection_line(report)
         err.print(f"[yellow]{job_id}: job finished, collection still running[/] ({_of(done, total)} "
-                  f"nodes collected after {timeout:.0f}s). "
+                  f"nodes collected after {show_duration(timeout)}). "
                   f"See `orchestrator status {job_id}` later.")
         raise typer.Exit(EXIT_STILL_COLLECTING)
-    err.print(f"[red]{job_id} did not finish within {timeout:.0f}s.[/] See `orchestrator status {job_id}`; "
-              "rejected requests: `orchestrator rejected`.")
+    err.print(f"[red]{job_id} did not finish within {show_duration(timeout)}.[/] It keeps running: see "
+              f"`orchestrator status {job_id}`; rejected requests: `orchestrator rejected`.")
     raise typer.Exit(EXIT_NOT_FINISHED)
 
 
@@ -217,6 +320,18 @@ def _verdict(report: dict) -> int:
     return EXIT_OK
 
 
+def size_problem(raw: bytes) -> str | None:
+    """A request too big for one Service Bus message, said before it is sent (the SDK would raise
+    MessageSizeExceededError), with how to make it smaller."""
+    if len(raw) <= MAX_REQUEST_BYTES:
+        return None
+    return (f"the request is {len(raw) / 1024:.0f} KB; a Service Bus message holds at most "
+            f"{MAX_MESSAGE_BYTES // 1024} KB (standard tier), its properties included, so a request may be at most "
+            f"{MAX_REQUEST_BYTES // 1024} KB. Describe the tasks with `taskFactory` (a parametric sweep: one "
+            "command line with {0} for the task's number, up to 100,000 tasks) instead of listing each in "
+            "`tasks`, and move large environment values or inputs into `resourceFiles`.")
+
+
 @app.command()
 def submit(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="job request JSON"),
            wait: bool = typer.Option(False, "--wait", help="follow the request to its job and end with the report"),
@@ -226,30 +341,43 @@ def submit(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="j
     Exit codes with --wait: 0 every task succeeded and the report is complete; 1 not finished in time;
     2 the request is not valid (nothing sent) or setup is missing; 3 finished, logs still being collected;
     4 tasks failed; 5 the job ended otherwise (deadline, preparation failed); 6 the request was rejected
-    (the reason is printed); 7 it was dead-lettered."""
+    (the reason is printed); 7 it was dead-lettered; 130 interrupted (Ctrl-C: the job keeps running)."""
     raw = file.read_bytes()
     try:
         request = parse_request(raw)
     except RequestInvalid as exc:
         err.print("[red]The request is not valid; nothing was sent.[/]")
         for problem in exc.errors:
-            err.print(escape(f"  {problem['field']}: {problem['message']} [{problem['rule']}]"))
+            err.print(plain(f"  {problem['field']}: {problem['message']} [{problem['rule']}]"))
         raise typer.Exit(EXIT_BAD_REQUEST) from None
+    too_big = size_problem(raw)
+    if too_big:
+        err.print("[red]The request is too big; nothing was sent.[/]")
+        err.print(plain(too_big))
+        raise typer.Exit(EXIT_BAD_REQUEST)
     s = _services()
     digest = request_hash(request)
     existing = s.batch.get_job(request.job_id) if request.job_id else None
-    if existing is not None and _hash_of(existing) == digest:
-        console.print(f"already submitted: job [bold]{request.job_id}[/] exists with this same request")
-        job_id = request.job_id
-    else:
-        job_id, message_id = send_request(s, raw, request)
-        console.print(f"sent: job [bold]{job_id}[/] (message {message_id})")
+    job_id = request.job_id
+    try:
+        if existing is not None and _hash_of(existing) == digest:
+            console.print(Text.assemble("already submitted: job ", (job_id, "bold"), " exists with this same "
+                                        "request; nothing was sent" + ("" if wait else
+                                                                       f" (follow it: orchestrator status {job_id})")))
+        else:
+            job_id, message_id = send_request(s, raw, request)
+            console.print(Text.assemble("sent: job ", (job_id, "bold"), f" (message {message_id})"))
+            if wait:
+                follow_message(s, job_id, message_id, digest, timeout)
         if wait:
-            follow_message(s, job_id, message_id, digest, timeout)
-    if wait:
-        report = wait_for_job(s, job_id, request.task_count(), timeout)
-        show_status(s, job_id, report)
-        raise typer.Exit(_verdict(report))
+            report = wait_for_job(s, job_id, request.task_count(), timeout)
+            show_status(s, job_id, report)
+            raise typer.Exit(_verdict(report))
+    except KeyboardInterrupt:
+        err.print(f"\n[yellow]stopped waiting[/]: job {escape(job_id or '')} keeps running (Ctrl-C only stops "
+                  f"this command). Follow it with `orchestrator status {escape(job_id or '')}`, or wait again with "
+                  f"`orchestrator submit {escape(str(file))} --wait` (the same request is not sent twice).")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _exit_text(code, result) -> str:
@@ -257,10 +385,20 @@ def _exit_text(code, result) -> str:
                                                                      else "")
 
 
+def deleted_job_line(report: dict) -> str:
+    """What status says of a job Batch no longer has but whose report is kept."""
+    outcome = report.get("outcome") or {}
+    if not outcome:
+        return "not in Batch (deleted, or never created); what its report holds:"
+    ended = outcome.get("terminateReason") or outcome.get("state") or "unknown"
+    return (f"deleted from Batch after the retention period; from its report: {outcome.get('state') or 'completed'}"
+            f", ended: {ended}, created {show_time(outcome.get('createdAt'))}, ended {show_time(outcome.get('endedAt'))}")
+
+
 def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
     """report: the job's report when the caller already has it. Reads report.json and two Batch calls."""
     job = s.batch.get_job(job_id)
-    report = report or s.store.report(job_id) or {}
+    report = report or job_report(s.store, job_id) or {}
     if job is None and not report:
         rejected = [r for r in s.store.rejected() if r.get("jobId") == job_id]
         if rejected:
@@ -274,8 +412,7 @@ def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
                       + (f", ended: {job.terminate_reason}" if job.terminate_reason else ""))
         console.print("tasks: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     else:
-        outcome = report.get("outcome") or {}
-        console.print(f"[bold]{job_id}[/]: deleted from Batch; from the report (ended: {outcome.get('terminateReason')})")
+        console.print(Text.assemble((job_id, "bold"), ": ", deleted_job_line(report)))
     if not report:
         console.print("no report yet: the nodes upload their logs when the job ends")
         return
@@ -326,7 +463,8 @@ def logs(job_id: str, node: str = typer.Option(None, help="only this node"),
                                        "bundles (zip) and crash dumps (gzip) here")) -> None:
     """List the collected files of a job (from its index), or fetch one, or download a node's uploads.
 
-    Exit codes: 0 done, 1 nothing collected (yet) for what was asked, 2 the path is on several nodes."""
+    Exit codes: 0 done, 1 nothing collected (yet) for what was asked, 2 the path is on several nodes, or
+    --download names a folder that cannot be made or written."""
     s = _services()
     try:
         if file:
@@ -336,8 +474,15 @@ def logs(job_id: str, node: str = typer.Option(None, help="only this node"),
         else:
             _list_files(s, job_id, node)
     except files.NotCollected as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(plain(str(exc)), style="red")
         raise typer.Exit(1) from None
+    except CannotWrite as exc:
+        err.print(plain(str(exc)), style="red")
+        raise typer.Exit(2) from None
+
+
+class CannotWrite(OSError):
+    """A download's target cannot be made or written: said in words, with exit code 2 (a bad path)."""
 
 
 def _list_files(s: Services, job_id: str, node: str | None) -> None:
@@ -376,7 +521,7 @@ def _fetch_one(s: Services, job_id: str, node: str | None, path: str, target_dir
             if target is None:
                 err.print(f"[red]{path!r} would land outside {target_dir}[/]")
                 raise typer.Exit(1)
-            with open(target, "wb") as out:
+            with _writing(target) as out:
                 shutil.copyfileobj(opened.stream, out)
             console.print(f"wrote {target}")
     finally:
@@ -390,8 +535,20 @@ def _inside(root: Path, *names: str) -> Path | None:
     target = root.joinpath(*names).resolve()
     if not target.is_relative_to(root.resolve()):
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CannotWrite(f"cannot write into {root}: {exc.strerror or exc} ({exc.filename or target.parent}); "
+                          "pass --download a folder you can create") from None
     return target
+
+
+def _writing(target: Path):
+    """The target opened for writing; only the open is blamed on the path (a failed download is not)."""
+    try:
+        return open(target, "wb")  # noqa: SIM115 - the caller's with closes it
+    except OSError as exc:
+        raise CannotWrite(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def _download_uploads(s: Services, job_id: str, node: str | None, target_dir: Path) -> None:
@@ -405,7 +562,7 @@ def _download_uploads(s: Services, job_id: str, node: str | None, target_dir: Pa
             if target is None:
                 err.print(f"[yellow]skipped {name!r}: it would land outside {target_dir}[/]")
                 continue
-            with open(target, "wb") as fh:
+            with _writing(target) as fh:
                 s.store.logs.download_to(name, fh)
             count += 1
     if not count:
@@ -419,7 +576,7 @@ def rejected() -> None:
     records = _services().store.rejected()
     table = Table("when", "job", "reason", title=f"{len(records)} rejected requests")
     for record in records:
-        table.add_row(plain(record.get("rejectedAt", "")), plain(record.get("jobId") or "-"),
+        table.add_row(plain(show_time(record.get("rejectedAt"))), plain(record.get("jobId") or "-"),
                       plain(record.get("reason", "")))
     console.print(table)
 

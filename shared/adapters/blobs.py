@@ -141,6 +141,13 @@ class BlobContainer:
         except (HttpResponseError, ValueError, UnicodeError):
             return None
 
+    def folders(self, prefix: str = "") -> Iterator[str]:
+        """The names one level below prefix that hold blobs (`a/` for `a/b.json`), one listing entry each
+        however many blobs sit under them: a delimiter listing."""
+        for item in self._client.walk_blobs(name_starts_with=prefix or None, delimiter="/"):
+            if item.name.endswith("/"):
+                yield item.name[len(prefix):-1]
+
     def list(self, prefix: str | None = None, metadata: bool = False) -> Iterator[BlobItem]:
         include = ["metadata"] if metadata else None
         for item in self._client.list_blobs(name_starts_with=prefix, include=include):

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 
 from shared.node.lognames import TASKS_PSEUDO_NODE
 from shared.pure.node_record import COLLECTED, INVALID, REFUSED
-from shared.pure.values import NodeRuns, TaskRun
+from shared.pure.values import NodeRuns, TaskRun, iso
 
 REPORT_SCHEMA = "job-report.v2"
 CRASH_RECORD_SCHEMA = "job-crashdump.v1"
@@ -117,6 +117,8 @@ def merge_crash(report: dict[str, Any], record: Mapping[str, Any]) -> dict[str, 
 def _run(run: TaskRun | None, prefix: str) -> dict[str, Any]:
     run = run or TaskRun()
     out = {f"{prefix}ExitCode": run.exit_code, f"{prefix}Result": run.result}
+    if run.start_time:  # for the report page's timeline
+        out.update({f"{prefix}Start": iso(run.start_time), f"{prefix}End": iso(run.end_time)})
     if run.state not in (None, "completed"):
         out[f"{prefix}State"] = run.state  # still running, or never started, when the job ended
     if run.failure:

@@ -61,6 +61,16 @@ def test_submit_wait_shows_progress_then_the_report(stack, tmp_path):
     missing = orchestrator(stack, "logs", job_id, "--node", nodes[0], "--file", "job-1/nope.txt")
     assert missing.returncode == 1 and "is not in node" in missing.stderr
 
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for args in (["--download", str(blocker / "logs")],
+                 ["--node", nodes[0], "--file", "job-1/jobrelease/stdout.txt", "--download", str(blocker / "one")]):
+        impossible = orchestrator(stack, "logs", job_id, *args)
+        assert impossible.returncode == 2, impossible.stderr
+        assert f"cannot write into {blocker}" in " ".join(impossible.stderr.split()) and "Not a directory" in \
+            impossible.stderr
+        assert "Traceback" not in impossible.stderr
+
 
 def test_an_invalid_request_is_refused_locally_naming_the_field_and_rule(stack, tmp_path):
     request = tmp_path / "bad.json"
@@ -69,6 +79,19 @@ def test_an_invalid_request_is_refused_locally_naming_the_field_and_rule(stack, 
     assert refused.returncode == 2
     assert "nothing was sent" in refused.stderr
     assert "timeout:" in refused.stderr
+
+
+def test_a_request_too_big_for_one_message_is_refused_before_sending(stack, tmp_path):
+    tasks = [{"id": f"t{i}", "commandLine": "/bin/bash -c 'echo " + "x" * 300 + "'"} for i in range(1000)]
+    request = _request_file(tmp_path, "big", jobId=f"cli-big-{uuid.uuid4().hex[:8]}", tasks=tasks)
+    del_factory = json.loads(request.read_text())
+    del_factory.pop("taskFactory")
+    request.write_text(json.dumps(del_factory))
+    refused = orchestrator(stack, "submit", str(request))
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "The request is too big; nothing was sent." in said and "`taskFactory`" in said
+    assert "Traceback" not in refused.stderr and "MessageSizeExceededError" not in refused.stderr
 
 
 def test_status_of_an_unknown_job_says_what_to_check(stack):

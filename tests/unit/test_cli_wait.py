@@ -5,6 +5,8 @@ is the CLI's reading of the job and the report, which the end-to-end tests run a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import typer
 
@@ -43,7 +45,7 @@ def collecting(collected, expected):
 
 
 @pytest.mark.parametrize(("state", "report", "code", "says"), [
-    ("active", None, 1, "did not finish within 0s"),
+    ("active", None, 1, "did not finish within 0 ms. It keeps running"),
     ("completed", None, 3, "job finished, collection still running (0 of ? nodes collected"),
     ("completed", collecting(1, 2), 3, "job finished, collection still running (1 of 2 nodes collected"),
 ])
@@ -82,3 +84,41 @@ def test_status_shows_log_lines_as_they_are_not_as_markup(capsys):
     cli.show_status(services, "j", report)
     out = capsys.readouterr().out
     assert "[/data/input.csv]" in out and "[bold]x[/bold]" in out and "n[1]" in out
+
+
+class CreatedBatch(FakeBatch):
+    def get_job(self, job_id):
+        return Job(id=job_id, state=self.state, creation_time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
+
+
+def test_progress_shows_the_time_since_the_job_was_created_then_the_nodes_collected(capsys):
+    """Elapsed is Batch's: a job followed again has run longer than this command; then the collection."""
+    services = FakeServices("completed", {**collecting(2, 2), "collectionComplete": True})
+    services.batch = CreatedBatch("completed")
+    cli.wait_for_job(services, "j", 4, timeout=5, now=lambda: datetime(2026, 1, 1, 12, 1, 5, tzinfo=UTC))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "j: tasks completed, 0 running, 0 failed, for 1 min 05 s" in out
+    assert "collecting logs: 2 of 2 nodes" in out
+
+
+def test_collecting_logs_counts_nodes_as_they_are_collected(capsys):
+    with pytest.raises(typer.Exit):
+        cli.wait_for_job(FakeServices("completed", collecting(1, 3)), "j", 4, timeout=0)
+    assert "collecting logs: 1 of 3 nodes" in " ".join(capsys.readouterr().out.split())
+
+
+def test_status_of_a_job_deleted_after_retention_says_so_in_words(capsys):
+    report = {"outcome": {"state": "completed", "terminateReason": "AllTasksComplete",
+                          "createdAt": "2026-01-01T12:00:00+00:00", "endedAt": "2026-01-01T12:10:00+00:00"},
+              "collectionComplete": True, "nodes": [], "totals": {}}
+
+    class NoJob(FakeBatch):
+        def get_job(self, job_id):
+            return None
+
+    services = FakeServices("completed", report)
+    services.batch = NoJob("completed")
+    cli.show_status(services, "j", report)
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("j: deleted from Batch after the retention period; from its report: completed, ended: AllTasksComplete, "
+            "created 2026-01-01 12:00:00 UTC, ended 2026-01-01 12:10:00 UTC") in out

@@ -1,0 +1,124 @@
+"""Downloads for the HTTP API: one file out of a node's bundle, or one crash dump, found only through the
+records of the job the URL names (its node record, its crash record), so a URL cannot reach another job's
+blobs. Bytes are read by ranged GETs: a file in a bundle through the bundle's central directory, a dump
+straight from its blob (or its parts), at most downloads.MAX_BODY per response."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from shared.adapters.store import Store
+from shared.flows import files
+from shared.node import lognames
+from shared.pure import blob_layout as layout
+from shared.pure import downloads as rules
+
+TEXT_SUFFIXES = (".txt", ".log", ".out", ".err", ".json", ".jsonl", ".csv")
+SKIP_CHUNK = 1024 * 1024
+
+
+class TooBig(ValueError):
+    """The file (or the range asked for) is over MAX_BODY: ask for it in parts."""
+
+
+@dataclass(frozen=True)
+class Served:
+    body: bytes
+    size: int  # of the whole file
+    span: rules.Span | None  # the part served (206), None for the whole file
+    filename: str
+    content_type: str
+
+
+def _own(blob: str, job_id: str) -> bool:
+    """A blob a job's records point to must be under the job's own prefix in job-logs."""
+    return blob.startswith(f"{job_id}/") and isinstance(layout.check_name(blob), list)
+
+
+def _read(stream, size: int, span: rules.Span | None) -> bytes:
+    if rules.too_big(size, span):
+        raise TooBig(f"{(span.length if span else size)} bytes; one response holds at most {rules.MAX_BODY}: "
+                     "ask for it in parts with a Range header (e.g. curl -r 0-33554431)")
+    if span is None:
+        return stream.read()
+    skipped = 0
+    while skipped < span.start:  # a deflated entry can only be read from its start
+        chunk = stream.read(min(SKIP_CHUNK, span.start - skipped))
+        if not chunk:
+            break
+        skipped += len(chunk)
+    return stream.read(span.length)
+
+
+def _type(path: str) -> str:
+    return "text/plain; charset=utf-8" if path.endswith(TEXT_SUFFIXES) else "application/octet-stream"
+
+
+def log_file(store: Store, job_id: str, node_id: str, path: str, range_header: str | None) -> Served:
+    """One file of a node's bundle. Raises files.NotCollected, rules.Unsatisfiable or TooBig."""
+    record = store.reports.read_json(layout.node_record_name(job_id, node_id)) or {}
+    parts = ((record.get("bundle") or {}).get("parts")) or []
+    if any(not _own(p.get("blob", ""), job_id) for p in parts):
+        raise files.NotCollected(f"node {node_id!r} of job {job_id!r} has no bundle of its own")
+    opened = files.open_file(store, job_id, node_id, path)
+    try:
+        span = rules.byte_range(range_header, opened.size)
+        body = _read(opened.stream, opened.size, span)
+    finally:
+        opened.close()
+    return Served(body, opened.size, span, posixpath.basename(path), _type(path))
+
+
+def crash_dump(store: Store, job_id: str, sha256: str, range_header: str | None) -> Served:
+    """A crash dump as stored: gzip'd by the release task, or as the failing task uploaded it."""
+    record = store.reports.read_json(layout.crash_record_name(job_id, sha256))
+    if not record or record.get("jobId") not in (None, job_id):
+        raise files.NotCollected(f"no crash dump {sha256[:16]}... in job {job_id!r}")
+    for copy in record.get("copies") or []:
+        blobs = _copy_parts(store, job_id, copy)
+        if blobs:
+            break
+    else:
+        raise files.NotCollected(f"crash dump {sha256[:16]}... of job {job_id!r} is no longer stored")
+    size = sum(part_size for _, part_size in blobs)
+    span = rules.byte_range(range_header, size)
+    reader = store.logs.reader(blobs)
+    if span is not None:
+        reader.seek(span.start)  # a stored blob reads from anywhere: one ranged GET per window
+    body = _read_plain(reader, size, span)
+    name = posixpath.basename(copy.get("path") or "crashdump") + (lognames.GZIP_SUFFIX if copy.get("compressed")
+                                                                   else "")
+    kind = "application/gzip" if copy.get("compressed") else "application/octet-stream"
+    return Served(body, size, span, name, kind)
+
+
+def _read_plain(reader, size: int, span: rules.Span | None) -> bytes:
+    if rules.too_big(size, span):
+        raise TooBig(f"{(span.length if span else size)} bytes; one response holds at most {rules.MAX_BODY}: "
+                     "ask for it in parts with a Range header (e.g. curl -r 0-33554431)")
+    return reader.read(span.length if span else size)
+
+
+def _copy_parts(store: Store, job_id: str, copy: dict) -> list[tuple[str, int]]:
+    """The blobs (and sizes) of one stored copy of a dump; [] if it is gone or not the job's own."""
+    blob = copy.get("blob") or ""
+    if not _own(blob, job_id):
+        return []
+    node_id = copy.get("nodeId")
+    if node_id and rules.valid_node_id(node_id):
+        record = store.reports.read_json(layout.node_record_name(job_id, node_id)) or {}
+        for dump in record.get("crashDumps") or []:
+            if dump.get("blob") == blob and dump.get("parts"):
+                parts = [(p["blob"], p["size"]) for p in dump["parts"]]
+                return parts if all(_own(name, job_id) for name, _ in parts) else []
+    size = store.logs.size(blob)
+    return [(blob, size)] if size is not None else []
+
+
+def node_files(store: Store, job_id: str, node_id: str) -> Iterator[dict]:
+    """The node's index lines (path, size, lines, error lines), for the node's file listing."""
+    for raw in store.reports.lines(layout.index_name(job_id, node_id)):
+        yield json.loads(raw)
