@@ -16,7 +16,9 @@ REQUEST_HASH = "orchestrator.requestHash"
 EXPECTED_TASKS = "orchestrator.expectedTasks"
 SUBMITTED = "orchestrator.submitted"
 OUTCOME_RECORDED = "orchestrator.outcomeRecorded"
-ALL_KEYS = (MANAGED, DEADLINE, REQUEST_HASH, EXPECTED_TASKS, SUBMITTED, OUTCOME_RECORDED)
+# "false" when the request set preparation.waitForSuccess false: tasks then run even where prep failed.
+PREP_GATES_TASKS = "orchestrator.prepGatesTasks"
+ALL_KEYS = (MANAGED, DEADLINE, REQUEST_HASH, EXPECTED_TASKS, SUBMITTED, OUTCOME_RECORDED, PREP_GATES_TASKS)
 
 _TRUE, _FALSE = "true", "false"
 
@@ -34,6 +36,7 @@ class JobMetadata:
     expected_tasks: int
     submitted: bool = False
     outcome_recorded: bool = False
+    prep_gates_tasks: bool = True
 
 
 def format_time(value: datetime) -> str:
@@ -57,6 +60,7 @@ def encode(meta: JobMetadata) -> dict[str, str]:
         EXPECTED_TASKS: str(meta.expected_tasks),
         SUBMITTED: _TRUE if meta.submitted else _FALSE,
         OUTCOME_RECORDED: _TRUE if meta.outcome_recorded else _FALSE,
+        **({} if meta.prep_gates_tasks else {PREP_GATES_TASKS: _FALSE}),
     }
 
 
@@ -113,6 +117,7 @@ def decode(metadata: Mapping[str, str]) -> JobMetadata | None:
         expected_tasks=int(raw_count),
         submitted=_bool(metadata, SUBMITTED, False),
         outcome_recorded=_bool(metadata, OUTCOME_RECORDED, False),
+        prep_gates_tasks=_bool(metadata, PREP_GATES_TASKS, True),
     )
 
 

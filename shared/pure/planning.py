@@ -275,7 +275,9 @@ def plan(request: JobRequest, job_id: str, request_hash: str, now: datetime, lin
     timeout = request.timeout
     deadline = now + timeout
     expected = request.task_count()
-    meta = metadata.JobMetadata(deadline=deadline, request_hash=request_hash, expected_tasks=expected)
+    prep = request.preparation
+    meta = metadata.JobMetadata(deadline=deadline, request_hash=request_hash, expected_tasks=expected,
+                                prep_gates_tasks=prep is None or prep.wait_for_success)
     return JobPlan(job_id=job_id, job=job_body(request, job_id, meta, links, timeout), deadline=deadline,
                    expected_tasks=expected, request=request, links=links)
 

@@ -177,6 +177,9 @@ def follow_up(snap: JobSnapshot) -> frozenset[str]:
     counts, managed = snap.task_counts, _read(snap)
     if counts is None or not isinstance(managed, Managed) or not managed.meta.submitted:
         return frozenset()
+    if not managed.meta.prep_gates_tasks:
+        # waitForSuccess false: Batch runs the tasks where prep failed too, so a failed prep ends nothing.
+        return frozenset()
     if counts.active > 0 and counts.running == 0 and counts.completed == 0:
         return frozenset({PREP_STATUS, POOL_SIZE})
     return frozenset()
@@ -200,6 +203,9 @@ def _all_tasks_complete(meta: metadata.JobMetadata, counts: TaskCounts | None) -
 def _prep_failed_everywhere(snap: JobSnapshot, now: datetime, policy: Policy) -> bool:
     prep, counts = snap.prep, snap.task_counts
     if prep is None or prep.nodes_tried == 0 or prep.nodes_failed < prep.nodes_tried:
+        return False
+    managed = _read(snap)
+    if isinstance(managed, Managed) and not managed.meta.prep_gates_tasks:
         return False
     if prep.nodes_running or (counts is not None and counts.running):
         return False

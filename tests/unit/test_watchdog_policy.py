@@ -172,3 +172,14 @@ def test_naive_now_is_refused():
         decide(job(), NOW.replace(tzinfo=None), POLICY)
 
 
+
+
+def test_a_prep_that_does_not_gate_tasks_ends_nothing_when_it_fails():
+    """preparation.waitForSuccess false: Batch runs the tasks on nodes where prep failed too."""
+    not_gating = md.encode(md.JobMetadata(deadline=NOW + 60 * MIN, request_hash="h" * 64, expected_tasks=8,
+                                          submitted=True, prep_gates_tasks=False))
+    assert md.decode(not_gating).prep_gates_tasks is False and md.decode(meta()).prep_gates_tasks is True
+    waiting = counts(active=8, completed=0)
+    assert follow_up(job(metadata=not_gating, task_counts=waiting)) == frozenset()
+    snap = job(metadata=not_gating, prep=prep(tried=2, failed=2), task_counts=waiting, pool_nodes=2)
+    assert _same(decide(snap, NOW, POLICY), Nothing("running"))
