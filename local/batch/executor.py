@@ -149,11 +149,17 @@ class Executor:
         self.check_all_complete(job)
         self.state.wake()
 
-    async def run_prep(self, job: Job, node: Node, rec: NodeJobRecord) -> None:
-        spec = job.prep_spec or {}
-        generation = node.generation
+    def start_prep(self, job: Job, node: Node, rec: NodeJobRecord) -> None:
+        """Start the node's preparation run for the job, once per node whatever its free slots.
+
+        Marked running here, before the run's coroutine is first scheduled: every task placed on the node in
+        the same scheduling pass must see that a run is already under way, not start its own."""
         rec.prep_state, rec.prep_needed = "running", False
         rec.prep = Execution(start_time=now())
+        self.state.spawn(self._run_prep(job, node, rec, node.generation))
+
+    async def _run_prep(self, job: Job, node: Node, rec: NodeJobRecord, generation: int) -> None:
+        spec = job.prep_spec or {}
         constraints = spec.get("constraints") or {}
         retries = constraints.get("maxTaskRetryCount", 0)
         timeout = parse_duration("jobPreparationTask.constraints.maxWallClockTime",

@@ -89,7 +89,10 @@ class Pools:
         self._evict_node(node, requeue=option != "terminate")
         for job in self.state.jobs.values():
             rec = job.nodes.get(node.id)
-            if rec:
+            # A prep that succeeded is kept across the reboot only when the job says so; one that failed or
+            # never finished always runs again (jobPreparationTask.rerunOnNodeRebootAfterSuccess:
+            # https://learn.microsoft.com/rest/api/batchservice/job/add#jobpreparationtask).
+            if rec and not (rec.prep_succeeded and not (job.prep_spec or {}).get("rerunOnNodeRebootAfterSuccess", True)):
                 rec.prep_needed = True
         self.state.spawn(self._finish_reboot(node))
 
