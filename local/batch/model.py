@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from local.batch.ids import IdMap
 from local.batch.wire import fmt_duration, fmt_time, now
 
 _etags = itertools.count(1)
@@ -85,7 +86,7 @@ class Node(Stamped):
 class Pool(Stamped):
     id: str = ""
     spec: dict = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=IdMap)
     slots_per_node: int = 1
     target_nodes: int = 0
 
@@ -237,7 +238,7 @@ class Job(Stamped):
     on_all_tasks_complete: str = "noaction"
     max_wall_clock: timedelta | None = None
     max_task_retries: int = 0
-    tasks: dict[str, Task] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=IdMap)
     pending: deque = field(default_factory=deque)  # ids of active tasks, in the order they run
     running: int = 0  # tasks holding a slot (preparing or running)
     finishing: Any = None  # the asyncio.Task ending the job (kill tasks, run release tasks)

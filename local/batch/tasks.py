@@ -11,6 +11,7 @@ from local.batch.bookkeeping import count, unplace
 from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
 from local.batch.errors import BatchError, invalid_property, lookup
 from local.batch.executor import Executor
+from local.batch.ids import fold
 from local.batch.jobs import ENDING_STATES, refuse_if_ending
 from local.batch.model import Job, Task
 from local.batch.specs import task_from_body
@@ -56,10 +57,10 @@ class Tasks:
         task = task_from_body(body, job)
         prep_id = (job.prep_spec or {}).get("id", PREP_ID)
         release_id = (job.release_spec or {}).get("id", RELEASE_ID)
-        if job.prep_spec is not None and task.id == prep_id:
+        if job.prep_spec is not None and fold(task.id) == fold(prep_id):
             raise BatchError(409, "TaskIdSameAsJobPreparationTask",
                              "The task id is the same as the job preparation task's id.", TaskId=task.id)
-        if job.release_spec is not None and task.id == release_id:
+        if job.release_spec is not None and fold(task.id) == fold(release_id):
             raise BatchError(409, "TaskIdSameAsJobReleaseTask",
                              "The task id is the same as the job release task's id.", TaskId=task.id)
         if task.id in job.tasks:

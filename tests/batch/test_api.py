@@ -186,3 +186,27 @@ def test_pool_lifecycle(batch_client):
     # pool_exists() itself raises on 404 in azure-batch 15.1 (its exception policy runs first), so ask get_pool.
     with pytest.raises(ResourceNotFoundError):
         batch_client.get_pool("temp-pool")
+
+
+def test_ids_are_case_insensitive_and_case_preserving(batch_client, job_id):
+    """https://learn.microsoft.com/rest/api/batchservice/job/add: ids are case-preserving and case-insensitive."""
+    mixed = f"Case-{job_id}"[:64]
+    create_job(batch_client, mixed, "POOL-2x4")
+    got = batch_client.get_job(mixed.lower())
+    assert (got.id, got.pool_info.pool_id) == (mixed, "POOL-2x4")
+    with pytest.raises(ResourceExistsError) as clash:
+        create_job(batch_client, mixed.upper(), "pool-2x4")
+    assert clash.value.error.code == "JobExists"
+    assert batch_client.get_pool("Pool-2X4").id == "pool-2x4"
+    batch_client.create_task(mixed.upper(), m.BatchTaskCreateOptions(id="TaskA", command_line="/bin/true"))
+    result = batch_client.create_task_collection(mixed, m.BatchTaskGroup(task_values=[
+        m.BatchTaskCreateOptions(id="TASKA", command_line="/bin/true"),
+        m.BatchTaskCreateOptions(id="taskB", command_line="/bin/true")]))
+    assert [(r.task_id, r.status) for r in result.result_values] == [("TASKA", "clienterror"), ("taskB", "success")]
+    assert result.result_values[0].error.code == "TaskExists"
+    wait_tasks_done(batch_client, mixed, 2)
+    assert batch_client.get_task(mixed.lower(), "taska").id == "TaskA"
+    assert b"".join(batch_client.download_task_file(mixed, "TASKB", "stdout.txt")) == b""
+    batch_client.begin_delete_job(mixed.upper(), polling_interval=0.1).result()
+    with pytest.raises(ResourceNotFoundError):
+        batch_client.get_job(mixed)
