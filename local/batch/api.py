@@ -30,6 +30,7 @@ from local.batch.odata import (
     apply_select,
     parse_filter,
 )
+from local.batch.versions import upgrade_body
 from local.batch.wire import fmt_time, http_date
 
 COLLECTION_BODY_LIMIT = 1024 * 1024
@@ -74,7 +75,7 @@ async def _body(request: web.Request, limit: int | None = None) -> dict:
         raise BatchError(400, "InvalidRequestBody", f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BatchError(400, "InvalidRequestBody", "The request body must be a JSON object.")
-    return body
+    return upgrade_body(request.query.get("api-version"), body)
 
 
 def _page(request: web.Request, items: Iterable[tuple[int, dict]] | Callable[[int], Iterable[tuple[int, dict]]],

@@ -14,8 +14,9 @@ from aiohttp import web
 from local.batch import auth
 from local.batch.account import Account
 from local.batch.api import ACCOUNT, routes
-from local.batch.config import SUPPORTED_API_VERSIONS, EmulatorConfig, Faults
+from local.batch.config import EmulatorConfig, Faults
 from local.batch.errors import BatchError
+from local.batch.versions import SUPPORTED_API_VERSIONS, old_wire
 
 log = logging.getLogger("local.batch")
 CONFIG = web.AppKey("config", EmulatorConfig)
@@ -122,7 +123,7 @@ async def set_faults(request: web.Request) -> web.Response:
 
 
 def build_app(config: EmulatorConfig, base_url: str) -> web.Application:
-    app = web.Application(middlewares=[request_ids, batch_errors, shared_key, faults], client_max_size=64 * 2**20)
+    app = web.Application(middlewares=[request_ids, batch_errors, old_wire, shared_key, faults], client_max_size=64 * 2**20)
     app[CONFIG] = config
     app[RNG] = random.Random(config.faults.seed)
     app[ACCOUNT] = Account(config, base_url)
