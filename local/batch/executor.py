@@ -14,7 +14,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from local.batch import process, transfer
+from local.batch import dependencies, process, transfer
 from local.batch.bookkeeping import count, set_task_state, unplace
 from local.batch.environment import PREP_ID, RELEASE_ID, task_env, task_rel_dir
 from local.batch.model import Execution, Job, Node, NodeJobRecord, Task
@@ -146,6 +146,8 @@ class Executor:
         task.execution.failure = failure
         task.set_state("completed")
         count(job, task, +1)
+        for dependant in dependencies.completed(job, task):
+            job.pending.append(dependant.id)
         self.check_all_complete(job)
         self.state.wake()
 

@@ -172,6 +172,10 @@ class Task(Stamped):
     # so the coroutine running the old placement knows to leave the task alone.
     run_token: object | None = None
     user_terminated: bool = False
+    # Task dependencies (dependencies.py): the folded parent ids still awaited, and whether this task's own
+    # completion satisfied its dependants.
+    waiting_on: set | None = None
+    satisfies: bool = False
 
     def wire(self, base_url: str, root_rel: str | None = None) -> dict:
         out = dict(self.spec)
@@ -244,6 +248,7 @@ class Job(Stamped):
     finishing: Any = None  # the asyncio.Task ending the job (kill tasks, run release tasks)
     wall_clock_timer: Any = None
     nodes: dict[str, NodeJobRecord] = field(default_factory=dict)
+    dependants: dict[str, list] = field(default_factory=dict)  # folded parent id -> ids of tasks waiting on it
     start_time: datetime | None = None
     end_time: datetime | None = None
     terminate_reason: str | None = None

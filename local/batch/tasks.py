@@ -6,7 +6,7 @@ costs one pass rather than a hundred.
 
 from __future__ import annotations
 
-from local.batch import process
+from local.batch import dependencies, process
 from local.batch.bookkeeping import count, unplace
 from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
 from local.batch.errors import BatchError, invalid_property, lookup
@@ -65,6 +65,7 @@ class Tasks:
                              "The task id is the same as the job release task's id.", TaskId=task.id)
         if task.id in job.tasks:
             raise BatchError(409, "TaskExists", "The specified task already exists.", TaskId=task.id)
+        task.waiting_on = dependencies.parents_of(task.spec, job)
         return task
 
     def _enqueue(self, job: Job, task: Task) -> None:
@@ -72,6 +73,8 @@ class Tasks:
         task.seq = job.task_seq
         job.tasks[task.id] = task
         count(job, task, +1)
+        if task.waiting_on is not None and dependencies.register(job, task, task.waiting_on):
+            return  # blocked: it joins the queue when its last parent satisfies it
         job.pending.append(task.id)
         self.state.wake()
 
