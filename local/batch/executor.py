@@ -56,6 +56,14 @@ class Executor:
             running.kill(because)
         return running is not None
 
+    def track(self, key: tuple, running: process.Running) -> None:
+        """A run started elsewhere (a pool's start task) that kills by node must reach too."""
+        self._procs[key] = running
+
+    def untrack(self, key: tuple, running: process.Running) -> None:
+        if self._procs.get(key) is running:
+            del self._procs[key]
+
     def in_flight(self) -> list[asyncio.Task]:
         return list(self._runs.values())
 

@@ -59,8 +59,22 @@ class Node(Stamped):
     # environment that is the same for every task on it.
     agent: Any = field(default=None, repr=False, compare=False)
     env: dict = field(default_factory=dict, repr=False, compare=False)
+    dedicated: bool = True
+    start_spec: dict | None = None  # the pool's startTask
+    start_info: Execution | None = None
+    start_state: str | None = None  # running, completed
 
     def wire(self, base_url: str) -> dict:
+        out = self._wire(base_url)
+        if self.start_spec is not None:
+            out["startTask"] = self.start_spec
+        if self.start_info is not None:
+            info = self.start_info.wire()
+            info.pop("requeueCount", None)
+            out["startTaskInfo"] = {**info, "state": self.start_state}
+        return out
+
+    def _wire(self, base_url: str) -> dict:
         return {
             "id": self.id,
             "url": f"{base_url}/pools/{self.pool_id}/nodes/{self.id}",
@@ -77,7 +91,7 @@ class Node(Stamped):
             "runningTaskSlotsCount": self.used_slots,
             "totalTasksSucceeded": self.total_succeeded,
             "recentTasks": self.recent[-10:],
-            "isDedicated": True,
+            "isDedicated": self.dedicated,
             "nodeAgentInfo": {"version": "1.11.0-emulator", "lastUpdateTime": fmt_time(self.boot_time)},
         }
 

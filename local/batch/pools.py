@@ -19,6 +19,7 @@ from local.batch.errors import BatchError, lookup
 from local.batch.executor import Executor
 from local.batch.model import Node, Pool
 from local.batch.specs import pool_from_body
+from local.batch.starttask import StartTasks
 from local.batch.state import AccountState
 from local.batch.wire import now
 
@@ -34,6 +35,7 @@ class Pools:
     def __init__(self, state: AccountState, executor: Executor):
         self.state = state
         self.executor = executor
+        self.start_tasks = StartTasks(state, executor)
 
     def create_pool(self, body: dict) -> Pool:
         state = self.state
@@ -46,9 +48,11 @@ class Pools:
             for sub in NODE_DIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)
             node = pool.nodes[node_id] = Node(id=node_id, pool_id=pool.id, root=root, slots=pool.slots_per_node,
-                                              state="idle", agent=process.NodeAgent(node_id))
+                                              state="idle", agent=process.NodeAgent(node_id),
+                                              start_spec=pool.spec.get("startTask"))
             node.env = node_env(state.config, state.base_url, node)
             node.agent.boot()
+            self.start_tasks.boot(node, node.start_spec)
         state.pools[pool.id] = pool
         log.info("pool created", extra={"pool": pool.id, "nodes": pool.target_nodes})
         state.wake()
@@ -99,8 +103,7 @@ class Pools:
     async def _finish_reboot(self, node: Node) -> None:
         await asyncio.sleep(self.state.config.reboot_seconds)
         node.boot_time = now()
-        node.set_state("running" if node.running else "idle")
-        self.state.wake()
+        self.start_tasks.boot(node, node.start_spec)
 
     def _evict_node(self, node: Node, requeue: bool) -> None:
         jobs = self.state.jobs

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from local.batch.errors import invalid_property, missing_property
 from local.batch.model import Job, Pool, Task
+from local.batch.starttask import start_task_spec
 from local.batch.wire import check_id, name_values, optional, parse_duration, require
 
 MAX_COMMAND_LINE = 8191
@@ -90,8 +91,11 @@ def pool_from_body(body: dict) -> Pool:
         raise invalid_property("targetDedicatedNodes", nodes, "must be between 0 and 1000")
     if slots < 1 or slots > 256:
         raise invalid_property("taskSlotsPerNode", slots, "must be between 1 and 256")
-    return Pool(id=pool_id, spec=_pick(body, POOL_KEYS), target_nodes=nodes, slots_per_node=slots,
-                state="active")
+    spec = _pick(body, POOL_KEYS)
+    start = start_task_spec(body.get("startTask"))
+    if start is not None:
+        spec["startTask"] = start
+    return Pool(id=pool_id, spec=spec, target_nodes=nodes, slots_per_node=slots, state="active")
 
 
 def _prep(body) -> dict | None:

@@ -4,30 +4,11 @@ https://learn.microsoft.com/azure/batch/batch-job-prep-release)."""
 
 from __future__ import annotations
 
-import uuid
-
-import azure.batch.models as m
 import pytest
 from azure.batch.models._models import BatchNodeRebootOptions
 
 from tests.batch.jobs import bash, create_job, tasks, terminate, wait_tasks_done
 from tests.waiting import wait_until
-
-
-@pytest.fixture
-def make_pool(batch_client):
-    made = []
-
-    def make(nodes: int, slots: int) -> str:
-        pool_id = f"prep-{nodes}x{slots}-{uuid.uuid4().hex[:6]}"
-        batch_client.create_pool(m.BatchPoolCreateOptions(id=pool_id, vm_size="standard_d2s_v3",
-                                                          target_dedicated_nodes=nodes, task_slots_per_node=slots))
-        made.append(pool_id)
-        return pool_id
-
-    yield make
-    for pool_id in made:
-        batch_client.begin_delete_pool(pool_id, polling_interval=0.1).result()
 
 
 @pytest.mark.parametrize("slots", [2, 4])
