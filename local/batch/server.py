@@ -14,6 +14,7 @@ from aiohttp import web
 from local.batch import auth
 from local.batch.account import Account
 from local.batch.api import ACCOUNT, routes
+from local.batch.api_files import file_routes
 from local.batch.config import EmulatorConfig, Faults
 from local.batch.errors import BatchError
 from local.batch.versions import SUPPORTED_API_VERSIONS, old_wire
@@ -130,6 +131,7 @@ def build_app(config: EmulatorConfig, base_url: str) -> web.Application:
     app.router.add_get(f"{CONTROL_PREFIX}/health", health)
     app.router.add_put(f"{CONTROL_PREFIX}/faults", set_faults)
     app.add_routes(routes)
+    app.add_routes(file_routes)
 
     async def lifecycle(app: web.Application):
         await app[ACCOUNT].start()
