@@ -147,6 +147,18 @@ class Executor:
             return
         self.complete_task(job, task, outcome.exit_code, failure)
 
+    def take_off(self, job: Job, task: Task, node: Node, requeue: bool, because: str) -> None:
+        """Take a placed task off its node now (a reboot, a disable): back to the queue, or ended as failed."""
+        self.kill_task(job, task, because)
+        unplace(job, task, node)
+        if requeue:
+            task.execution.requeue_count += 1
+            task.execution.last_requeue_time = now()
+            set_task_state(job, task, "active")
+            job.pending.appendleft(task.id)
+        else:
+            self.complete_task(job, task, None, process.failure("TaskEnded", f"The task was ended because {because}."))
+
     def complete_task(self, job: Job, task: Task, exit_code: int | None, failure: dict | None) -> None:
         count(job, task, -1)
         task.execution.end_time = now()

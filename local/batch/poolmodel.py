@@ -73,10 +73,28 @@ class Pool(Stamped):
     spec: dict = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=IdMap)
     slots_per_node: int = 1
-    target_nodes: int = 0
+    target_dedicated: int = 0
+    target_low_priority: int = 0
+    allocation_state: str = "steady"  # steady, resizing, stopping
+    allocation_time: datetime = field(default_factory=now)
+    next_index: int = 0  # node ids are never reused within a pool
+    resize_errors: list = field(default_factory=list)
+
+    def counts(self) -> tuple[int, int]:
+        """(dedicated, low-priority) nodes in the pool now."""
+        dedicated = sum(1 for n in self.nodes.values() if n.dedicated)
+        return dedicated, len(self.nodes) - dedicated
+
+    def set_allocation(self, state: str) -> None:
+        if state != self.allocation_state:
+            self.allocation_state, self.allocation_time = state, now()
+        self.touch()
 
     def wire(self, base_url: str) -> dict:
-        out = {k: v for k, v in self.spec.items() if k not in ("targetDedicatedNodes", "taskSlotsPerNode")}
+        hidden = ("targetDedicatedNodes", "targetLowPriorityNodes", "taskSlotsPerNode", "enableAutoScale")
+        out = {k: v for k, v in self.spec.items() if k not in hidden}
+        dedicated, low = self.counts()
+        autoscale = bool(self.spec.get("enableAutoScale"))
         out.update({
             "id": self.id,
             "url": f"{base_url}/pools/{self.id}",
@@ -85,16 +103,23 @@ class Pool(Stamped):
             "creationTime": fmt_time(self.creation_time),
             "state": self.state,
             "stateTransitionTime": fmt_time(self.state_transition_time),
-            "allocationState": "steady",
-            "allocationStateTransitionTime": fmt_time(self.creation_time),
+            "allocationState": self.allocation_state,
+            "allocationStateTransitionTime": fmt_time(self.allocation_time),
             "vmSize": self.spec.get("vmSize", "standard_d2s_v3"),
-            "targetDedicatedNodes": self.target_nodes,
-            "currentDedicatedNodes": len(self.nodes),
-            "targetLowPriorityNodes": 0,
-            "currentLowPriorityNodes": 0,
+            "targetDedicatedNodes": self.target_dedicated,
+            "currentDedicatedNodes": dedicated,
+            "targetLowPriorityNodes": self.target_low_priority,
+            "currentLowPriorityNodes": low,
             "taskSlotsPerNode": self.slots_per_node,
-            "enableAutoScale": False,
+            "enableAutoScale": autoscale,
             "enableInterNodeCommunication": False,
             "taskSchedulingPolicy": self.spec.get("taskSchedulingPolicy") or {"nodeFillType": "spread"},
         })
+        if autoscale:
+            out.setdefault("autoScaleEvaluationInterval", "PT15M")
+            out["autoScaleRun"] = {"timestamp": fmt_time(self.allocation_time), "results":
+                                   f"$TargetDedicatedNodes={self.target_dedicated};"
+                                   f"$TargetLowPriorityNodes={self.target_low_priority}"}
+        if self.resize_errors:
+            out["resizeErrors"] = self.resize_errors
         return out

@@ -15,6 +15,8 @@ from local.batch import auth
 from local.batch.account import Account
 from local.batch.api import ACCOUNT, routes
 from local.batch.api_files import file_routes
+from local.batch.api_jobs import job_routes
+from local.batch.api_pools import pool_routes
 from local.batch.config import EmulatorConfig, Faults
 from local.batch.errors import BatchError
 from local.batch.versions import SUPPORTED_API_VERSIONS, old_wire
@@ -132,6 +134,8 @@ def build_app(config: EmulatorConfig, base_url: str) -> web.Application:
     app.router.add_put(f"{CONTROL_PREFIX}/faults", set_faults)
     app.add_routes(routes)
     app.add_routes(file_routes)
+    app.add_routes(job_routes)
+    app.add_routes(pool_routes)
 
     async def lifecycle(app: web.Application):
         await app[ACCOUNT].start()

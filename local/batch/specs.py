@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from local.batch.errors import invalid_property, missing_property
 from local.batch.model import Job, Pool, Task
+from local.batch.poolspec import node_targets, refuse_unsupported
 from local.batch.starttask import start_task_spec
 from local.batch.wire import check_id, name_values, optional, parse_duration, require
 
@@ -85,17 +86,17 @@ def pool_from_body(body: dict) -> Pool:
         raise invalid_property("body", body, "expected a JSON object")
     pool_id = check_id("id", body.get("id"))
     require(body, "vmSize")
-    nodes = optional(body, "targetDedicatedNodes", int, 0) + optional(body, "targetLowPriorityNodes", int, 0)
+    refuse_unsupported(body)
+    dedicated, low = node_targets(body)
     slots = optional(body, "taskSlotsPerNode", int, 1)
-    if nodes < 0 or nodes > 1000:
-        raise invalid_property("targetDedicatedNodes", nodes, "must be between 0 and 1000")
     if slots < 1 or slots > 256:
         raise invalid_property("taskSlotsPerNode", slots, "must be between 1 and 256")
     spec = _pick(body, POOL_KEYS)
     start = start_task_spec(body.get("startTask"))
     if start is not None:
         spec["startTask"] = start
-    return Pool(id=pool_id, spec=spec, target_nodes=nodes, slots_per_node=slots, state="active")
+    return Pool(id=pool_id, spec=spec, target_dedicated=dedicated, target_low_priority=low, slots_per_node=slots,
+                state="active")
 
 
 def _prep(body) -> dict | None:

@@ -13,10 +13,10 @@ from local.batch.errors import BatchError, invalid_property, lookup
 from local.batch.executor import Executor
 from local.batch.ids import fold
 from local.batch.jobs import ENDING_STATES, refuse_if_ending
-from local.batch.model import Job, Task
+from local.batch.model import Execution, Job, Task
 from local.batch.specs import task_from_body
 from local.batch.state import AccountState
-from local.batch.wire import fmt_time
+from local.batch.wire import fmt_time, optional, parse_duration
 
 
 class Tasks:
@@ -93,6 +93,41 @@ class Tasks:
         if node:
             unplace(job, task, node)
         self.executor.complete_task(job, task, None, process.failure("TaskEnded", "The task was terminated by the user."))
+
+    def reactivate_task(self, job_id: str, task_id: str) -> None:
+        """A failed task runs again with its retries reset
+        (https://learn.microsoft.com/rest/api/batchservice/task/reactivate)."""
+        job = self.state.job(job_id)
+        refuse_if_ending(job, ENDING_STATES)
+        task = self.get_task(job_id, task_id)
+        if task.state != "completed" or task.execution.failure is None:
+            raise BatchError(409, "TaskNotFailed", "Only a task that completed with a failure can be reactivated.",
+                             TaskId=task.id)
+        count(job, task, -1)
+        task.execution = Execution()
+        task.user_terminated = task.satisfies = False
+        task.set_state("active")
+        count(job, task, +1)
+        if not task.waiting_on:
+            job.pending.append(task.id)
+        self.state.wake()
+
+    def update_task(self, job_id: str, task_id: str, body: dict) -> Task:
+        """PUT a task: its constraints are all that Batch lets change."""
+        job = self.state.job(job_id)
+        task = self.get_task(job_id, task_id)
+        constraints = body.get("constraints") or {}
+        if not isinstance(constraints, dict):
+            raise invalid_property("constraints", constraints, "expected an object")
+        if "maxWallClockTime" in constraints:
+            task.max_wall_clock = parse_duration("constraints.maxWallClockTime", constraints["maxWallClockTime"])
+        if "maxTaskRetryCount" in constraints:
+            task.max_retries = optional(constraints, "maxTaskRetryCount", int, job.max_task_retries)
+            if task.max_retries < -1:
+                raise invalid_property("constraints.maxTaskRetryCount", task.max_retries, "must be -1 or more")
+        task.spec["constraints"] = {**(task.spec.get("constraints") or {}), **constraints}
+        task.touch()
+        return task
 
     def delete_task(self, job_id: str, task_id: str) -> None:
         job = self.state.job(job_id)
