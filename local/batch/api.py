@@ -11,14 +11,13 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from local.batch.account import Account
-from local.batch.config import MAX_TASKS_PER_COLLECTION, PAGE_SIZE_DEFAULT
+from local.batch.config import PAGE_SIZE_DEFAULT
 from local.batch.errors import BatchError, invalid_property, invalid_query
 from local.batch.odata import (
     JOB_FILTER_PROPS,
     NODE_FILTER_PROPS,
     POOL_FILTER_PROPS,
     PREP_FILTER_PROPS,
-    TASK_FILTER_PROPS,
     apply_select,
     parse_filter,
 )
@@ -232,57 +231,3 @@ async def prep_release_status(request: web.Request) -> web.Response:
     account = _account(request)
     items = account.prep_release_status(account.get_job(request.match_info["job"]))
     return _page(request, enumerate(items, 1), "jobpreparationandreleasetaskstatus-list", PREP_FILTER_PROPS)
-
-
-# ----- tasks ---------------------------------------------------------------------------------------
-
-@routes.post("/jobs/{job}/tasks")
-async def create_task(request: web.Request) -> web.Response:
-    account = _account(request)
-    job_id = request.match_info["job"]
-    task = account.add_task(job_id, await _body(request))
-    return _created(f"{account.base_url}/jobs/{job_id}/tasks/{task.id}", task.etag)
-
-
-@routes.post("/jobs/{job}/addtaskcollection")
-async def add_task_collection(request: web.Request) -> web.Response:
-    body = await _body(request, limit=COLLECTION_BODY_LIMIT)
-    value = body.get("value")
-    if not isinstance(value, list):
-        raise BatchError(400, "MissingRequiredProperty", "A required property was not specified in the request body.",
-                         PropertyName="value")
-    if len(value) > MAX_TASKS_PER_COLLECTION:
-        raise BatchError(413, "RequestBodyTooLarge",
-                         f"The collection holds {len(value)} tasks; at most {MAX_TASKS_PER_COLLECTION} are allowed.")
-    results = _account(request).add_tasks(request.match_info["job"], value)
-    return _json(200, {"value": results})
-
-
-@routes.get("/jobs/{job}/tasks")
-async def list_tasks(request: web.Request) -> web.Response:
-    account = _account(request)
-    job = account.get_job(request.match_info["job"])
-    tasks = sorted(job.tasks.values(), key=lambda t: t.seq)
-    return _page(request, lambda after: ((t.seq, account.task_wire(job, t)) for t in _after(tasks, after)), "tasks",
-                 TASK_FILTER_PROPS)
-
-
-@routes.get("/jobs/{job}/tasks/{task}")
-async def get_task(request: web.Request) -> web.Response:
-    account = _account(request)
-    job = account.get_job(request.match_info["job"])
-    task = account.get_task(job.id, request.match_info["task"])
-    return _entity(account, "tasks", apply_select(account.task_wire(job, task), request.query.get("$select")))
-
-
-@routes.delete("/jobs/{job}/tasks/{task}")
-async def delete_task(request: web.Request) -> web.Response:
-    _account(request).delete_task(request.match_info["job"], request.match_info["task"])
-    return _json(200)
-
-
-@routes.post("/jobs/{job}/tasks/{task}/terminate")
-async def terminate_task(request: web.Request) -> web.Response:
-    await _body(request)
-    _account(request).terminate_task(request.match_info["job"], request.match_info["task"])
-    return _json(204)

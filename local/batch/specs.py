@@ -105,6 +105,8 @@ def _prep(body) -> dict | None:
     if not isinstance(body, dict):
         raise invalid_property("jobPreparationTask", body, "expected an object")
     spec = _pick(body, PREP_KEYS)
+    if body.get("containerSettings"):
+        raise invalid_property("jobPreparationTask.containerSettings", "", "containers are not supported by the emulator")
     spec["id"] = check_id("jobPreparationTask.id", body.get("id") or "jobpreparation")
     spec["commandLine"] = _command_line("jobPreparationTask.", body)
     spec["resourceFiles"] = _resource_files("jobPreparationTask.resourceFiles", body.get("resourceFiles"))
@@ -126,6 +128,8 @@ def _release(body, has_prep: bool) -> dict | None:
     if not isinstance(body, dict):
         raise invalid_property("jobReleaseTask", body, "expected an object")
     spec = _pick(body, RELEASE_KEYS)
+    if body.get("containerSettings"):
+        raise invalid_property("jobReleaseTask.containerSettings", "", "containers are not supported by the emulator")
     spec["id"] = check_id("jobReleaseTask.id", body.get("id") or "jobrelease")
     spec["commandLine"] = _command_line("jobReleaseTask.", body)
     spec["resourceFiles"] = _resource_files("jobReleaseTask.resourceFiles", body.get("resourceFiles"))
@@ -180,6 +184,9 @@ def task_from_body(body: dict, job: Job) -> Task:
     spec["commandLine"] = _command_line("", body)
     spec["resourceFiles"] = _resource_files("resourceFiles", body.get("resourceFiles"))
     spec["environmentSettings"] = name_values("environmentSettings", body.get("environmentSettings"))
+    if body.get("containerSettings"):
+        raise invalid_property("containerSettings", "", "containers are not supported by the emulator: tasks run "
+                               "as host processes")
     if body.get("multiInstanceSettings"):
         raise invalid_property("multiInstanceSettings", "", "multi-instance tasks are not supported by the emulator")
     constraints = body.get("constraints") or {}

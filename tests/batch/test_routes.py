@@ -218,3 +218,15 @@ def test_patch_pool_start_task_runs_on_the_next_reboot(batch_client, make_pool, 
     wait_until(lambda: (n := batch_client.get_node(pool_id, node.id)).start_task_info is not None
                and n.start_task_info.state == "completed", what="start task ran after the reboot")
     assert marker.exists()
+
+
+def test_task_container_settings_are_refused(batch_emulator, batch_client, job_id):
+    create_job(batch_client, job_id, "pool-2x4")
+    body = {"id": "in-a-box", "commandLine": "/bin/true", "containerSettings": {"imageName": "ubuntu:22.04"}}
+    status, refused = raw_request(batch_emulator, "POST", f"/jobs/{job_id}/tasks?api-version=2025-06-01",
+                                  json.dumps(body).encode())
+    assert (status, detail(refused, "PropertyName")) == (400, "containerSettings")
+    assert "not supported by the emulator" in detail(refused, "Reason")
+    with pytest.raises(ResourceNotFoundError):
+        batch_client.get_task(job_id, "in-a-box")
+    terminate(batch_client, job_id)
