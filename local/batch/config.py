@@ -70,3 +70,7 @@ class EmulatorConfig:
     missed_completion: bool = False
     # Seconds a rebooting node stays in `rebooting` before it is idle again.
     reboot_seconds: float = 0.2
+    # Serve https with the development certificate (local/batch/tls.py) and issue Entra ID tokens
+    # (local/batch/entra.py); Shared Key keeps working either way.
+    tls: bool = False
+    identity_header: str | None = None
