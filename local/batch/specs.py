@@ -148,6 +148,8 @@ def job_from_body(body: dict) -> Job:
     pool_info = body.get("poolInfo")
     if not isinstance(pool_info, dict):
         raise missing_property("poolInfo")
+    if body.get("jobManagerTask"):
+        raise invalid_property("jobManagerTask", "", "job manager tasks are not supported by the emulator")
     if pool_info.get("autoPoolSpecification") and not pool_info.get("poolId"):
         raise invalid_property("poolInfo.autoPoolSpecification", "", "auto pools are not supported by the emulator")
     pool_id = check_id("poolInfo.poolId", pool_info.get("poolId"))

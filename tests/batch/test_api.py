@@ -51,6 +51,9 @@ def detail(body: dict, key: str) -> str | None:
     (json.dumps({"id": "long-release", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "x"},
                  "jobReleaseTask": {"commandLine": "x", "maxWallClockTime": "PT16M"}}).encode(),
      400, "InvalidPropertyValue", "jobReleaseTask.maxWallClockTime"),
+    (json.dumps({"id": "manager", "poolInfo": {"poolId": "p"},
+                 "jobManagerTask": {"id": "m", "commandLine": "x"}}).encode(), 400, "InvalidPropertyValue",
+     "jobManagerTask"),
 ])
 def test_bad_job_bodies_are_refused_naming_the_property(batch_emulator, body, status, code, prop):
     got_status, got = raw_request(batch_emulator, "POST", "/jobs?api-version=2025-06-01", body)
