@@ -19,7 +19,8 @@ from tests.batch import client_venvs
 DRIVER = Path(__file__).with_name("clients") / "quickstart.py"
 
 
-@pytest.mark.parametrize(("client", "api_version"), [("batch-11", "2021-06-01.14.0"),
+@pytest.mark.parametrize(("client", "api_version"), [("batch-8", "2019-08-01.10.0"),
+                                                     ("batch-11", "2021-06-01.14.0"),
                                                      ("batch-14", "2024-02-01.19.0")])
 def test_quickstart_sample_runs_unmodified(batch_emulator, azurite_connection_string, batch_client, client,
                                            api_version):
