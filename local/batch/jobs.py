@@ -114,14 +114,15 @@ class Jobs:
         if job.state != "active":
             raise BatchError(409, "JobNotActive", f"The specified job is {job.state}, not active.", JobId=job.id)
         job.set_state("disabling")
-        if option != "wait":
-            pool = self.state.pools.get(job.pool_id)
-            for node in pool.nodes.values() if pool else ():
-                for task_id in [t for j, t in node.running if fold(j) == fold(job.id)]:
-                    task = job.tasks.get(task_id)
-                    if task is not None:
-                        self.executor.take_off(job, task, node, requeue=option == "requeue",
-                                               because="its job was disabled")
+        pool = self.state.pools.get(job.pool_id)
+        for node in pool.nodes.values() if pool else ():
+            for task_id in [t for j, t in node.running if fold(j) == fold(job.id)]:
+                task = job.tasks.get(task_id)
+                # A task still waiting for its node's preparation task has not started: under `wait` it goes
+                # back to the queue rather than hold its slot until the job is enabled.
+                if task is not None and (option != "wait" or task.state == "preparing"):
+                    self.executor.take_off(job, task, node, requeue=option != "terminate",
+                                           because="its job was disabled")
         job.set_state("disabled")
 
     def enable_job(self, job_id: str) -> None:

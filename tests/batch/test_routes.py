@@ -230,3 +230,26 @@ def test_task_container_settings_are_refused(batch_emulator, batch_client, job_i
     with pytest.raises(ResourceNotFoundError):
         batch_client.get_task(job_id, "in-a-box")
     terminate(batch_client, job_id)
+
+
+def test_job_disable_wait_lets_running_tasks_finish_and_requeues_those_not_started(batch_client, job_id, tmp_path):
+    gate, prep_gate = tmp_path / "gate", tmp_path / "prep-gate"
+    create_job(batch_client, job_id, "pool-2x1")
+    other = f"{job_id}-p"
+    create_job(batch_client, other, "pool-2x4", prep=gated(prep_gate))
+    batch_client.create_task(other, m.BatchTaskCreateOptions(id="waits-for-prep", command_line="/bin/true"))
+    wait_until(lambda: batch_client.get_task(other, "waits-for-prep").state == "preparing", what="task preparing")
+    batch_client.create_task(job_id, m.BatchTaskCreateOptions(id="long", command_line=gated(gate)))
+    wait_until(lambda: batch_client.get_task(job_id, "long").state == "running", what="task running")
+    for job in (job_id, other):
+        batch_client.begin_disable_job(job, m.BatchJobDisableOptions(disable_tasks="wait"),
+                                       polling_interval=0.1).result()
+    assert batch_client.get_task(job_id, "long").state == "running", "wait: a running task keeps running"
+    assert batch_client.get_task(other, "waits-for-prep").state == "active", "one not started goes back"
+    gate.touch()
+    assert wait_tasks_done(batch_client, job_id, 1).succeeded == 1
+    prep_gate.touch()
+    batch_client.begin_enable_job(other, polling_interval=0.1).result()
+    assert wait_tasks_done(batch_client, other, 1).succeeded == 1
+    terminate(batch_client, job_id)
+    terminate(batch_client, other)
