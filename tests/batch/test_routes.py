@@ -253,3 +253,14 @@ def test_job_disable_wait_lets_running_tasks_finish_and_requeues_those_not_start
     assert wait_tasks_done(batch_client, other, 1).succeeded == 1
     terminate(batch_client, job_id)
     terminate(batch_client, other)
+
+
+def test_stop_resize_leaves_the_pool_where_it_is(batch_client, make_pool):
+    pool_id = make_pool(1)
+    batch_client.begin_resize_pool(pool_id, m.BatchPoolResizeOptions(target_dedicated_nodes=5), polling_interval=0.1)
+    batch_client.begin_stop_pool_resize(pool_id, polling_interval=0.1).result()
+    pool = batch_client.get_pool(pool_id)
+    # Stopped before the nodes came (the usual case) or after: either way steady, with targets as they are now.
+    assert pool.allocation_state == "steady"
+    assert pool.target_dedicated_nodes == pool.current_dedicated_nodes in (1, 5)
+    assert len(list(batch_client.list_nodes(pool_id))) == pool.current_dedicated_nodes
