@@ -205,3 +205,8 @@ for _path in ("/pools/{pool}/nodes/{node}/users{rest:.*}", "/pools/{pool}/nodes/
               "/pools/{pool}/nodes/{node}/rdp"):
     pool_routes.route("*", _path)(_refuse_users)
 pool_routes.route("*", "/certificates{rest:.*}")(_refuse_certificates)
+
+
+@pool_routes.route("*", "/jobschedules{rest:.*}")
+async def _refuse_job_schedules(request: web.Request) -> web.Response:
+    raise unsupported("Job schedules")

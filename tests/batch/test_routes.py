@@ -107,12 +107,15 @@ def test_pool_features_the_emulator_cannot_give_are_refused(batch_emulator, prop
     assert "not supported by the emulator" in detail(refused, "Reason")
 
 
-def test_node_logins_and_certificates_are_refused(batch_client):
+def test_node_logins_and_job_schedules_are_refused(batch_client):
     node = next(iter(batch_client.list_nodes("pool-2x4")))
     with pytest.raises(HttpResponseError) as login:
         batch_client.create_node_user("pool-2x4", node.id, m.BatchNodeUserCreateOptions(name="me", password="x"))
     assert (login.value.status_code, login.value.error.code) == (400, "FeatureNotSupported")
     assert "not supported by the Batch emulator" in login.value.error.message
+    with pytest.raises(HttpResponseError) as schedules:
+        list(batch_client.list_job_schedules())
+    assert (schedules.value.status_code, schedules.value.error.code) == (400, "FeatureNotSupported")
 
 
 def test_job_disable_requeue_then_enable(batch_client, job_id, tmp_path):
