@@ -18,7 +18,8 @@ from local.batch.config import (
     Faults,
     PoolSpec,
 )
-from local.batch.server import serve
+from local.batch.entra import TOKEN_PATH
+from local.batch.server import ISSUER, serve
 
 
 def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--missed-completion", action="store_true",
                         help="an onAllTasksComplete=terminatejob set after every task completed does not end the "
                              "job (what users report Batch sometimes does)")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve https with a development certificate (its CA is printed as BATCH_CA) and issue "
+                             "Entra ID tokens at IDENTITY_ENDPOINT for DefaultAzureCredential")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -51,14 +55,21 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     return EmulatorConfig(host=args.host, port=args.port, workspace=args.workspace, pools=pools,
                           faults=Faults(rate=args.fault_rate, statuses=statuses, latency_ms=args.latency_ms,
                                         seed=args.fault_seed),
-                          active_job_quota=args.active_job_quota, missed_completion=args.missed_completion)
+                          active_job_quota=args.active_job_quota, missed_completion=args.missed_completion,
+                          tls=args.tls)
 
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
 
-    def ready(url: str) -> None:
-        print(f"BATCH_URL={url} BATCH_ACCOUNT={config.account_name} BATCH_KEY={config.account_key}", flush=True)
+    def ready(url: str, app) -> None:
+        line = f"BATCH_URL={url} BATCH_ACCOUNT={config.account_name} BATCH_KEY={config.account_key}"
+        if config.tls:
+            # What a client sets to trust the emulator and to sign in with DefaultAzureCredential.
+            issuer = app[ISSUER]
+            line += (f" BATCH_CA={(config.workspace / 'tls' / 'ca.pem').resolve()}"
+                     f" IDENTITY_ENDPOINT={url}{TOKEN_PATH} IDENTITY_HEADER={issuer.header_secret}")
+        print(line, flush=True)
 
     async def run() -> None:
         task = asyncio.create_task(serve(config, ready))

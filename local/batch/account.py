@@ -14,6 +14,7 @@ from local.batch.executor import Executor
 from local.batch.jobs import Jobs
 from local.batch.model import Job, Node, Pool, Task
 from local.batch.pools import Pools
+from local.batch.resize import Resizer
 from local.batch.scheduler import Scheduler
 from local.batch.state import AccountState
 from local.batch.tasks import Tasks
@@ -31,6 +32,10 @@ class Account:
         self._pool_ops = Pools(self.state, self._executor)
         self._job_ops = Jobs(self.state, self._executor)
         self._task_ops = Tasks(self.state, self._executor)
+        # The routes added for issue 15 call these directly rather than through one wrapper each.
+        self.resizer = Resizer(self.state, self._pool_ops)
+        self.job_ops = self._job_ops
+        self.task_ops = self._task_ops
         self._dispatcher: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import bisect
 import json
-import mimetypes
-import os
-import re
-import shutil
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from local.batch.account import Account
-from local.batch.config import MAX_TASKS_PER_COLLECTION, PAGE_SIZE_DEFAULT
-from local.batch.environment import task_rel_dir
-from local.batch.errors import BatchError, invalid_property, invalid_query, not_found
-from local.batch.model import Job
+from local.batch.config import PAGE_SIZE_DEFAULT
+from local.batch.errors import BatchError, invalid_property, invalid_query
 from local.batch.odata import (
-    FILE_FILTER_PROPS,
     JOB_FILTER_PROPS,
     NODE_FILTER_PROPS,
     POOL_FILTER_PROPS,
     PREP_FILTER_PROPS,
-    TASK_FILTER_PROPS,
     apply_select,
     parse_filter,
 )
-from local.batch.wire import fmt_time, http_date
+from local.batch.versions import upgrade_body
+from local.batch.wire import http_date
 
 COLLECTION_BODY_LIMIT = 1024 * 1024
 ACCOUNT = web.AppKey("account", Account)
@@ -74,7 +66,7 @@ async def _body(request: web.Request, limit: int | None = None) -> dict:
         raise BatchError(400, "InvalidRequestBody", f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BatchError(400, "InvalidRequestBody", "The request body must be a JSON object.")
-    return body
+    return upgrade_body(request.query.get("api-version"), body)
 
 
 def _page(request: web.Request, items: Iterable[tuple[int, dict]] | Callable[[int], Iterable[tuple[int, dict]]],
@@ -174,30 +166,6 @@ async def reboot_node(request: web.Request) -> web.Response:
     return _json(202)
 
 
-def _node_root(request: web.Request) -> tuple[Path, str]:
-    account = _account(request)
-    node = account.get_node(request.match_info["pool"], request.match_info["node"])
-    return node.root, f"{account.base_url}/pools/{node.pool_id}/nodes/{node.id}/files"
-
-
-@routes.get("/pools/{pool}/nodes/{node}/files")
-async def list_node_files(request: web.Request) -> web.Response:
-    root, url = _node_root(request)
-    return _list_files(request, root, url)
-
-
-@routes.get("/pools/{pool}/nodes/{node}/files/{path:.+}")
-async def get_node_file(request: web.Request) -> web.StreamResponse:
-    root, url = _node_root(request)
-    return _file(request, root, request.match_info["path"], url)
-
-
-@routes.delete("/pools/{pool}/nodes/{node}/files/{path:.+}")
-async def delete_node_file(request: web.Request) -> web.Response:
-    root, _ = _node_root(request)
-    return _delete_file(request, root, request.match_info["path"])
-
-
 # ----- jobs ----------------------------------------------------------------------------------------
 
 @routes.post("/jobs")
@@ -263,172 +231,3 @@ async def prep_release_status(request: web.Request) -> web.Response:
     account = _account(request)
     items = account.prep_release_status(account.get_job(request.match_info["job"]))
     return _page(request, enumerate(items, 1), "jobpreparationandreleasetaskstatus-list", PREP_FILTER_PROPS)
-
-
-# ----- tasks ---------------------------------------------------------------------------------------
-
-@routes.post("/jobs/{job}/tasks")
-async def create_task(request: web.Request) -> web.Response:
-    account = _account(request)
-    job_id = request.match_info["job"]
-    task = account.add_task(job_id, await _body(request))
-    return _created(f"{account.base_url}/jobs/{job_id}/tasks/{task.id}", task.etag)
-
-
-@routes.post("/jobs/{job}/addtaskcollection")
-async def add_task_collection(request: web.Request) -> web.Response:
-    body = await _body(request, limit=COLLECTION_BODY_LIMIT)
-    value = body.get("value")
-    if not isinstance(value, list):
-        raise BatchError(400, "MissingRequiredProperty", "A required property was not specified in the request body.",
-                         PropertyName="value")
-    if len(value) > MAX_TASKS_PER_COLLECTION:
-        raise BatchError(413, "RequestBodyTooLarge",
-                         f"The collection holds {len(value)} tasks; at most {MAX_TASKS_PER_COLLECTION} are allowed.")
-    results = _account(request).add_tasks(request.match_info["job"], value)
-    return _json(200, {"value": results})
-
-
-@routes.get("/jobs/{job}/tasks")
-async def list_tasks(request: web.Request) -> web.Response:
-    account = _account(request)
-    job = account.get_job(request.match_info["job"])
-    tasks = sorted(job.tasks.values(), key=lambda t: t.seq)
-    return _page(request, lambda after: ((t.seq, account.task_wire(job, t)) for t in _after(tasks, after)), "tasks",
-                 TASK_FILTER_PROPS)
-
-
-@routes.get("/jobs/{job}/tasks/{task}")
-async def get_task(request: web.Request) -> web.Response:
-    account = _account(request)
-    job = account.get_job(request.match_info["job"])
-    task = account.get_task(job.id, request.match_info["task"])
-    return _entity(account, "tasks", apply_select(account.task_wire(job, task), request.query.get("$select")))
-
-
-@routes.delete("/jobs/{job}/tasks/{task}")
-async def delete_task(request: web.Request) -> web.Response:
-    _account(request).delete_task(request.match_info["job"], request.match_info["task"])
-    return _json(200)
-
-
-@routes.post("/jobs/{job}/tasks/{task}/terminate")
-async def terminate_task(request: web.Request) -> web.Response:
-    await _body(request)
-    _account(request).terminate_task(request.match_info["job"], request.match_info["task"])
-    return _json(204)
-
-
-def _task_root(request: web.Request) -> tuple[Path, str]:
-    account = _account(request)
-    job: Job = account.get_job(request.match_info["job"])
-    task = account.get_task(job.id, request.match_info["task"])
-    node = account.node_of(job, task.node_id)
-    if node is None:
-        raise BatchError(409, "TaskNotStarted" if task.state == "active" else "NodeNotFound",
-                         "The task has not been placed on a node, so it has no files yet.")
-    return (node.root / task_rel_dir(job.id, task.id),
-            f"{account.base_url}/jobs/{job.id}/tasks/{task.id}/files")
-
-
-@routes.get("/jobs/{job}/tasks/{task}/files")
-async def list_task_files(request: web.Request) -> web.Response:
-    root, url = _task_root(request)
-    return _list_files(request, root, url)
-
-
-@routes.get("/jobs/{job}/tasks/{task}/files/{path:.+}")
-async def get_task_file(request: web.Request) -> web.StreamResponse:
-    root, url = _task_root(request)
-    return _file(request, root, request.match_info["path"], url)
-
-
-@routes.delete("/jobs/{job}/tasks/{task}/files/{path:.+}")
-async def delete_task_file(request: web.Request) -> web.Response:
-    root, _ = _task_root(request)
-    return _delete_file(request, root, request.match_info["path"])
-
-
-# ----- files ---------------------------------------------------------------------------------------
-
-def _resolve(root: Path, rel: str) -> Path:
-    """A path under root; anything that escapes it is reported as not found."""
-    target = (root / rel).resolve()
-    if not target.is_relative_to(root.resolve()) or not target.exists():
-        raise not_found("File", rel)
-    return target
-
-
-def _file_entry(path: Path, name: str, url: str) -> dict:
-    st = path.stat()
-    is_dir = path.is_dir()
-    props = {"creationTime": fmt_time(_mtime(st)), "lastModified": fmt_time(_mtime(st)),
-             "contentLength": 0 if is_dir else st.st_size,
-             "contentType": "application/octet-stream" if is_dir else
-             (mimetypes.guess_type(name)[0] or "application/octet-stream"),
-             "fileMode": oct(st.st_mode & 0o7777 | (0o40000 if is_dir else 0o100000))[2:]}
-    return {"name": name, "url": f"{url}/{quote(name)}", "isDirectory": is_dir, "properties": props}
-
-
-def _mtime(st: os.stat_result) -> datetime:
-    return datetime.fromtimestamp(st.st_mtime, UTC)
-
-
-def _walk(root: Path, recursive: bool) -> Iterable[Path]:
-    if not root.exists():
-        return
-    if not recursive:
-        yield from sorted(root.iterdir())
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            yield Path(dirpath) / name
-
-
-def _list_files(request: web.Request, root: Path, url: str) -> web.Response:
-    recursive = request.query.get("recursive", "false").lower() == "true"
-    entries = (_file_entry(p, p.relative_to(root).as_posix(), url) for p in _walk(root, recursive))
-    return _page(request, enumerate(entries, 1), "files", FILE_FILTER_PROPS)
-
-
-def _file(request: web.Request, root: Path, rel: str, url: str) -> web.StreamResponse:
-    path = _resolve(root, rel)
-    entry = _file_entry(path, rel, url)
-    props = entry["properties"]
-    headers = {
-        "ocp-creation-time": http_date(_mtime(path.stat())),
-        "ocp-batch-file-isdirectory": str(entry["isDirectory"]).lower(),
-        "ocp-batch-file-url": entry["url"],
-        "ocp-batch-file-mode": props["fileMode"],
-        "Last-Modified": http_date(_mtime(path.stat())),
-    }
-    if entry["isDirectory"]:
-        headers["Content-Length"] = "0"
-        return web.Response(status=200, headers=headers)
-    wanted = request.headers.get("ocp-range")
-    if wanted:
-        # Batch's own range header: `bytes=start-end`, both inclusive, answered with 200 and those bytes.
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
-        if match is None:
-            raise BatchError(400, "InvalidHeaderValue", "The value for one of the HTTP headers is not in the "
-                             "correct format.", HeaderName="ocp-range", HeaderValue=wanted[:100])
-        size = props["contentLength"]
-        start, end = int(match[1]), min(int(match[2]) if match[2] else size - 1, size - 1)
-        with open(path, "rb") as f:
-            f.seek(start)
-            body = f.read(max(end - start + 1, 0))
-        return web.Response(status=200, body=body, headers={**headers, "Content-Type": "application/octet-stream"})
-    return web.FileResponse(path, headers={**headers, "Content-Type": "application/octet-stream"})
-
-
-def _delete_file(request: web.Request, root: Path, rel: str) -> web.Response:
-    path = _resolve(root, rel)
-    if path.is_dir():
-        if request.query.get("recursive", "false").lower() != "true" and any(path.iterdir()):
-            raise BatchError(409, "DirectoryNotEmpty", "The directory is not empty; pass recursive=true.")
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-    return _json(200)
-

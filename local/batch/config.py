@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-API_VERSION = "2025-06-01"
-# Older api-versions whose wire format for the operations served here is the same.
-SUPPORTED_API_VERSIONS = frozenset(
-    {"2025-06-01", "2024-07-01.20.0", "2024-02-01.19.0", "2023-11-01.18.0", "2023-05-01.17.0"}
-)
+from local.batch.versions import API_VERSION, SUPPORTED_API_VERSIONS  # noqa: F401 (re-exported)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
@@ -74,3 +70,7 @@ class EmulatorConfig:
     missed_completion: bool = False
     # Seconds a rebooting node stays in `rebooting` before it is idle again.
     reboot_seconds: float = 0.2
+    # Serve https with the development certificate (local/batch/tls.py) and issue Entra ID tokens
+    # (local/batch/entra.py); Shared Key keeps working either way.
+    tls: bool = False
+    identity_header: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -19,13 +20,19 @@ class Endpoint:
     url: str
     account: str
     key: str
+    # With --tls: the CA to trust, and the managed identity endpoint DefaultAzureCredential can use.
+    ca: str | None = None
+    identity_endpoint: str | None = None
+    identity_header: str | None = None
 
     @classmethod
     def parse(cls, line: str) -> Endpoint:
-        """Read the `BATCH_URL=... BATCH_ACCOUNT=... BATCH_KEY=...` line the emulator prints."""
+        """Read the `BATCH_URL=... BATCH_ACCOUNT=... BATCH_KEY=... [BATCH_CA=... IDENTITY_*=...]` line the
+        emulator prints."""
         fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
         try:
-            return cls(fields["BATCH_URL"], fields["BATCH_ACCOUNT"], fields["BATCH_KEY"])
+            return cls(fields["BATCH_URL"], fields["BATCH_ACCOUNT"], fields["BATCH_KEY"], fields.get("BATCH_CA"),
+                       fields.get("IDENTITY_ENDPOINT"), fields.get("IDENTITY_HEADER"))
         except KeyError as exc:
             raise ValueError(f"not a Batch emulator start-up line: missing {exc}") from None
 
@@ -44,7 +51,8 @@ class Endpoint:
         parts = urlsplit(url)
         headers["Authorization"] = auth.authorization(self.account, self.key, "PUT", parts.path, parts.query, headers)
         request = urllib.request.Request(url, data=body, headers=headers, method="PUT")
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        context = ssl.create_default_context(cafile=self.ca) if self.ca else None
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
             return json.loads(resp.read())
 
 

@@ -31,7 +31,7 @@ def node_env(config: EmulatorConfig, base_url: str, node: Node) -> dict[str, str
         "AZ_BATCH_ACCOUNT_URL": base_url,
         "AZ_BATCH_POOL_ID": node.pool_id,
         "AZ_BATCH_NODE_ID": node.id,
-        "AZ_BATCH_NODE_IS_DEDICATED": "true",
+        "AZ_BATCH_NODE_IS_DEDICATED": "true" if node.dedicated else "false",
         "AZ_BATCH_NODE_ROOT_DIR": root,
         "AZ_BATCH_NODE_SHARED_DIR": f"{root}/shared",
         "AZ_BATCH_NODE_STARTUP_DIR": f"{root}/startup",

@@ -14,19 +14,19 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from local.batch import process, transfer
+from local.batch import dependencies, process, transfer
 from local.batch.bookkeeping import count, set_task_state, unplace
-from local.batch.environment import PREP_ID, RELEASE_ID, task_env, task_rel_dir
-from local.batch.model import Execution, Job, Node, NodeJobRecord, Task
+from local.batch.environment import task_env, task_rel_dir
+from local.batch.model import Job, Node, Task
+from local.batch.preparation import PrepAndRelease
 from local.batch.state import AccountState, log_crash
-from local.batch.wire import now, parse_duration
+from local.batch.wire import now
 
 log = logging.getLogger("local.batch")
 
-RELEASE_LIMIT = timedelta(minutes=15)
 
 
-class Executor:
+class Executor(PrepAndRelease):
     def __init__(self, state: AccountState):
         self.state = state
         # Keyed (job id, task id or "#prep"/"#release", node id), so kills can pick by job, task or node.
@@ -55,6 +55,14 @@ class Executor:
         if running:
             running.kill(because)
         return running is not None
+
+    def track(self, key: tuple, running: process.Running) -> None:
+        """A run started elsewhere (a pool's start task) that kills by node must reach too."""
+        self._procs[key] = running
+
+    def untrack(self, key: tuple, running: process.Running) -> None:
+        if self._procs.get(key) is running:
+            del self._procs[key]
 
     def in_flight(self) -> list[asyncio.Task]:
         return list(self._runs.values())
@@ -139,6 +147,18 @@ class Executor:
             return
         self.complete_task(job, task, outcome.exit_code, failure)
 
+    def take_off(self, job: Job, task: Task, node: Node, requeue: bool, because: str) -> None:
+        """Take a placed task off its node now (a reboot, a disable): back to the queue, or ended as failed."""
+        self.kill_task(job, task, because)
+        unplace(job, task, node)
+        if requeue:
+            task.execution.requeue_count += 1
+            task.execution.last_requeue_time = now()
+            set_task_state(job, task, "active")
+            job.pending.appendleft(task.id)
+        else:
+            self.complete_task(job, task, None, process.failure("TaskEnded", f"The task was ended because {because}."))
+
     def complete_task(self, job: Job, task: Task, exit_code: int | None, failure: dict | None) -> None:
         count(job, task, -1)
         task.execution.end_time = now()
@@ -146,67 +166,10 @@ class Executor:
         task.execution.failure = failure
         task.set_state("completed")
         count(job, task, +1)
+        for dependant in dependencies.completed(job, task):
+            job.pending.append(dependant.id)
         self.check_all_complete(job)
         self.state.wake()
-
-    async def run_prep(self, job: Job, node: Node, rec: NodeJobRecord) -> None:
-        spec = job.prep_spec or {}
-        generation = node.generation
-        rec.prep_state, rec.prep_needed = "running", False
-        rec.prep = Execution(start_time=now())
-        constraints = spec.get("constraints") or {}
-        retries = constraints.get("maxTaskRetryCount", 0)
-        timeout = parse_duration("jobPreparationTask.constraints.maxWallClockTime",
-                                 constraints.get("maxWallClockTime"))
-        while True:
-            outcome, _ = await self._execute(job, node, spec.get("id", PREP_ID), spec, timeout,
-                                             (job.id, "#prep", node.id),
-                                             live=lambda: job.state == "active" and node.generation == generation)
-            if node.generation != generation:
-                return
-            if outcome.failure is None or job.state != "active":
-                break
-            if 0 <= retries <= rec.prep.retry_count:
-                break
-            rec.prep.retry_count += 1
-            rec.prep.last_retry_time = now()
-        rec.prep.end_time = now()
-        rec.prep.exit_code = outcome.exit_code
-        rec.prep.failure = outcome.failure
-        rec.prep_state = "completed"
-        waiting, rec.waiting = rec.waiting, []
-        if outcome.failure is not None:
-            rec.ineligible = True
-            log.info("job preparation failed", extra={"job": job.id, "node": node.id})
-            for task_id in waiting:
-                task = job.tasks.get(task_id)
-                if task:
-                    unplace(job, task, node)
-                    set_task_state(job, task, "active")
-                    job.pending.appendleft(task.id)
-        elif job.state == "active":
-            for task_id in waiting:
-                task = job.tasks.get(task_id)
-                if task and task.state == "preparing" and task.run_token is not None:
-                    self.start_run(job, task, node, task.run_token)
-        self.state.wake()
-
-    async def _run_release(self, job: Job, rec: NodeJobRecord) -> None:
-        spec = job.release_spec
-        node = self.state.node_of(job, rec.node_id)
-        if spec is None or node is None:
-            return
-        limit = parse_duration("jobReleaseTask.maxWallClockTime", spec.get("maxWallClockTime"), RELEASE_LIMIT)
-        rec.release = Execution(start_time=now())
-        rec.release_state = "running"
-        outcome, _ = await self._execute(job, node, spec.get("id", RELEASE_ID), spec, min(limit, RELEASE_LIMIT),
-                                         (job.id, "#release", node.id))
-        rec.release.end_time = now()
-        rec.release.exit_code = outcome.exit_code
-        rec.release.failure = outcome.failure
-        rec.release_state = "completed"
-
-    # ----- ending jobs ----------------------------------------------------------------------------
 
     def check_all_complete(self, job: Job) -> None:
         if (job.state == "active" and job.on_all_tasks_complete == "terminatejob"

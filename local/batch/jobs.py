@@ -14,6 +14,7 @@ from datetime import timedelta
 from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
 from local.batch.errors import BatchError
 from local.batch.executor import Executor
+from local.batch.ids import fold
 from local.batch.model import Job
 from local.batch.specs import job_from_body
 from local.batch.state import AccountState
@@ -104,6 +105,33 @@ class Jobs:
         job = self.state.jobs.get(job_id)
         if job and job.state in ("active", "disabled"):
             self.executor.end_job(job, "MaxWallClockTimeExpiry")
+
+    def disable_job(self, job_id: str, option: str) -> None:
+        """Stop scheduling the job's tasks; what happens to running ones is `disableTasks`
+        (https://learn.microsoft.com/rest/api/batchservice/job/disable): requeue them, end them as failed, or
+        let them finish (wait)."""
+        job = self.get_job(job_id)
+        if job.state != "active":
+            raise BatchError(409, "JobNotActive", f"The specified job is {job.state}, not active.", JobId=job.id)
+        job.set_state("disabling")
+        pool = self.state.pools.get(job.pool_id)
+        for node in pool.nodes.values() if pool else ():
+            for task_id in [t for j, t in node.running if fold(j) == fold(job.id)]:
+                task = job.tasks.get(task_id)
+                # A task still waiting for its node's preparation task has not started: under `wait` it goes
+                # back to the queue rather than hold its slot until the job is enabled.
+                if task is not None and (option != "wait" or task.state == "preparing"):
+                    self.executor.take_off(job, task, node, requeue=option != "terminate",
+                                           because="its job was disabled")
+        job.set_state("disabled")
+
+    def enable_job(self, job_id: str) -> None:
+        job = self.get_job(job_id)
+        if job.state not in ("disabled", "disabling"):
+            raise BatchError(409, "JobNotDisabled", f"The specified job is {job.state}, not disabled.", JobId=job.id)
+        job.set_state("enabling")
+        job.set_state("active")
+        self.state.wake()
 
     def terminate_job(self, job_id: str, reason: str | None) -> None:
         job = self.get_job(job_id)

@@ -1,158 +1,21 @@
-"""In-memory state of the emulated account and how each object looks on the wire."""
+"""In-memory state of the emulated account and how each object looks on the wire.
+
+Pools and nodes live in poolmodel.py, the shared bookkeeping in stamped.py; both are re-exported here.
+"""
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from local.batch.wire import fmt_duration, fmt_time, now
+from local.batch.ids import IdMap
+from local.batch.poolmodel import Node, Pool
+from local.batch.stamped import Execution, Stamped, new_etag
+from local.batch.wire import fmt_duration, fmt_time
 
-_etags = itertools.count(1)
-
-
-def new_etag() -> str:
-    return f"0x8DD{next(_etags):013X}"
-
-
-@dataclass
-class Stamped:
-    """Common bookkeeping: creation time, last modified, eTag, state with its transition history."""
-
-    state: str = "active"
-    previous_state: str | None = None
-    creation_time: datetime = field(default_factory=now)
-    last_modified: datetime = field(default_factory=now)
-    state_transition_time: datetime = field(default_factory=now)
-    etag: str = field(default_factory=new_etag)
-
-    def touch(self) -> None:
-        self.last_modified = now()
-        self.etag = new_etag()
-
-    def set_state(self, state: str) -> None:
-        if state != self.state:
-            self.previous_state, self.state = self.state, state
-            self.state_transition_time = now()
-        self.touch()
-
-
-@dataclass
-class Node(Stamped):
-    id: str = ""
-    pool_id: str = ""
-    root: Path = Path()
-    slots: int = 1
-    used_slots: int = 0
-    running: set = field(default_factory=set)  # RunningTask keys (job_id, task_id)
-    total_run: int = 0
-    total_succeeded: int = 0
-    recent: list = field(default_factory=list)
-    boot_time: datetime = field(default_factory=now)
-    # Bumped on reboot so that processes started before it are recognised as stale.
-    generation: int = 0
-    # Not on the wire: the node's agent process (local/batch/process.NodeAgent) and the part of the task
-    # environment that is the same for every task on it.
-    agent: Any = field(default=None, repr=False, compare=False)
-    env: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def wire(self, base_url: str) -> dict:
-        return {
-            "id": self.id,
-            "url": f"{base_url}/pools/{self.pool_id}/nodes/{self.id}",
-            "state": self.state,
-            "schedulingState": "enabled",
-            "stateTransitionTime": fmt_time(self.state_transition_time),
-            "lastBootTime": fmt_time(self.boot_time),
-            "allocationTime": fmt_time(self.creation_time),
-            "ipAddress": "127.0.0.1",
-            "affinityId": f"TVM:{self.id}",
-            "vmSize": "standard_d2s_v3",
-            "totalTasksRun": self.total_run,
-            "runningTasksCount": len(self.running),
-            "runningTaskSlotsCount": self.used_slots,
-            "totalTasksSucceeded": self.total_succeeded,
-            "recentTasks": self.recent[-10:],
-            "isDedicated": True,
-            "nodeAgentInfo": {"version": "1.11.0-emulator", "lastUpdateTime": fmt_time(self.boot_time)},
-        }
-
-
-@dataclass
-class Pool(Stamped):
-    id: str = ""
-    spec: dict = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
-    slots_per_node: int = 1
-    target_nodes: int = 0
-
-    def wire(self, base_url: str) -> dict:
-        out = {k: v for k, v in self.spec.items() if k not in ("targetDedicatedNodes", "taskSlotsPerNode")}
-        out.update({
-            "id": self.id,
-            "url": f"{base_url}/pools/{self.id}",
-            "eTag": self.etag,
-            "lastModified": fmt_time(self.last_modified),
-            "creationTime": fmt_time(self.creation_time),
-            "state": self.state,
-            "stateTransitionTime": fmt_time(self.state_transition_time),
-            "allocationState": "steady",
-            "allocationStateTransitionTime": fmt_time(self.creation_time),
-            "vmSize": self.spec.get("vmSize", "standard_d2s_v3"),
-            "targetDedicatedNodes": self.target_nodes,
-            "currentDedicatedNodes": len(self.nodes),
-            "targetLowPriorityNodes": 0,
-            "currentLowPriorityNodes": 0,
-            "taskSlotsPerNode": self.slots_per_node,
-            "enableAutoScale": False,
-            "enableInterNodeCommunication": False,
-            "taskSchedulingPolicy": self.spec.get("taskSchedulingPolicy") or {"nodeFillType": "spread"},
-        })
-        return out
-
-
-@dataclass
-class Execution:
-    """What Batch reports in a task's executionInfo."""
-
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    exit_code: int | None = None
-    failure: dict | None = None
-    retry_count: int = 0
-    requeue_count: int = 0
-    last_retry_time: datetime | None = None
-    last_requeue_time: datetime | None = None
-
-    @property
-    def result(self) -> str | None:
-        if self.end_time is None:
-            return None
-        return "failure" if self.failure else "success"
-
-    def wire(self, include_retry: bool = True) -> dict:
-        out: dict[str, Any] = {}
-        if self.start_time:
-            out["startTime"] = fmt_time(self.start_time)
-        if self.end_time:
-            out["endTime"] = fmt_time(self.end_time)
-        if self.exit_code is not None:
-            out["exitCode"] = self.exit_code
-        if self.failure:
-            out["failureInfo"] = self.failure
-        if include_retry:
-            out["retryCount"] = self.retry_count
-            out["requeueCount"] = self.requeue_count
-            if self.last_retry_time:
-                out["lastRetryTime"] = fmt_time(self.last_retry_time)
-            if self.last_requeue_time:
-                out["lastRequeueTime"] = fmt_time(self.last_requeue_time)
-        if self.result:
-            out["result"] = self.result
-        return out
+__all__ = ["Execution", "Job", "Node", "NodeJobRecord", "Pool", "Stamped", "Task", "new_etag"]
 
 
 @dataclass
@@ -171,6 +34,10 @@ class Task(Stamped):
     # so the coroutine running the old placement knows to leave the task alone.
     run_token: object | None = None
     user_terminated: bool = False
+    # Task dependencies (dependencies.py): the folded parent ids still awaited, and whether this task's own
+    # completion satisfied its dependants.
+    waiting_on: set | None = None
+    satisfies: bool = False
 
     def wire(self, base_url: str, root_rel: str | None = None) -> dict:
         out = dict(self.spec)
@@ -237,12 +104,13 @@ class Job(Stamped):
     on_all_tasks_complete: str = "noaction"
     max_wall_clock: timedelta | None = None
     max_task_retries: int = 0
-    tasks: dict[str, Task] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=IdMap)
     pending: deque = field(default_factory=deque)  # ids of active tasks, in the order they run
     running: int = 0  # tasks holding a slot (preparing or running)
     finishing: Any = None  # the asyncio.Task ending the job (kill tasks, run release tasks)
     wall_clock_timer: Any = None
     nodes: dict[str, NodeJobRecord] = field(default_factory=dict)
+    dependants: dict[str, list] = field(default_factory=dict)  # folded parent id -> ids of tasks waiting on it
     start_time: datetime | None = None
     end_time: datetime | None = None
     terminate_reason: str | None = None

@@ -57,7 +57,7 @@ class Scheduler:
             rec = job.nodes[node.id] = NodeJobRecord(node_id=node.id, pool_id=node.pool_id)
         prep = job.prep_spec
         if prep is not None and rec.prep_needed and rec.prep_state != "running":
-            self.state.spawn(self.executor.run_prep(job, node, rec))
+            self.executor.start_prep(job, node, rec)
         if prep is not None and prep.get("waitForSuccess", True) and not (rec.prep_succeeded and not rec.prep_needed):
             set_task_state(job, task, "preparing")
             rec.waiting.append(task.id)

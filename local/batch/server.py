@@ -8,18 +8,26 @@ import json
 import logging
 import random
 import uuid
+from pathlib import Path
 
 from aiohttp import web
 
 from local.batch import auth
 from local.batch.account import Account
 from local.batch.api import ACCOUNT, routes
-from local.batch.config import SUPPORTED_API_VERSIONS, EmulatorConfig, Faults
+from local.batch.api_files import file_routes
+from local.batch.api_jobs import job_routes
+from local.batch.api_pools import pool_routes
+from local.batch.config import EmulatorConfig, Faults
+from local.batch.entra import TOKEN_PATH, TOKEN_SECONDS, Issuer
 from local.batch.errors import BatchError
+from local.batch.tls import ensure_certificate, server_context
+from local.batch.versions import SUPPORTED_API_VERSIONS, old_wire
 
 log = logging.getLogger("local.batch")
 CONFIG = web.AppKey("config", EmulatorConfig)
 RNG = web.AppKey("rng", random.Random)
+ISSUER = web.AppKey("issuer", Issuer)
 CONTROL_PREFIX = "/_emulator"
 FAULT_CODES = {503: "ServerBusy", 429: "TooManyRequests", 500: "InternalError"}
 
@@ -56,7 +64,17 @@ async def faults(request: web.Request, handler):
 
 @web.middleware
 async def shared_key(request: web.Request, handler):
-    if request.path == f"{CONTROL_PREFIX}/health":
+    if request.path in (f"{CONTROL_PREFIX}/health", TOKEN_PATH):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        # Batch answers a bad Entra ID token with 401 and the reason in AuthenticationErrorDetail.
+        reason = request.app[ISSUER].verify(header[len("Bearer "):].strip())
+        if reason:
+            log.warning("bearer token refused", extra={"path": request.path, "reason": reason})
+            err = BatchError(401, "AuthenticationFailed", "Server failed to authenticate the request. Make sure "
+                             "the value of Authorization header is formed correctly.", AuthenticationErrorDetail=reason)
+            return _error(request.app[ACCOUNT], err, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return await handler(request)
     config: EmulatorConfig = request.app[CONFIG]
     reason = auth.verify(config.account_name, config.account_key, request.method, request.rel_url.raw_path,
@@ -69,6 +87,23 @@ async def shared_key(request: web.Request, handler):
                          AuthenticationErrorDetail=reason)
         return _error(request.app[ACCOUNT], err)
     return await handler(request)
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """The managed identity endpoint (entra.py). `lifetime` (seconds, may be negative) is the emulator's own, so
+    tests can have expired tokens."""
+    issuer = request.app[ISSUER]
+    if request.headers.get("X-IDENTITY-HEADER") != issuer.header_secret:
+        return web.json_response({"statusCode": 401, "message": "X-IDENTITY-HEADER is missing or wrong."},
+                                 status=401)
+    resource = request.query.get("resource")
+    if not resource:
+        return web.json_response({"statusCode": 400, "message": "resource is required."}, status=400)
+    try:
+        lifetime = int(request.query.get("lifetime", TOKEN_SECONDS))
+    except ValueError:
+        return web.json_response({"statusCode": 400, "message": "lifetime must be whole seconds."}, status=400)
+    return web.json_response(issuer.issue(resource, lifetime))
 
 
 @web.middleware
@@ -122,13 +157,18 @@ async def set_faults(request: web.Request) -> web.Response:
 
 
 def build_app(config: EmulatorConfig, base_url: str) -> web.Application:
-    app = web.Application(middlewares=[request_ids, batch_errors, shared_key, faults], client_max_size=64 * 2**20)
+    app = web.Application(middlewares=[request_ids, batch_errors, old_wire, shared_key, faults], client_max_size=64 * 2**20)
     app[CONFIG] = config
     app[RNG] = random.Random(config.faults.seed)
+    app[ISSUER] = Issuer(f"{base_url}{TOKEN_PATH}/", header_secret=config.identity_header)
     app[ACCOUNT] = Account(config, base_url)
     app.router.add_get(f"{CONTROL_PREFIX}/health", health)
     app.router.add_put(f"{CONTROL_PREFIX}/faults", set_faults)
+    app.router.add_get(TOKEN_PATH, issue_token)
     app.add_routes(routes)
+    app.add_routes(file_routes)
+    app.add_routes(job_routes)
+    app.add_routes(pool_routes)
 
     async def lifecycle(app: web.Application):
         await app[ACCOUNT].start()
@@ -140,7 +180,7 @@ def build_app(config: EmulatorConfig, base_url: str) -> web.Application:
 
 
 async def serve(config: EmulatorConfig, ready=None) -> None:
-    """Run until cancelled. `ready(url)` is called once the socket is listening."""
+    """Run until cancelled. `ready(url, app)` is called once the socket is listening."""
     runner = None
     try:
         # Bind first so that port 0 resolves to a real port before the base URL is fixed.
@@ -150,13 +190,17 @@ async def serve(config: EmulatorConfig, ready=None) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((config.host, config.port))
         port = sock.getsockname()[1]
-        base_url = f"http://{config.host}:{port}"
+        context = None
+        if config.tls:
+            _, cert, key = ensure_certificate(Path(config.workspace) / "tls")
+            context = server_context(cert, key)
+        base_url = f"{'https' if context else 'http'}://{config.host}:{port}"
         app = build_app(config, base_url)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=context).start()
         if ready:
-            ready(base_url)
+            ready(base_url, app)
         await asyncio.Event().wait()
     finally:
         if runner is not None:

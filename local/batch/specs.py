@@ -10,6 +10,8 @@ from datetime import timedelta
 
 from local.batch.errors import invalid_property, missing_property
 from local.batch.model import Job, Pool, Task
+from local.batch.poolspec import node_targets, refuse_unsupported
+from local.batch.starttask import start_task_spec
 from local.batch.wire import check_id, name_values, optional, parse_duration, require
 
 MAX_COMMAND_LINE = 8191
@@ -84,13 +86,16 @@ def pool_from_body(body: dict) -> Pool:
         raise invalid_property("body", body, "expected a JSON object")
     pool_id = check_id("id", body.get("id"))
     require(body, "vmSize")
-    nodes = optional(body, "targetDedicatedNodes", int, 0) + optional(body, "targetLowPriorityNodes", int, 0)
+    refuse_unsupported(body)
+    dedicated, low = node_targets(body)
     slots = optional(body, "taskSlotsPerNode", int, 1)
-    if nodes < 0 or nodes > 1000:
-        raise invalid_property("targetDedicatedNodes", nodes, "must be between 0 and 1000")
     if slots < 1 or slots > 256:
         raise invalid_property("taskSlotsPerNode", slots, "must be between 1 and 256")
-    return Pool(id=pool_id, spec=_pick(body, POOL_KEYS), target_nodes=nodes, slots_per_node=slots,
+    spec = _pick(body, POOL_KEYS)
+    start = start_task_spec(body.get("startTask"))
+    if start is not None:
+        spec["startTask"] = start
+    return Pool(id=pool_id, spec=spec, target_dedicated=dedicated, target_low_priority=low, slots_per_node=slots,
                 state="active")
 
 
@@ -100,6 +105,8 @@ def _prep(body) -> dict | None:
     if not isinstance(body, dict):
         raise invalid_property("jobPreparationTask", body, "expected an object")
     spec = _pick(body, PREP_KEYS)
+    if body.get("containerSettings"):
+        raise invalid_property("jobPreparationTask.containerSettings", "", "containers are not supported by the emulator")
     spec["id"] = check_id("jobPreparationTask.id", body.get("id") or "jobpreparation")
     spec["commandLine"] = _command_line("jobPreparationTask.", body)
     spec["resourceFiles"] = _resource_files("jobPreparationTask.resourceFiles", body.get("resourceFiles"))
@@ -121,6 +128,8 @@ def _release(body, has_prep: bool) -> dict | None:
     if not isinstance(body, dict):
         raise invalid_property("jobReleaseTask", body, "expected an object")
     spec = _pick(body, RELEASE_KEYS)
+    if body.get("containerSettings"):
+        raise invalid_property("jobReleaseTask.containerSettings", "", "containers are not supported by the emulator")
     spec["id"] = check_id("jobReleaseTask.id", body.get("id") or "jobrelease")
     spec["commandLine"] = _command_line("jobReleaseTask.", body)
     spec["resourceFiles"] = _resource_files("jobReleaseTask.resourceFiles", body.get("resourceFiles"))
@@ -139,6 +148,8 @@ def job_from_body(body: dict) -> Job:
     pool_info = body.get("poolInfo")
     if not isinstance(pool_info, dict):
         raise missing_property("poolInfo")
+    if body.get("jobManagerTask"):
+        raise invalid_property("jobManagerTask", "", "job manager tasks are not supported by the emulator")
     if pool_info.get("autoPoolSpecification") and not pool_info.get("poolId"):
         raise invalid_property("poolInfo.autoPoolSpecification", "", "auto pools are not supported by the emulator")
     pool_id = check_id("poolInfo.poolId", pool_info.get("poolId"))
@@ -175,6 +186,9 @@ def task_from_body(body: dict, job: Job) -> Task:
     spec["commandLine"] = _command_line("", body)
     spec["resourceFiles"] = _resource_files("resourceFiles", body.get("resourceFiles"))
     spec["environmentSettings"] = name_values("environmentSettings", body.get("environmentSettings"))
+    if body.get("containerSettings"):
+        raise invalid_property("containerSettings", "", "containers are not supported by the emulator: tasks run "
+                               "as host processes")
     if body.get("multiInstanceSettings"):
         raise invalid_property("multiInstanceSettings", "", "multi-instance tasks are not supported by the emulator")
     constraints = body.get("constraints") or {}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from local.batch.config import EmulatorConfig
 from local.batch.errors import lookup
+from local.batch.ids import IdMap
 from local.batch.model import Job, Node, Pool
 
 log = logging.getLogger("local.batch")
@@ -23,8 +24,8 @@ class AccountState:
         self.config = config
         self.base_url = base_url
         self.workspace = Path(config.workspace).resolve()
-        self.pools: dict[str, Pool] = {}
-        self.jobs: dict[str, Job] = {}
+        self.pools: dict[str, Pool] = IdMap()
+        self.jobs: dict[str, Job] = IdMap()
         self.woken = asyncio.Event()
         self.background: set[asyncio.Task] = set()
 

@@ -16,6 +16,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 
 from local.batch import auth
 from local.batch.control import Endpoint
+from local.batch.versions import SUPPORTED_API_VERSIONS
 from tests.batch.jobs import create_job, tasks, wait_tasks_done
 
 
@@ -50,6 +51,9 @@ def detail(body: dict, key: str) -> str | None:
     (json.dumps({"id": "long-release", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "x"},
                  "jobReleaseTask": {"commandLine": "x", "maxWallClockTime": "PT16M"}}).encode(),
      400, "InvalidPropertyValue", "jobReleaseTask.maxWallClockTime"),
+    (json.dumps({"id": "manager", "poolInfo": {"poolId": "p"},
+                 "jobManagerTask": {"id": "m", "commandLine": "x"}}).encode(), 400, "InvalidPropertyValue",
+     "jobManagerTask"),
 ])
 def test_bad_job_bodies_are_refused_naming_the_property(batch_emulator, body, status, code, prop):
     got_status, got = raw_request(batch_emulator, "POST", "/jobs?api-version=2025-06-01", body)
@@ -186,3 +190,68 @@ def test_pool_lifecycle(batch_client):
     # pool_exists() itself raises on 404 in azure-batch 15.1 (its exception policy runs first), so ask get_pool.
     with pytest.raises(ResourceNotFoundError):
         batch_client.get_pool("temp-pool")
+
+
+def test_ids_are_case_insensitive_and_case_preserving(batch_client, job_id):
+    """https://learn.microsoft.com/rest/api/batchservice/job/add: ids are case-preserving and case-insensitive."""
+    mixed = f"Case-{job_id}"[:64]
+    create_job(batch_client, mixed, "POOL-2x4")
+    got = batch_client.get_job(mixed.lower())
+    assert (got.id, got.pool_info.pool_id) == (mixed, "POOL-2x4")
+    with pytest.raises(ResourceExistsError) as clash:
+        create_job(batch_client, mixed.upper(), "pool-2x4")
+    assert clash.value.error.code == "JobExists"
+    assert batch_client.get_pool("Pool-2X4").id == "pool-2x4"
+    batch_client.create_task(mixed.upper(), m.BatchTaskCreateOptions(id="TaskA", command_line="/bin/true"))
+    result = batch_client.create_task_collection(mixed, m.BatchTaskGroup(task_values=[
+        m.BatchTaskCreateOptions(id="TASKA", command_line="/bin/true"),
+        m.BatchTaskCreateOptions(id="taskB", command_line="/bin/true")]))
+    assert [(r.task_id, r.status) for r in result.result_values] == [("TASKA", "clienterror"), ("taskB", "success")]
+    assert result.result_values[0].error.code == "TaskExists"
+    wait_tasks_done(batch_client, mixed, 2)
+    assert batch_client.get_task(mixed.lower(), "taska").id == "TaskA"
+    assert b"".join(batch_client.download_task_file(mixed, "TASKB", "stdout.txt")) == b""
+    batch_client.begin_delete_job(mixed.upper(), polling_interval=0.1).result()
+    with pytest.raises(ResourceNotFoundError):
+        batch_client.get_job(mixed)
+
+
+def test_api_versions_before_the_renames_get_their_own_names(batch_emulator, batch_client, job_id):
+    """2019-08-01.10.0 (azure-batch 8, Azure/azure-batch-samples): maxTasksPerNode and flat task counts; before
+    2018-12-01.8.0 resource files name their URL blobSource."""
+    old = "api-version=2019-08-01.10.0"
+    older = "api-version=2018-08-01.7.0"
+    pool_id = f"old-{job_id}"[:64]
+    status, _ = raw_request(batch_emulator, "POST", f"/pools?{old}", json.dumps(
+        {"id": pool_id, "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 1, "maxTasksPerNode": 2}).encode())
+    assert status == 201
+    status, pool = raw_request(batch_emulator, "GET", f"/pools/{pool_id}?{old}")
+    assert (status, pool["maxTasksPerNode"], "taskSlotsPerNode" in pool) == (200, 2, False)
+    assert batch_client.get_pool(pool_id).task_slots_per_node == 2, "the current version sees the same pool"
+    raw_request(batch_emulator, "POST", f"/jobs?{old}", json.dumps(
+        {"id": job_id, "poolInfo": {"poolId": pool_id}}).encode())
+    source = f"{batch_emulator.url}/_emulator/health"
+    status, _ = raw_request(batch_emulator, "POST", f"/jobs/{job_id}/tasks?{older}", json.dumps(
+        {"id": "t", "commandLine": "cat health.json",
+         "resourceFiles": [{"blobSource": source, "filePath": "health.json"}]}).encode())
+    assert status == 201
+    wait_tasks_done(batch_client, job_id, 1)
+    status, task = raw_request(batch_emulator, "GET", f"/jobs/{job_id}/tasks/t?{older}")
+    assert task["resourceFiles"] == [{"blobSource": source, "filePath": "health.json"}]
+    status, task = raw_request(batch_emulator, "GET", f"/jobs/{job_id}/tasks/t?{old}")
+    assert task["resourceFiles"] == [{"httpUrl": source, "filePath": "health.json"}]
+    assert task["executionInfo"]["result"] == "success"
+    assert json.loads(b"".join(batch_client.download_task_file(job_id, "t", "stdout.txt")))["status"] == "ok"
+    status, counts = raw_request(batch_emulator, "GET", f"/jobs/{job_id}/taskcounts?{old}")
+    assert counts == {"active": 0, "running": 0, "completed": 1, "succeeded": 1, "failed": 0,
+                      "validationStatus": "validated"}
+    status, counts = raw_request(batch_emulator, "GET", f"/jobs/{job_id}/taskcounts?api-version=2020-09-01.12.0")
+    assert counts["taskCounts"]["succeeded"] == 1 and counts["taskSlotCounts"]["succeeded"] == 1
+    batch_client.begin_delete_job(job_id, polling_interval=0.1).result()
+    batch_client.begin_delete_pool(pool_id, polling_interval=0.1).result()
+
+
+@pytest.mark.parametrize("version", sorted(SUPPORTED_API_VERSIONS))
+def test_every_api_version_since_2017_is_served(batch_emulator, version):
+    status, body = raw_request(batch_emulator, "GET", f"/pools/pool-2x4?api-version={version}")
+    assert (status, body["id"]) == (200, "pool-2x4")
