@@ -1,5 +1,5 @@
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -269,6 +269,16 @@ def test_schema_file_is_current():
     assert path.read_text(encoding="utf-8") == schema_text(), (
         "schemas/job-request.v1.json is stale: run python -m shared.flows.schema_file --write schemas/job-request.v1.json"
     )
+
+
+def test_the_sweep_then_merge_example_validates_and_plans_one_range():
+    from shared.pure.planning import Links, plan
+
+    req = parse_request((ROOT / "examples" / "sweep-then-merge.json").read_bytes())
+    assert req.task_count() == 101 and req.uses_task_dependencies()
+    links = Links(node_files=(), logs_container_url="https://acct/job-logs?sig=x")
+    *_, last = plan(req, "sweep-then-merge", "h" * 64, datetime.now(UTC), links).task_chunks()
+    assert last[-1]["id"] == "merge" and last[-1]["dependsOn"] == {"taskIdRanges": [{"start": 0, "end": 99}]}
 
 
 def test_example_request_validates():
