@@ -21,6 +21,7 @@ from shared.pure.node_record import COLLECTED
 from shared.pure.outcome import outcome_document
 from shared.pure.planning import PREP_ID as PREP_TASK_ID
 from shared.pure.redact import redacting_logger
+from shared.pure.setup_summary import setup_summary
 from shared.pure.task_summary import TaskSummary, task_line
 from shared.pure.values import Job
 
@@ -42,7 +43,11 @@ def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -
     # ended: a node with no manifest by now will not send one.
     without = [r.node_id for r in runs if not store.logs.exists(layout.manifest_name(job.id, r.node_id))]
     doc = outcome_document(job, counts, summary.to_dict(), runs, without, now, _prep_output(batch, job, runs))
-    report = update_report(store.reports, job.id, now, lambda r: reports_model.merge_outcome(r, doc), store.logs)
+    saved = store.reports.read_json(layout.request_name(job.id)) or {}
+    setup = setup_summary(saved.get("request"))
+    report = update_report(store.reports, job.id, now,
+                           lambda r: {**reports_model.merge_outcome(r, doc), **({"setup": setup} if setup else {})},
+                           store.logs)
     # The first error lines of failed tasks on nodes collected before this merge (a node collected after
     # it fills in its own): read from each such node's index, after the merge, so none falls between.
     found = _excerpts(store, job.id, report)

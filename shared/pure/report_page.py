@@ -233,6 +233,20 @@ def _crash_groups(groups: list[Mapping[str, Any]], links: Links) -> str:
                    "tasks", "download"], rows, numeric=frozenset({1}))
 
 
+def _setup(setup: Mapping[str, Any]) -> str:
+    """Who each kind of task ran as, its packages, retention and what it waited for (setup_summary)."""
+    prep, release = setup.get("preparation") or {}, setup.get("release") or {}
+    rows = [["preparation", "1 per node", _text(prep.get("runsAs")), _text(prep.get("retention")), "",
+             _text(("waits for it" if prep.get("waitForSuccess", True) else "tasks do not wait for it")
+                   + ("; runs again after a reboot" if prep.get("rerunAfterReboot", True) else ""))],
+            ["release", "1 per node", _text(release.get("runsAs")), _text(release.get("retention")), "", ""]]
+    for kind in setup.get("kinds") or []:
+        rows.append([_text(kind.get("name")), _text(kind.get("tasks")), _text(kind.get("runsAs")),
+                     _text(kind.get("retention")), _text(", ".join(kind.get("packages") or [])),
+                     _text(("waits for " + ", ".join(kind["waitsFor"])) if kind.get("waitsFor") else "")])
+    return _table(["task", "count", "runs as", "files kept", "application packages", "notes"], rows)
+
+
 def render_report_page(report: Mapping[str, Any], view: TaskView | None = None,
                        auth: Mapping[str, str] | None = None) -> str:
     """view: every task of the job (task_view.build_view over tasks.jsonl), for the timeline and the tasks
@@ -267,6 +281,8 @@ def render_report_page(report: Mapping[str, Any], view: TaskView | None = None,
     groups = report.get("crashGroups") or []
     if groups:
         parts += ["<h2>Crash dumps</h2>", _crash_groups(groups, links)]
+    if report.get("setup"):
+        parts += ["<h2>Setup</h2>", _setup(report["setup"])]
     parts += ['<p class="muted">Every file collected is listed per node (the node links above), and by '
               f"<code>orchestrator logs {job_id}</code>. Times are UTC.</p>", "</body></html>"]
     return "\n".join(parts) + "\n"

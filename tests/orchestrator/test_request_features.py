@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
+from shared.flows.watchdog import Watchdog
 from tests.orchestrator.conftest import request
 from tests.orchestrator.test_flow import job_state, new_id, send
 from tests.waiting import wait_until
@@ -31,6 +32,10 @@ def test_a_merge_task_starts_only_after_every_sweep_task_succeeded(own_batch):
     merge, parts = tasks.pop("merge"), list(tasks.values())
     assert len(parts) == 6 and all(t.result == "success" for t in parts) and merge.result == "success"
     assert merge.start_time >= max(t.end_time for t in parts)
+    Watchdog(svc.batch, svc.store).sweep(datetime.now(UTC))
+    kinds = svc.store.report(job_id)["setup"]["kinds"]
+    assert [(k["name"], k["tasks"], k.get("waitsFor")) for k in kinds] == [
+        ("sweep part-{0}", 6, None), ("merge", 1, ["the whole sweep"])]
 
 
 def test_a_failed_sweep_task_keeps_the_merge_from_starting(own_batch):
