@@ -142,7 +142,7 @@ def up(http_port: int = typer.Option(7071, callback=_port, help="port of the dev
 
 
 def _run_stack(lock: StackLock, options: StackOptions) -> int:
-    stack = Stack(options, progress=lambda m: console.print(f"[dim]{escape(m)}[/]"))
+    stack = Stack(options, progress=lambda m: _say(f"[dim]{escape(m)}[/]"))
     stop = threading.Event()
     # Ctrl-C reaches the children too (one process group); stop() then ends whatever is left, Azurite
     # included (it runs in its own session), in reverse order.
@@ -168,10 +168,20 @@ def _run_stack(lock: StackLock, options: StackOptions) -> int:
         stop.wait()
         return EXIT_OK
     finally:
-        console.print("[dim]stopping...[/]")
+        # The children stop first: after a hang-up the terminal is gone and any print may fail (EIO).
+        _say("[dim]stopping...[/]")
         stack.stop()
         endpoints_file().unlink(missing_ok=True)
-        console.print("[dim]stopped[/]")
+        _say("[dim]stopped[/]")
+
+
+def _say(text: str) -> None:
+    """Print, or go quiet for good once the output is gone (a closed terminal answers EIO, not EPIPE)."""
+    try:
+        console.print(text)
+    except OSError:
+        console.quiet = True
+        detach_output()
 
 
 @app.command()

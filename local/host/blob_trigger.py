@@ -184,6 +184,7 @@ class BlobListener:
         self._retries: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._missing_logged = False
         self._unlistable: set[str] = set()  # folders logged as unlistable, so each is logged once
+        self._skipped = 0  # folders the current scan could not list
         self._storage_errors: dict[tuple[str, str], int] = {}
 
     async def start(self) -> None:
@@ -215,10 +216,10 @@ class BlobListener:
             delay = min(delay * 2, 30.0)
 
     async def _try_scan(self, failure: str) -> bool:
-        """One scan; a failure is logged and left to the caller's next turn (storage may be restarting)."""
+        """One scan; a failure is logged and left to the caller's next turn (storage may be restarting).
+        False too when a folder could not be listed: a 500 may have been passing, so it is not done yet."""
         try:
-            await self.scan()
-            return True
+            return await self.scan()
         except Exception as exc:
             log.warning(failure, extra={"function": self.spec.name, "error": f"{type(exc).__name__}: {exc}"})
             return False
@@ -227,11 +228,13 @@ class BlobListener:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def scan(self) -> None:
+    async def scan(self) -> bool:
+        """List the container once; True when every folder could be listed."""
+        self._skipped = 0
         try:
             async for blob in self._listing(self.path.prefix):
                 if self._stopping.is_set():
-                    return
+                    return False
                 if self.path.matches(blob.name):
                     self._enqueue((blob.name, quoted(blob.etag)), blob)
             self._missing_logged = False
@@ -240,6 +243,7 @@ class BlobListener:
                 log.info("container does not exist yet; waiting for it",
                          extra={"function": self.spec.name, "container": self.path.container})
                 self._missing_logged = True
+        return self._skipped == 0
 
     async def _listing(self, prefix: str):
         """Every blob under prefix. Where a listing fails on the server's side (Azurite answers 500 to any
@@ -261,6 +265,7 @@ class BlobListener:
         except HttpResponseError as exc:
             if isinstance(exc, ResourceNotFoundError) or (exc.status_code or 0) < 500:
                 raise
+            self._skipped += 1
             if prefix not in self._unlistable:
                 self._unlistable.add(prefix)
                 log.error("storage cannot list this folder (a blob in it has a name storage cannot list); its "

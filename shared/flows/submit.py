@@ -200,7 +200,8 @@ def on_message(raw: bytes, message_id: str | None, properties: Mapping[str, obje
     message_id = message_key(message_id, sequence_number, raw)
     if retry.claims_lineage(message_id, properties):
         claimed = properties
-        properties = retry.verified(message_id, properties, s.store.resend_record(message_id))
+        properties = retry.verified(message_id, properties, s.store.resend_record(message_id),
+                                    retry.body_digest(raw))
         if properties != dict(claimed):
             log.warning("the message claims to be a re-send the orchestrator did not schedule; it is taken as a "
                         "request of its own", extra={"messageId": message_id})
@@ -210,13 +211,13 @@ def on_message(raw: bytes, message_id: str | None, properties: Mapping[str, obje
                         concurrency=s.settings.submit_concurrency, pools=s.pools)
     except (QuotaReached, Transient) as err:
         kind = retry.QUOTA if isinstance(err, QuotaReached) else retry.TRANSIENT
-        again = retry.resend(message_id, properties, now, kind)
+        again = retry.resend(message_id, properties, now, kind, nonce=uuid.uuid4().hex[:12])
         if again is None:
             log.error("Batch kept failing; the request is given up to the dead-letter queue",
                       extra={"messageId": lineage, "error": str(err)})
             raise
         # Recorded before it is sent, so the re-send finds its proof when it arrives.
-        s.store.record_resend(again.message_id, retry.resend_record(again))
+        s.store.record_resend(again.message_id, retry.resend_record(again, retry.body_digest(raw)))
         s.queue.schedule(raw, again.message_id, again.properties, again.at)
         log.info("request scheduled again", extra={"messageId": lineage, "reason": kind, "attempt": again.attempt,
                                                    "at": again.at.isoformat(), "error": str(err)[:300]})

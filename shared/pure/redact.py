@@ -43,12 +43,28 @@ def redact_secrets(text: str) -> str:
     return text
 
 
+# A name that says its value is a secret: DB_PASSWORD, API_KEY, AZURE_CLIENT_SECRET, sasToken, AccountKey.
+_SECRET_NAME = re.compile(
+    r"(?i)(?:^|[_.-])(?:(?:account|access|api|shared|private|secret|master|primary|secondary|storage|sas|"
+    r"encryption|client|signing|subscription)[_-]?)?(?:key|secret|password|passwd|pwd|token|sig|signature|"
+    r"credentials?|connection[_-]?string)$")
+# camelCase: accountKey, sasToken, clientSecret (case matters, or MONKEY would be one).
+_SECRET_CAMEL_NAME = re.compile(r"[a-z0-9](?:Key|Secret|Password|Token|Signature|ConnectionString)$")
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name) or _SECRET_CAMEL_NAME.search(name))
+
+
+
 def redact_value(value: object) -> object:
-    """A value that may be shown or stored: text redacted; lists and dicts walked (keys too); others as is."""
+    """A value that may be shown or stored: text redacted; lists and dicts walked (keys too), and the whole
+    value of a key whose name says it is a secret (an environment variable DB_PASSWORD) replaced."""
     if isinstance(value, str):
         return redact_secrets(value)
     if isinstance(value, dict):
-        return {redact_value(k): redact_value(v) for k, v in value.items()}
+        return {redact_value(k): "REDACTED" if isinstance(k, str) and is_secret_name(k) and isinstance(v, str)
+                else redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(v) for v in value]
     return value

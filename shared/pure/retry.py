@@ -9,6 +9,7 @@ along so the job id derived from it stays the same.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,22 +64,27 @@ def claims_lineage(message_id: str, properties: Mapping[str, object]) -> bool:
     return ORIGINAL_ID in properties or ATTEMPTS in properties or REASON in properties
 
 
-def resend_record(again: Resend) -> dict[str, str | int]:
-    """What the orchestrator keeps about a re-send it scheduled, so the re-send can prove its lineage."""
-    return {"messageId": again.message_id, **again.properties}
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
-def verified(message_id: str, properties: Mapping[str, object],
-             record: Mapping[str, object] | None) -> dict[str, object]:
+def resend_record(again: Resend, digest: str) -> dict[str, str | int]:
+    """What the orchestrator keeps about a re-send it scheduled, so the re-send can prove its lineage:
+    its id, its properties and the digest of the body it carries."""
+    return {"messageId": again.message_id, **again.properties, "bodySha256": digest}
+
+
+def verified(message_id: str, properties: Mapping[str, object], record: Mapping[str, object] | None,
+             digest: str) -> dict[str, object]:
     """The message's properties with its lineage kept only if the orchestrator itself scheduled this very
-    message as a re-send (its record, written before the re-send, says the same). Anyone can set the
-    properties: trusted blindly, they would let a message pass as another request's re-send (and take its
-    job id) or skip its retries."""
+    message, with this very body, as a re-send (its record, written before the re-send, says the same).
+    Anyone can set the properties: trusted blindly, they would let a message pass as another request's
+    re-send (and take its job id with another body) or skip its retries."""
     out = dict(properties)
     if not claims_lineage(message_id, properties):
         return out
-    proven = record is not None and record.get("messageId") == message_id and all(
-        str(record.get(key)) == str(properties.get(key)) for key in (ORIGINAL_ID, ATTEMPTS, REASON))
+    proven = record is not None and record.get("messageId") == message_id and record.get("bodySha256") == digest \
+        and all(str(record.get(key)) == str(properties.get(key)) for key in (ORIGINAL_ID, ATTEMPTS, REASON))
     if not proven:
         for key in (ORIGINAL_ID, ATTEMPTS, REASON):
             out.pop(key, None)
@@ -92,13 +98,17 @@ def attempts_so_far(properties: Mapping[str, object]) -> int:
         return 0
 
 
-def resend(message_id: str, properties: Mapping[str, object], now: datetime, kind: str = QUOTA) -> Resend | None:
-    """When to send the request again, or None when this kind of retry has run out of attempts."""
+def resend(message_id: str, properties: Mapping[str, object], now: datetime, kind: str = QUOTA,
+           nonce: str = "") -> Resend | None:
+    """When to send the request again, or None when this kind of retry has run out of attempts.
+
+    nonce: a random part of the re-send's id, so no sender can take that id first (duplicate detection
+    would then drop the orchestrator's re-send)."""
     policy = POLICIES[kind]
     attempt = attempts_so_far(properties) + 1
     if policy.attempts is not None and attempt > policy.attempts:
         return None
     original = lineage(message_id, properties)
-    return Resend(message_id=f"{original}~retry{attempt}", properties={ORIGINAL_ID: original, ATTEMPTS: attempt,
-                                                                        REASON: kind},
+    return Resend(message_id=f"{original}~retry{attempt}" + (f"-{nonce}" if nonce else ""),
+                  properties={ORIGINAL_ID: original, ATTEMPTS: attempt, REASON: kind},
                   at=now + policy.delay(attempt), attempt=attempt, reason=kind)

@@ -72,3 +72,40 @@ def test_ctrl_c_with_the_output_pipe_gone_stops_every_child_and_exits_0(tmp_path
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
+
+
+def test_closing_the_terminal_stops_every_child(tmp_path):
+    """The terminal window closed: SIGHUP, and every later write to it fails with EIO (not EPIPE)."""
+    import pty
+
+    env = {**os.environ, "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"}
+    master, slave = pty.openpty()
+    up = subprocess.Popen([sys.executable, "-m", "local.cli", "up", "--http-port", "0", "--batch-port", "0",
+                           "--servicebus-port", "0", "--pool", "up-pool:1:1"], env=env, stdin=slave, stdout=slave,
+                          stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        seen = b""
+        while READY.encode() not in seen:  # bounded by pytest's timeout
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert READY.encode() in seen, seen.decode(errors="replace")[-2000:]
+        children = descendants(up.pid)
+        os.close(master)  # the window is gone...
+        master = -1
+        os.killpg(up.pid, signal.SIGHUP)  # ...and the session is hung up
+        assert up.wait(timeout=120) == 0
+        assert wait_until(lambda: not any(alive(pid) for pid in children) or None, 60, 0.2,
+                          what="every child of `up` to end")
+        assert not (tmp_path / "data" / "endpoints.json").exists()
+    finally:
+        if master >= 0:
+            os.close(master)
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()

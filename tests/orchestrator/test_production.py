@@ -15,7 +15,7 @@ from shared.pure import blob_layout as layout
 from shared.pure.retry import ATTEMPTS, ORIGINAL_ID, REASON, Resend
 from tests.orchestrator.conftest import request, sb_message
 from tests.orchestrator.test_flow import job_state, new_id, send
-from tests.orchestrator.test_rejections import rejected_for, scheduled_again
+from tests.orchestrator.test_rejections import rejected_for, scheduled_resends
 from tests.waiting import wait_until
 
 
@@ -43,17 +43,17 @@ def test_a_batch_outage_schedules_the_request_again_instead_of_dead_lettering(ap
         app["submit"](sb_message(request(job_id, pool="pool-empty", tasks=1), message_id))  # does not raise
     finally:
         batch_emulator.set_faults(rate=0.0)
-    (again,) = scheduled_again(servicebus, message_id)
-    assert (again[ATTEMPTS], again[REASON]) == (1, "transient")
+    ((resend_id, again),) = scheduled_resends(servicebus, message_id)
+    assert (again[ATTEMPTS], again[REASON]) == (1, "transient") and resend_id.startswith(f"{message_id}~retry1-")
     assert not svc.store.rejected(layout.rejection_prefix(message_id))
     # The re-sent message, delivered later, carries the lineage: the same job, submitted once.
-    result = on_message(json.dumps(request(job_id, pool="pool-empty", tasks=1)).encode(), f"{message_id}~retry1",
+    result = on_message(json.dumps(request(job_id, pool="pool-empty", tasks=1)).encode(), resend_id,
                         again, datetime.now(UTC), svc)
     assert isinstance(result, Submitted) and result.job_id == job_id
 
 
 def test_retries_of_a_long_outage_stop_at_the_policy_limit(app, svc, batch_emulator):
-    from shared.pure.retry import POLICIES, TRANSIENT, resend, resend_record
+    from shared.pure.retry import POLICIES, TRANSIENT, body_digest, resend, resend_record
 
     limit = POLICIES[TRANSIENT].attempts
     assert isinstance(resend("m", {ATTEMPTS: limit - 1}, datetime.now(UTC), TRANSIENT), Resend)
@@ -66,10 +66,10 @@ def test_retries_of_a_long_outage_stop_at_the_policy_limit(app, svc, batch_emula
 
         last = Resend(f"m-spent-{uuid.uuid4().hex[:8]}~retry{limit}",
                       {ORIGINAL_ID: "m-spent", ATTEMPTS: limit, REASON: TRANSIENT}, datetime.now(UTC), limit, TRANSIENT)
-        svc.store.record_resend(last.message_id, resend_record(last))  # as the orchestrator did when it sent it
+        raw = json.dumps(request(new_id("spent"), pool="pool-empty", tasks=1)).encode()
+        svc.store.record_resend(last.message_id, resend_record(last, body_digest(raw)))  # as the orchestrator did
         with pytest.raises(Transient):  # spent: abandoned, and dead-lettered by Service Bus in the end
-            on_message(json.dumps(request(new_id("spent"), pool="pool-empty", tasks=1)).encode(), last.message_id,
-                       last.properties, datetime.now(UTC), svc)
+            on_message(raw, last.message_id, last.properties, datetime.now(UTC), svc)
     finally:
         batch_emulator.set_faults(rate=0.0)
 

@@ -74,8 +74,8 @@ def test_quota_reached_schedules_the_request_again(app, svc, batch_emulator, ser
     assert (again[ATTEMPTS], again[REASON]) == (1, "quota")
 
 
-def scheduled_again(servicebus, message_id: str) -> list[dict]:
-    """The application properties of the scheduled re-sends of a request, found by its lineage."""
+def scheduled_resends(servicebus, message_id: str) -> list[tuple[str, dict]]:
+    """(MessageId, application properties) of the scheduled re-sends of a request, found by its lineage."""
     with ServiceBusClient.from_connection_string(servicebus.connection_string) as client, \
             client.get_queue_receiver("job-requests") as receiver:
         peeked = receiver.peek_messages(max_message_count=250)
@@ -84,8 +84,12 @@ def scheduled_again(servicebus, message_id: str) -> list[dict]:
         props = text_properties(m)
         if props.get(ORIGINAL_ID) == message_id:
             assert m.scheduled_enqueue_time_utc is not None
-            found.append(props)
+            found.append((m.message_id, props))
     return found
+
+
+def scheduled_again(servicebus, message_id: str) -> list[dict]:
+    return [props for _, props in scheduled_resends(servicebus, message_id)]
 
 
 def test_hostile_blob_names_get_records_not_crashes(app, svc):

@@ -100,3 +100,15 @@ def test_the_log_filter_redacts_message_arguments_extras_and_tracebacks():
     assert RedactingFilter().filter(record) is True
     line = logging.Formatter("%(message)s %(request)s %(reason)s").format(record)
     assert "TOPSECRET" not in line and line.count("sig=REDACTED") == 5  # message, two in request, reason, traceback
+
+
+@pytest.mark.parametrize(("name", "secret"), [
+    ("DB_PASSWORD", True), ("API_KEY", True), ("AZURE_CLIENT_SECRET", True), ("sasToken", True),
+    ("AccountKey", True), ("STORAGE_CONNECTION_STRING", True), ("github_token", True), ("pwd", True),
+    ("KEYBOARD_LAYOUT", False), ("DEMO_FILE", False), ("MONKEY", False), ("TOKENIZER_PATH", False), ("keys", False),
+])
+def test_a_value_is_redacted_whole_when_its_name_says_secret(name, secret):
+    from shared.pure.redact import redact_value
+
+    redacted = redact_value({"environment": {name: "hunter2"}})
+    assert (redacted["environment"][name] == "REDACTED") is secret
