@@ -129,7 +129,7 @@ def job_file(req: func.HttpRequest) -> func.HttpResponse:
         listed = serve.node_files(store, job_id, node_id)
         if fmt == "html":
             return _page(render_node_files(job_id, node_id, listed, _auth(req)))
-        return _json(200, {"jobId": job_id, "nodeId": node_id, "files": list(listed)})
+        return _json(200, serve.node_files_page(job_id, node_id, listed, req.params.get("page")))
     if not downloads.valid_path(path):
         return _json(400, {"error": "path: not a path the collector stores (see the node's file listing)"})
     try:

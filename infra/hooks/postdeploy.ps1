@@ -32,7 +32,11 @@ $app = $env:AZURE_FUNCTION_APP_NAME
 $appUrl = $env:AZURE_FUNCTION_APP_URL.TrimEnd('/')
 $topic = $env:AZURE_EVENTGRID_SYSTEM_TOPIC
 $logsContainer = 'job-logs'
-$timeout = if ($env:POSTDEPLOY_KEY_TIMEOUT_SECONDS) { [int] $env:POSTDEPLOY_KEY_TIMEOUT_SECONDS } else { 300 }
+$timeoutText = if ($null -ne $env:POSTDEPLOY_KEY_TIMEOUT_SECONDS) { $env:POSTDEPLOY_KEY_TIMEOUT_SECONDS } else { '300' }
+if ($timeoutText -notmatch '^[0-9]+$') {
+    Fail "POSTDEPLOY_KEY_TIMEOUT_SECONDS must be a whole number of seconds, not '$timeoutText'."
+}
+$timeout = [int] $timeoutText
 $interval = 10
 
 if (-not (Get-Command az -ErrorAction SilentlyContinue)) {

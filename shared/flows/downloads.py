@@ -122,3 +122,26 @@ def node_files(store: Store, job_id: str, node_id: str) -> Iterator[dict]:
     """The node's index lines (path, size, lines, error lines), for the node's file listing."""
     for raw in store.reports.lines(layout.index_name(job_id, node_id)):
         yield json.loads(raw)
+
+
+FILES_PAGE = 1000  # entries of a node's JSON file listing per page: bounded, however many tasks the node ran
+
+
+def node_files_page(job_id: str, node_id: str, listed: Iterator[dict], page: str | None) -> dict:
+    """One page of a node's files, read from its index without holding the rest (page counts from 1)."""
+    try:
+        number = max(int(page or 1), 1)
+    except ValueError:
+        number = 1
+    first = (number - 1) * FILES_PAGE
+    entries, more = [], False
+    for i, entry in enumerate(listed):
+        if i >= first + FILES_PAGE:
+            more = True
+            break
+        if i >= first:
+            entries.append(entry)
+    out = {"jobId": job_id, "nodeId": node_id, "page": number, "files": entries}
+    if more:
+        out["nextPage"] = number + 1
+    return out

@@ -354,6 +354,9 @@ def test_powershell_hook_matches_the_template_and_the_posix_hook():
     assert source.index("if ($current -ne $subscription) {") > check
     assert check < source.index("az functionapp keys list") < source.index("Start-Sleep")
     assert "az account set --subscription $subscription" in source
+    # A timeout that is not a whole number is named, as the POSIX hook names it.
+    assert "$timeoutText -notmatch '^[0-9]+$'" in source
+    assert "POSTDEPLOY_KEY_TIMEOUT_SECONDS must be a whole number of seconds" in source
     # Exit codes are checked, errors are not thrown away.
     invocations = [line for line in source.splitlines() if re.search(r"(^\s*|=\s*|&\s*)az\s", line)]
     assert len(invocations) == 3  # account show, keys list, create

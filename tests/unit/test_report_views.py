@@ -145,3 +145,14 @@ def test_the_buckets_add_up_the_task_time():
               "end": "1970-01-01T00:00:13.5Z"})
     busy = view.buckets["n"].busy()
     assert busy[10:14] == [0.5, 1.0, 1.0, 0.5] and sum(busy) == 3.0
+
+
+def test_a_nodes_json_file_listing_is_paged():
+    from shared.flows.downloads import FILES_PAGE, node_files_page
+
+    listed = ({"path": f"f{i}"} for i in range(FILES_PAGE * 2 + 5))
+    first = node_files_page("j", "n", listed, None)
+    assert (len(first["files"]), first["nextPage"]) == (FILES_PAGE, 2)
+    last = node_files_page("j", "n", ({"path": f"f{i}"} for i in range(FILES_PAGE * 2 + 5)), "3")
+    assert [f["path"] for f in last["files"]] == [f"f{i}" for i in range(FILES_PAGE * 2, FILES_PAGE * 2 + 5)]
+    assert "nextPage" not in last
