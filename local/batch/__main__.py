@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--tls", action="store_true",
                         help="serve https with a development certificate (its CA is printed as BATCH_CA) and issue "
                              "Entra ID tokens at IDENTITY_ENDPOINT for DefaultAzureCredential")
+    parser.add_argument("--no-user-accounts", action="store_true",
+                        help="run every task as the emulator's own user, even as root (by default, as root, tasks "
+                             "run as the unprivileged accounts their userIdentity names)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -56,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
                           faults=Faults(rate=args.fault_rate, statuses=statuses, latency_ms=args.latency_ms,
                                         seed=args.fault_seed),
                           active_job_quota=args.active_job_quota, missed_completion=args.missed_completion,
-                          tls=args.tls)
+                          tls=args.tls, switch_users=False if args.no_user_accounts else None)
 
 
 def main(argv: list[str] | None = None) -> None:

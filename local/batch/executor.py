@@ -19,6 +19,7 @@ from local.batch.bookkeeping import count, set_task_state, unplace
 from local.batch.environment import task_env, task_rel_dir
 from local.batch.model import Job, Node, Task
 from local.batch.preparation import PrepAndRelease
+from local.batch.retention import retention_of
 from local.batch.state import AccountState, log_crash
 from local.batch.wire import now
 
@@ -96,10 +97,16 @@ class Executor(PrepAndRelease):
                 await transfer.download_resource_files(spec["resourceFiles"], Path(wd))
             except transfer.TransferError as err:
                 return process.Outcome(None, err.info), Path(wd)
+        pool = self.state.pools.get(node.pool_id)
+        who = self.state.identities.run_as(spec.get("userIdentity"), (pool.spec if pool else {}).get(
+            "userAccounts") or [], node.pool_id)
+        if isinstance(who, dict):
+            return process.Outcome(None, who), Path(wd)
         env = task_env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
         seconds = None if timeout is None or timeout >= timedelta(days=3650) else timeout.total_seconds()
         started = await node.agent.start_command(spec["commandLine"], wd, env, [task_dir, wd],
-                                                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt")
+                                                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", who.uid,
+                                                 who.gid, own_tree=bool(spec.get("resourceFiles")))
         self._procs[key] = started
         if not live():  # ended (terminate, reboot) while the agent was starting
             started.kill("ended before it started")
@@ -166,6 +173,12 @@ class Executor(PrepAndRelease):
         task.execution.failure = failure
         task.set_state("completed")
         count(job, task, +1)
+        node = self.state.node_of(job, task.node_id)
+        if node is not None:
+            self.state.retention.keep(f"{node.root}/{task_rel_dir(job.id, task.id)}", task.execution.end_time,
+                                      retention_of("constraints.retentionTime",
+                                                   (task.spec.get("constraints") or {}).get("retentionTime")),
+                                      job.id, task.id)
         for dependant in dependencies.completed(job, task):
             job.pending.append(dependant.id)
         self.check_all_complete(job)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from local.batch.config import EmulatorConfig
 from local.batch.errors import lookup
+from local.batch.identity import Identities
 from local.batch.ids import IdMap
 from local.batch.model import Job, Node, Pool
+from local.batch.retention import Retention
 
 log = logging.getLogger("local.batch")
 
@@ -28,6 +30,8 @@ class AccountState:
         self.jobs: dict[str, Job] = IdMap()
         self.woken = asyncio.Event()
         self.background: set[asyncio.Task] = set()
+        self.identities = Identities(config.switch_users)
+        self.retention = Retention(self.jobs)
 
     def wake(self) -> None:
         """Ask for a scheduling pass."""

@@ -1,0 +1,107 @@
+"""Tasks run as the account their userIdentity names (https://learn.microsoft.com/azure/batch/batch-user-accounts):
+an admin auto-user as root, a non-admin one (Batch's default) as an unprivileged account of the emulator, a named
+user account of the pool as its own account; an unknown user name fails the task."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+from pathlib import Path
+
+import azure.batch.models as m
+import pytest
+
+from local.batch.identity import POOL_ACCOUNT, TASK_ACCOUNT, USER_PREFIX
+from tests.batch.jobs import bash, create_job, tasks, terminate, wait_tasks_done
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the emulator switches users only when it runs as "
+                                "root; otherwise every task runs as the emulator's own user (README)")
+
+WHO = "whoami; id -u"
+
+
+def auto(scope: str, level: str) -> m.UserIdentity:
+    return m.UserIdentity(auto_user=m.AutoUserSpecification(scope=scope, elevation_level=level))
+
+
+def stdout(client, job_id: str, task_id: str) -> str:
+    return b"".join(client.download_task_file(job_id, task_id, "stdout.txt")).decode()
+
+
+@pytest.fixture
+def locked():
+    """A folder only root may write to (root-owned, mode 0755), which everyone may enter."""
+    folder = Path(tempfile.mkdtemp(prefix="batch-locked-"))
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_admin_prep_writes_where_a_plain_task_cannot(batch_client, job_id, make_pool, locked):
+    pool = make_pool(1, 1)
+    create_job(batch_client, job_id, pool, prep=bash(f"{WHO}; touch {locked}/by-prep"),
+               prep_options={"user_identity": auto("pool", "admin")})
+    batch_client.create_tasks(job_id, tasks(("plain", bash(f"{WHO}; touch {locked}/by-task"))))
+    wait_tasks_done(batch_client, job_id, 1)
+    (node,) = batch_client.list_nodes(pool)
+    prep_out = b"".join(batch_client.download_node_file(
+        pool, node.id, f"workitems/{job_id}/job-1/jobpreparation/stdout.txt")).decode()
+    assert prep_out == "root\n0\n"
+    assert (locked / "by-prep").exists()
+    info = batch_client.get_task(job_id, "plain").execution_info
+    assert (info.exit_code, info.failure_info.code) == (1, "FailureExitCode")
+    assert "Permission denied" in b"".join(batch_client.download_task_file(job_id, "plain", "stderr.txt")).decode()
+    assert stdout(batch_client, job_id, "plain") == f"{POOL_ACCOUNT}\n{pwd.getpwnam(POOL_ACCOUNT).pw_uid}\n"
+    assert not (locked / "by-task").exists()
+    terminate(batch_client, job_id)
+
+
+def test_each_identity_runs_as_its_own_account(batch_client, job_id, make_pool):
+    pool = make_pool(1, 2, user_accounts=[
+        m.UserAccount(name="Alice", password="not-a-secret-1", elevation_level="nonadmin"),
+        m.UserAccount(name="boss", password="not-a-secret-2", elevation_level="admin")])
+    create_job(batch_client, job_id, pool)
+    batch_client.create_tasks(job_id, [
+        m.BatchTaskCreateOptions(id="default", command_line=bash(WHO)),
+        m.BatchTaskCreateOptions(id="task-scope", command_line=bash(WHO), user_identity=auto("task", "nonadmin")),
+        m.BatchTaskCreateOptions(id="named", command_line=bash(WHO), user_identity=m.UserIdentity(username="alice")),
+        m.BatchTaskCreateOptions(id="named-admin", command_line=bash(WHO),
+                                 user_identity=m.UserIdentity(username="boss")),
+        m.BatchTaskCreateOptions(id="unknown", command_line=bash(WHO), user_identity=m.UserIdentity(username="bob")),
+    ])
+    wait_tasks_done(batch_client, job_id, 5)
+    for task_id, account in (("default", POOL_ACCOUNT), ("task-scope", TASK_ACCOUNT),
+                             ("named", USER_PREFIX + "alice"), ("named-admin", "root")):
+        assert stdout(batch_client, job_id, task_id) == f"{account}\n{pwd.getpwnam(account).pw_uid}\n", task_id
+    failure = batch_client.get_task(job_id, "unknown").execution_info.failure_info
+    assert (failure.category, failure.code) == ("usererror", "UserAccountNotFound")
+    assert "'bob'" in failure.message
+    terminate(batch_client, job_id)
+
+
+def test_a_task_may_write_its_own_directory_and_the_shared_one(batch_client, job_id, make_pool):
+    pool = make_pool(1, 1)
+    create_job(batch_client, job_id, pool, prep=bash("echo prep > $AZ_BATCH_NODE_SHARED_DIR/from-prep"))
+    batch_client.create_tasks(job_id, tasks(("t", bash(
+        "cat $AZ_BATCH_NODE_SHARED_DIR/from-prep > mine && echo task >> $AZ_BATCH_NODE_SHARED_DIR/from-prep"
+        " && cat mine $AZ_BATCH_NODE_SHARED_DIR/from-prep"))))
+    wait_tasks_done(batch_client, job_id, 1)
+    assert batch_client.get_task(job_id, "t").execution_info.exit_code == 0
+    assert stdout(batch_client, job_id, "t") == "prep\nprep\ntask\n"
+    terminate(batch_client, job_id)
+
+
+@pytest.mark.parametrize(("identity", "reason"), [
+    ({"username": "a", "autoUser": {"scope": "pool"}}, "exactly one"),
+    ({"autoUser": {"scope": "node"}}, "pool or task"),
+    ({"autoUser": {"elevationLevel": "root"}}, "nonadmin or admin"),
+])
+def test_bad_identities_are_refused(identity, reason):
+    from local.batch.errors import BatchError
+    from local.batch.identity import check_identity
+
+    with pytest.raises(BatchError) as caught:
+        check_identity("userIdentity", identity)
+    assert caught.value.code == "InvalidPropertyValue" and reason in caught.value.values["Reason"]
