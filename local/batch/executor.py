@@ -103,6 +103,13 @@ class Executor(PrepAndRelease):
         if isinstance(who, dict):
             return process.Outcome(None, who), Path(wd)
         env = task_env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
+        refs = [*((pool.spec if pool else {}).get("applicationPackageReferences") or []),
+                *(spec.get("applicationPackageReferences") or [])]
+        if refs:
+            packages = await self.state.packages.environment(node, refs)
+            if "code" in packages:  # a failureInfo: the task fails before it starts, as Batch's pre-processing
+                return process.Outcome(None, packages), Path(wd)
+            env.update(packages)
         seconds = None if timeout is None or timeout >= timedelta(days=3650) else timeout.total_seconds()
         started = await node.agent.start_command(spec["commandLine"], wd, env, [task_dir, wd],
                                                  f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", who.uid,

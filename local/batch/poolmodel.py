@@ -34,6 +34,8 @@ class Node(Stamped):
     start_spec: dict | None = None  # the pool's startTask
     start_info: Execution | None = None
     start_state: str | None = None  # running, completed
+    # Application packages deployed or being deployed: (folded app id, version) -> asyncio future of the folder.
+    packages: dict = field(default_factory=dict, repr=False, compare=False)
 
     def wire(self, base_url: str) -> dict:
         out = self._wire(base_url)

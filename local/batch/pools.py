@@ -41,6 +41,7 @@ class Pools:
         pool = pool_from_body(body)
         if pool.id in state.pools:
             raise BatchError(409, "PoolExists", "The specified pool already exists.", PoolId=pool.id)
+        state.packages.apps.check_pool_refs(pool.spec.get("applicationPackageReferences") or [])
         state.identities.prepare_pool(pool.spec.get("userAccounts") or [])
         self.add_nodes(pool, pool.target_dedicated, dedicated=True)
         self.add_nodes(pool, pool.target_low_priority, dedicated=False)
@@ -65,6 +66,8 @@ class Pools:
                                               start_spec=pool.spec.get("startTask"))
             node.env = node_env(self.state.config, self.state.base_url, node)
             node.agent.boot()
+            self.state.packages.deploy_pool_packages(node, pool.spec.get("applicationPackageReferences") or [],
+                                                     self.state.spawn)
             self.start_tasks.boot(node, node.start_spec)
 
     async def remove_node(self, pool: Pool, node: Node) -> None:

@@ -11,6 +11,7 @@ from datetime import timedelta
 from local.batch.errors import invalid_property, missing_property
 from local.batch.identity import check_identity, check_user_accounts
 from local.batch.model import Job, Pool, Task
+from local.batch.packages import check_refs
 from local.batch.poolspec import node_targets, refuse_unsupported
 from local.batch.starttask import start_task_spec
 from local.batch.wire import check_id, name_values, optional, parse_duration, require
@@ -101,6 +102,9 @@ def pool_from_body(body: dict) -> Pool:
     if slots < 1 or slots > 256:
         raise invalid_property("taskSlotsPerNode", slots, "must be between 1 and 256")
     spec = _pick(body, POOL_KEYS)
+    refs = check_refs("applicationPackageReferences", body.get("applicationPackageReferences"))
+    if refs:
+        spec["applicationPackageReferences"] = refs
     accounts = check_user_accounts(body.get("userAccounts"))
     if accounts:
         spec["userAccounts"] = accounts
@@ -203,6 +207,9 @@ def task_from_body(body: dict, job: Job) -> Task:
     spec["resourceFiles"] = _resource_files("resourceFiles", body.get("resourceFiles"))
     spec["environmentSettings"] = name_values("environmentSettings", body.get("environmentSettings"))
     _identity(spec, "userIdentity", body)
+    refs = check_refs("applicationPackageReferences", body.get("applicationPackageReferences"))
+    if refs:
+        spec["applicationPackageReferences"] = refs
     if body.get("containerSettings"):
         raise invalid_property("containerSettings", "", "containers are not supported by the emulator: tasks run "
                                "as host processes")

@@ -11,11 +11,13 @@ import asyncio
 import logging
 from pathlib import Path
 
+from local.batch.applications import Applications
 from local.batch.config import EmulatorConfig
 from local.batch.errors import lookup
 from local.batch.identity import Identities
 from local.batch.ids import IdMap
 from local.batch.model import Job, Node, Pool
+from local.batch.packages import Packages
 from local.batch.retention import Retention
 
 log = logging.getLogger("local.batch")
@@ -32,6 +34,7 @@ class AccountState:
         self.background: set[asyncio.Task] = set()
         self.identities = Identities(config.switch_users)
         self.retention = Retention(self.jobs)
+        self.packages = Packages(Applications(config.app_storage))
 
     def wake(self) -> None:
         """Ask for a scheduling pass."""
