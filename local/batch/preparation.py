@@ -53,7 +53,10 @@ class PrepAndRelease:
                                   retention_of("jobPreparationTask.constraints.retentionTime",
                                                constraints.get("retentionTime")), job.id, PREP, node.id)
         waiting, rec.waiting = rec.waiting, []
-        if outcome.failure is not None:
+        # "If false, ... other Tasks of the Job can start executing on the Compute Node while the Job Preparation
+        # Task is still running; and even if the Job Preparation Task fails, new Tasks will continue to be
+        # scheduled on the Compute Node": https://learn.microsoft.com/rest/api/batchservice/job/add#jobpreparationtask
+        if outcome.failure is not None and spec.get("waitForSuccess", True):
             rec.ineligible = True
             log.info("job preparation failed", extra={"job": job.id, "node": node.id})
             for task_id in waiting:
