@@ -180,12 +180,10 @@ class Executor(PrepAndRelease):
         task.execution.failure = failure
         task.set_state("completed")
         count(job, task, +1)
-        node = self.state.node_of(job, task.node_id)
-        if node is not None:
-            self.state.retention.keep(f"{node.root}/{task_rel_dir(job.id, task.id)}", task.execution.end_time,
-                                      retention_of("constraints.retentionTime",
-                                                   (task.spec.get("constraints") or {}).get("retentionTime")),
-                                      job.id, task.id)
+        if task.node_id is not None:
+            self.state.retention.keep(task.execution.end_time, retention_of(
+                "constraints.retentionTime", (task.spec.get("constraints") or {}).get("retentionTime")),
+                job.id, task.id, task.node_id)
         for dependant in dependencies.completed(job, task):
             job.pending.append(dependant.id)
         self.check_all_complete(job)

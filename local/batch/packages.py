@@ -67,9 +67,19 @@ def _unpack(apps: Applications, app_id: str, version: str, target: Path) -> None
                     # (unzip keeps the bits; zipfile alone does not).
                     os.chmod(path, 0o755 if info.external_attr >> 16 & 0o111 else 0o644)
         unpacked.chmod(0o755)
-        os.rename(unpacked, target)
+        try:
+            os.rename(unpacked, target)
+        except OSError:
+            if not target.is_dir():  # else another reference to the same version got there first
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class PackageError(Exception):
+    def __init__(self, info: dict):
+        super().__init__(info["message"])
+        self.info = info
 
 
 class Packages:
@@ -77,17 +87,25 @@ class Packages:
         self.apps = apps
 
     async def environment(self, node, refs: list[dict]) -> dict[str, str] | dict:
-        """The variables naming the referenced packages, deployed on the node first; or a failureInfo."""
+        """The variables naming the referenced packages, deployed on the node first; or a failureInfo.
+
+        A reference is resolved and deployed once per node (later tasks reuse it, so a pool's packages cost no
+        storage call per task); one that failed is tried again by the next task."""
         env: dict[str, str] = {}
         for ref in refs:
-            found = await asyncio.to_thread(self.apps.resolve, ref)
-            if isinstance(found, dict):
-                return found
-            app_id, version = found
-            deployed = await self._deploy(node, app_id, version)
-            if isinstance(deployed, dict):
-                return deployed
-            env[env_name(app_id, version if ref.get("version") else None)] = str(deployed)
+            key = (fold(ref["applicationId"]), ref.get("version"))
+            running = node.packages.get(key)
+            if running is None:
+                running = node.packages[key] = asyncio.ensure_future(self._deploy(node.root, ref))
+            try:
+                name, path = await asyncio.shield(running)
+            except Exception as exc:  # not in the account, or storage or zip trouble
+                if node.packages.get(key) is running:
+                    del node.packages[key]
+                return exc.info if isinstance(exc, PackageError) else failure(
+                    "ApplicationPackageDeploymentFailed", f"Deploying {ref['applicationId']} on the node failed: "
+                    f"{exc}"[:1024])
+            env[name] = path
         return env
 
     def deploy_pool_packages(self, node, refs: list[dict], spawn) -> None:
@@ -95,21 +113,12 @@ class Packages:
         if refs:
             spawn(self.environment(node, refs))
 
-    async def _deploy(self, node, app_id: str, version: str) -> Path | dict:
-        key = (fold(app_id), version)
-        running = node.packages.get(key)
-        if running is None:
-            target = node.root / "applications" / f"{app_id}#{version}"
-            running = node.packages[key] = asyncio.ensure_future(self._install(app_id, version, target))
-        try:
-            return await asyncio.shield(running)
-        except Exception as exc:  # storage or zip trouble: this task fails, the next one tries again
-            if node.packages.get(key) is running:
-                del node.packages[key]
-            return failure("ApplicationPackageDeploymentFailed",
-                           f"Deploying {app_id} {version} on the node failed: {exc}"[:1024])
-
-    async def _install(self, app_id: str, version: str, target: Path) -> Path:
+    async def _deploy(self, root: Path, ref: dict) -> tuple[str, str]:
+        found = await asyncio.to_thread(self.apps.resolve, ref)
+        if isinstance(found, dict):
+            raise PackageError(found)
+        app_id, version = found
+        target = root / "applications" / f"{app_id}#{version}"
         if not target.is_dir():
             await asyncio.to_thread(_unpack, self.apps, app_id, version, target)
-        return target
+        return env_name(app_id, version if ref.get("version") else None), str(target)

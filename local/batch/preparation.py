@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 from local.batch.bookkeeping import set_task_state, unplace
-from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
+from local.batch.environment import PREP_ID, RELEASE_ID
 from local.batch.model import Execution, Job, Node, NodeJobRecord
 from local.batch.retention import PREP, RELEASE, retention_of
 from local.batch.wire import now, parse_duration
@@ -49,9 +49,9 @@ class PrepAndRelease:
         rec.prep.exit_code = outcome.exit_code
         rec.prep.failure = outcome.failure
         rec.prep_state = "completed"
-        self.state.retention.keep(f"{node.root}/{task_rel_dir(job.id, spec.get('id', PREP_ID))}", rec.prep.end_time,
-                                  retention_of("jobPreparationTask.constraints.retentionTime",
-                                               constraints.get("retentionTime")), job.id, PREP, node.id)
+        self.state.retention.keep(rec.prep.end_time, retention_of("jobPreparationTask.constraints.retentionTime",
+                                                                  constraints.get("retentionTime")),
+                                  job.id, PREP, node.id)
         waiting, rec.waiting = rec.waiting, []
         # "If false, ... other Tasks of the Job can start executing on the Compute Node while the Job Preparation
         # Task is still running; and even if the Job Preparation Task fails, new Tasks will continue to be
@@ -86,8 +86,7 @@ class PrepAndRelease:
         rec.release.exit_code = outcome.exit_code
         rec.release.failure = outcome.failure
         rec.release_state = "completed"
-        self.state.retention.keep(f"{node.root}/{task_rel_dir(job.id, spec.get('id', RELEASE_ID))}",
-                                  rec.release.end_time, retention_of("jobReleaseTask.retentionTime",
+        self.state.retention.keep(rec.release.end_time, retention_of("jobReleaseTask.retentionTime",
                                                                      spec.get("retentionTime")),
                                   job.id, RELEASE, node.id)
 

@@ -33,7 +33,7 @@ class AccountState:
         self.woken = asyncio.Event()
         self.background: set[asyncio.Task] = set()
         self.identities = Identities(config.switch_users)
-        self.retention = Retention(self.jobs)
+        self.retention = Retention(self.jobs, self.pools)
         self.packages = Packages(Applications(config.app_storage))
 
     def wake(self) -> None:

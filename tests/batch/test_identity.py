@@ -16,7 +16,7 @@ import pytest
 from local.batch.identity import POOL_ACCOUNT, TASK_ACCOUNT, USER_PREFIX
 from tests.batch.jobs import bash, create_job, tasks, terminate, wait_tasks_done
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the emulator switches users only when it runs as "
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the emulator switches users only when it runs as "
                                 "root; otherwise every task runs as the emulator's own user (README)")
 
 WHO = "whoami; id -u"
@@ -39,6 +39,7 @@ def locked():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@needs_root
 def test_admin_prep_writes_where_a_plain_task_cannot(batch_client, job_id, make_pool, locked):
     pool = make_pool(1, 1)
     create_job(batch_client, job_id, pool, prep=bash(f"{WHO}; touch {locked}/by-prep"),
@@ -58,6 +59,7 @@ def test_admin_prep_writes_where_a_plain_task_cannot(batch_client, job_id, make_
     terminate(batch_client, job_id)
 
 
+@needs_root
 def test_each_identity_runs_as_its_own_account(batch_client, job_id, make_pool):
     pool = make_pool(1, 2, user_accounts=[
         m.UserAccount(name="Alice", password="not-a-secret-1", elevation_level="nonadmin"),
@@ -105,3 +107,31 @@ def test_bad_identities_are_refused(identity, reason):
     with pytest.raises(BatchError) as caught:
         check_identity("userIdentity", identity)
     assert caught.value.code == "InvalidPropertyValue" and reason in caught.value.values["Reason"]
+
+
+@pytest.mark.parametrize(("accounts", "reason"), [
+    ([{"name": "a" * 21, "password": "p"}], "1 to 20"),
+    ([{"name": "al ice", "password": "p"}], "1 to 20"),
+    ([{"name": "alice"}], "needs a password"),
+    ([{"name": "alice", "password": "p"}, {"name": "ALICE", "password": "q"}], "unique"),
+    ([{"name": "alice", "password": "p", "elevationLevel": "root"}], "nonadmin or admin"),
+    ([{"name": "alice", "password": "p", "linuxUserConfiguration": {"uid": 1234, "gid": 1234}}], "not supported"),
+])
+def test_bad_user_accounts_are_refused(accounts, reason):
+    from local.batch.errors import BatchError
+    from local.batch.identity import check_user_accounts
+
+    with pytest.raises(BatchError) as caught:
+        check_user_accounts(accounts)
+    assert caught.value.code == "InvalidPropertyValue" and reason in caught.value.values["Reason"]
+
+
+def test_without_switching_every_identity_runs_as_the_emulator_user_but_unknown_users_still_fail():
+    from local.batch.identity import Identities
+
+    identities = Identities(switch_users=False)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    accounts = [{"name": "alice", "elevationLevel": "nonadmin"}]
+    for identity in (None, {"autoUser": {"scope": "task", "elevationLevel": "admin"}}, {"username": "ALICE"}):
+        assert identities.run_as(identity, accounts, "p").name == me
+    assert identities.run_as({"username": "bob"}, accounts, "p")["code"] == "UserAccountNotFound"

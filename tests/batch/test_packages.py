@@ -123,3 +123,37 @@ def test_pool_packages_reach_every_task_and_bad_ones_are_refused(apps_client, ap
         apps_client.create_pool(m.BatchPoolCreateOptions(
             id=f"bad-{pool_id}", vm_size="standard_d2s_v3", application_package_references=[ref(app, "7.0")]))
     assert (refused.value.status_code, refused.value.error.code) == (409, "InvalidApplicationPackageReferences")
+
+
+@pytest.mark.parametrize(("app_id", "version", "name"), [
+    ("blender", "2.7", "AZ_BATCH_APP_PACKAGE_blender_2_7"),
+    ("Blender", None, "AZ_BATCH_APP_PACKAGE_Blender"),
+    ("my-app", "1.0-rc#2", "AZ_BATCH_APP_PACKAGE_my_app_1_0_rc_2"),
+    ("a_b", "v1", "AZ_BATCH_APP_PACKAGE_a_b_v1"),
+])
+def test_package_variables_are_named_as_on_linux_nodes(app_id, version, name):
+    from local.batch.packages import env_name
+
+    assert env_name(app_id, version) == name
+
+
+@pytest.mark.parametrize(("refs", "expected"), [
+    (None, []),
+    ([{"applicationId": "blender"}], [{"applicationId": "blender"}]),
+    ([{"applicationId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Batch/batchAccounts/a/applications/"
+                        "blender", "version": "4.1"}], [{"applicationId": "blender", "version": "4.1"}]),
+])
+def test_package_references_are_read_as_batch_takes_them(refs, expected):
+    from local.batch.packages import check_refs
+
+    assert check_refs("applicationPackageReferences", refs) == expected
+
+
+@pytest.mark.parametrize("refs", [{"applicationId": "x"}, [{"version": "1"}], [{"applicationId": "x", "version": 1}]])
+def test_bad_package_references_are_refused(refs):
+    from local.batch.errors import BatchError
+    from local.batch.packages import check_refs
+
+    with pytest.raises(BatchError) as caught:
+        check_refs("applicationPackageReferences", refs)
+    assert caught.value.code == "InvalidPropertyValue"
