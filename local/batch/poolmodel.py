@@ -95,6 +95,8 @@ class Pool(Stamped):
     def wire(self, base_url: str) -> dict:
         hidden = ("targetDedicatedNodes", "targetLowPriorityNodes", "taskSlotsPerNode", "enableAutoScale")
         out = {k: v for k, v in self.spec.items() if k not in hidden}
+        if out.get("userAccounts"):  # Batch never gives a user account's password back
+            out["userAccounts"] = [{k: v for k, v in a.items() if k != "password"} for a in out["userAccounts"]]
         dedicated, low = self.counts()
         autoscale = bool(self.spec.get("enableAutoScale"))
         out.update({

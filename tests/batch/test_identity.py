@@ -77,6 +77,9 @@ def test_each_identity_runs_as_its_own_account(batch_client, job_id, make_pool):
     for task_id, account in (("default", POOL_ACCOUNT), ("task-scope", TASK_ACCOUNT),
                              ("named", USER_PREFIX + "alice"), ("named-admin", "root")):
         assert stdout(batch_client, job_id, task_id) == f"{account}\n{pwd.getpwnam(account).pw_uid}\n", task_id
+    listed = batch_client.get_pool(pool).user_accounts
+    assert [(a.name, a.elevation_level, a.password) for a in listed] == [("Alice", "nonadmin", None),
+                                                                         ("boss", "admin", None)]
     failure = batch_client.get_task(job_id, "unknown").execution_info.failure_info
     assert (failure.category, failure.code) == ("usererror", "UserAccountNotFound")
     assert "'bob'" in failure.message
