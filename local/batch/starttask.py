@@ -102,6 +102,12 @@ class StartTasks:
         for item in spec.get("environmentSettings") or []:
             env[item["name"]] = item["value"]
         pool = self.state.pools.get(node.pool_id)
+        refs = (pool.spec if pool else {}).get("applicationPackageReferences") or []
+        if refs:  # the pool's packages are on the node before its start task runs
+            packages = await self.state.packages.environment(node, refs)
+            if "code" in packages:
+                return process.Outcome(None, packages)
+            env.update(packages)
         who = self.state.identities.run_as(spec.get("userIdentity"), (pool.spec if pool else {}).get(
             "userAccounts") or [], node.pool_id)
         if isinstance(who, dict):

@@ -108,14 +108,19 @@ def test_a_task_runs_its_package_through_its_variable(apps_client, app, job_id):
 
 def test_pool_packages_reach_every_task_and_bad_ones_are_refused(apps_client, app, job_id):
     pool_id = f"apps-pool-{uuid.uuid4().hex[:6]}"
-    apps_client.create_pool(m.BatchPoolCreateOptions(id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=1,
-                                                     application_package_references=[ref(app, "1.0")]))
+    var = f"AZ_BATCH_APP_PACKAGE_{flat(app)}_1_0"
+    apps_client.create_pool(m.BatchPoolCreateOptions(
+        id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=1,
+        application_package_references=[ref(app, "1.0")],
+        start_task=m.BatchStartTask(command_line=bash(f"bash ${var}/hello.sh start"))))
     try:
         create_job(apps_client, job_id, pool_id)
         apps_client.create_task(job_id, m.BatchTaskCreateOptions(
-            id="t", command_line=bash(f"bash $AZ_BATCH_APP_PACKAGE_{flat(app)}_1_0/hello.sh pool")))
+            id="t", command_line=bash(f"bash ${var}/hello.sh pool")))
         wait_tasks_done(apps_client, job_id, 1)
         assert stdout(apps_client, job_id, "t") == "hello pool\n"
+        (node,) = apps_client.list_nodes(pool_id)
+        assert b"".join(apps_client.download_node_file(pool_id, node.id, "startup/stdout.txt")) == b"hello start\n"
         terminate(apps_client, job_id)
     finally:
         apps_client.begin_delete_pool(pool_id, polling_interval=0.1).result()
