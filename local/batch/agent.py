@@ -40,11 +40,22 @@ def _give(paths, uid: int, gid: int, tree: str | None) -> None:
     """Hand the task's directories and output files (and, after resource files came in, its working tree) to
     the account it runs as, as Batch's task directories belong to the task's user."""
     for path in paths:
-        os.chown(path, uid, gid)
+        os.chown(path, uid, gid, follow_symlinks=False)
     if tree:
         for dirpath, dirnames, filenames in os.walk(tree):
             for name in dirnames + filenames:
                 os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def _output(path: str):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    try:
+        return os.fdopen(os.open(path, flags, 0o644), "wb")
+    except OSError:
+        if not os.path.islink(path):
+            raise
+        os.unlink(path)  # a link an earlier run left: replace it, never write through it
+        return os.fdopen(os.open(path, flags, 0o644), "wb")
 
 
 def spawn(request: dict) -> subprocess.Popen | dict:
@@ -54,7 +65,11 @@ def spawn(request: dict) -> subprocess.Popen | dict:
         try:
             os.mkdir(path)  # the common case: a new directory under an existing parent
         except FileExistsError:
-            pass
+            if os.path.islink(path):
+                # An earlier run of the task (its account owns the folder) swapped its working directory for a
+                # link: the agent, as root, must not follow it anywhere.
+                os.unlink(path)
+                os.mkdir(path)
         except FileNotFoundError:
             os.makedirs(path, exist_ok=True)
     uid, gid = request.get("uid"), request.get("gid")
@@ -68,7 +83,8 @@ def spawn(request: dict) -> subprocess.Popen | dict:
         return failure("CommandLineParseError", f"The command line could not be parsed: {exc}")
     if not argv:
         return failure("CommandLineEmpty", "The command line is empty.")
-    with open(request["stdout"], "wb") as out, open(request["stderr"], "wb") as err:
+    # O_NOFOLLOW: as root, never write through a link a task left in place of its output files.
+    with _output(request["stdout"]) as out, _output(request["stderr"]) as err:
         if uid is not None:
             _give([*dirs, request["stdout"], request["stderr"]], uid, gid,
                   request["cwd"] if request.get("ownTree") else None)

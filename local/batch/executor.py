@@ -91,15 +91,17 @@ class Executor(PrepAndRelease):
         task_dir = f"{node.root}/{task_rel_dir(job.id, task_id)}"
         wd = f"{task_dir}/wd"
         if spec.get("resourceFiles"):
-            # Files land in the working directory before the command starts, so it must exist first.
+            # Files land in the working directory before the command starts, so it must exist first; one that an
+            # earlier run swapped for a link is not followed (the emulator writes as root).
+            if os.path.islink(wd):
+                os.unlink(wd)
             await asyncio.to_thread(os.makedirs, wd, exist_ok=True)
             try:
                 await transfer.download_resource_files(spec["resourceFiles"], Path(wd))
             except transfer.TransferError as err:
                 return process.Outcome(None, err.info), Path(wd)
         pool = self.state.pools.get(node.pool_id)
-        who = self.state.identities.run_as(spec.get("userIdentity"), (pool.spec if pool else {}).get(
-            "userAccounts") or [], node.pool_id)
+        who = self._who(node, spec)
         if isinstance(who, dict):
             return process.Outcome(None, who), Path(wd)
         env = task_env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
@@ -123,6 +125,11 @@ class Executor(PrepAndRelease):
             self._procs.pop(key, None)
         return outcome, Path(wd)
 
+    def _who(self, node: Node, spec: dict):
+        pool = self.state.pools.get(node.pool_id)
+        return self.state.identities.run_as(spec.get("userIdentity"), (pool.spec if pool else {}).get(
+            "userAccounts") or [], node.pool_id)
+
     async def _run_task(self, job: Job, task: Task, node: Node, token: object) -> None:
         generation = node.generation
         task.execution.start_time = now()
@@ -135,8 +142,10 @@ class Executor(PrepAndRelease):
                           and not task.user_terminated))
         if task.run_token is not token or node.generation != generation:
             return  # a reboot or delete took the task away while it ran
+        who = self._who(node, task.spec)
         problems = await transfer.upload_output_files(task.spec.get("outputFiles") or [], wd,
-                                                      failed=outcome.failure is not None)
+                                                      failed=outcome.failure is not None,
+                                                      reader=None if isinstance(who, dict) else who.uid_gid)
         if task.run_token is not token:
             return
         failure = outcome.failure

@@ -51,6 +51,10 @@ class RunAs:
     uid: int | None = None
     gid: int | None = None
 
+    @property
+    def uid_gid(self) -> tuple[int, int] | None:
+        return None if self.uid is None else (self.uid, self.gid)
+
 
 def check_identity(name: str, identity) -> dict | None:
     """Validate a userIdentity as Batch's add requests do; None when absent."""

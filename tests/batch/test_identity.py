@@ -138,3 +138,40 @@ def test_without_switching_every_identity_runs_as_the_emulator_user_but_unknown_
     for identity in (None, {"autoUser": {"scope": "task", "elevationLevel": "admin"}}, {"username": "ALICE"}):
         assert identities.run_as(identity, accounts, "p").name == me
     assert identities.run_as({"username": "bob"}, accounts, "p")["code"] == "UserAccountNotFound"
+
+
+@needs_root
+def test_links_a_task_leaves_behind_are_not_followed_as_root(batch_client, job_id, make_pool, locked, scratch,
+                                                             blob_service):
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from local.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+
+    victim, secret = locked / "victim", locked / "secret"
+    victim.write_text("intact\n")
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    outputs = blob_service.create_container(f"links-{job_id[-8:]}")
+    sas = generate_container_sas(ACCOUNT_NAME, outputs.container_name, ACCOUNT_KEY,
+                                 permission=ContainerSasPermissions(create=True, write=True),
+                                 expiry=datetime.now(UTC) + timedelta(hours=1))
+    pool = make_pool(1, 1)
+    create_job(batch_client, job_id, pool)
+    # The first attempt swaps its stdout.txt for a link to a file only root may write, and links a root-only file
+    # as an output; the retry must write its own stdout.txt, and nothing root-only is uploaded.
+    first = f"[ -e {scratch}/tried ] || {{ touch {scratch}/tried; ln -sf {victim} ../stdout.txt; exit 1; }}"
+    batch_client.create_task(job_id, m.BatchTaskCreateOptions(
+        id="t", command_line=bash(f"{first}; ln -sf {secret} secret; echo second"),
+        constraints=m.BatchTaskConstraints(max_task_retry_count=1),
+        output_files=[m.OutputFile(file_pattern="secret", destination=m.OutputFileDestination(
+            container=m.OutputFileBlobContainerDestination(container_url=f"{outputs.url}?{sas}", path="secret")),
+            upload_options=m.OutputFileUploadConfiguration(upload_condition="taskcompletion"))]))
+    wait_tasks_done(batch_client, job_id, 1)
+    info = batch_client.get_task(job_id, "t").execution_info
+    assert (info.retry_count, info.exit_code) == (1, 0)
+    assert stdout(batch_client, job_id, "t") == "second\n"
+    assert victim.read_text() == "intact\n"
+    assert list(outputs.list_blobs()) == []
+    terminate(batch_client, job_id)
