@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--tls", action="store_true",
                         help="serve https with a development certificate (its CA is printed as BATCH_CA) and issue "
                              "Entra ID tokens at IDENTITY_ENDPOINT for DefaultAzureCredential")
+    parser.add_argument("--no-user-accounts", action="store_true",
+                        help="run every task as the emulator's own user, even as root (by default, as root, tasks "
+                             "run as the unprivileged accounts their userIdentity names)")
+    parser.add_argument("--app-storage", default=None, metavar="CONNECTION_STRING",
+                        help="Blob storage holding application packages (Azurite's connection string locally); add "
+                             "one with `python -m local.batch add-package`")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -56,10 +62,17 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
                           faults=Faults(rate=args.fault_rate, statuses=statuses, latency_ms=args.latency_ms,
                                         seed=args.fault_seed),
                           active_job_quota=args.active_job_quota, missed_completion=args.missed_completion,
-                          tls=args.tls)
+                          tls=args.tls, switch_users=False if args.no_user_accounts else None,
+                          app_storage=args.app_storage)
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["add-package"]:
+        from local.batch.applications import main as add_package
+
+        add_package(argv[1:])
+        return
     config = parse_args(argv)
 
     def ready(url: str, app) -> None:

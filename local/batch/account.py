@@ -40,10 +40,12 @@ class Account:
 
     async def start(self) -> None:
         self.state.workspace.mkdir(parents=True, exist_ok=True)
+        self.state.identities.check_reachable(self.state.workspace)
         for spec in self.config.pools:
             self.create_pool({"id": spec.pool_id, "vmSize": "standard_d2s_v3",
                               "targetDedicatedNodes": spec.nodes, "taskSlotsPerNode": spec.slots_per_node})
         self._dispatcher = asyncio.create_task(self._scheduler.run())
+        self.state.spawn(self.state.retention.run())
 
     async def close(self) -> None:
         self._executor.kill_all("emulator stopping")

@@ -7,7 +7,8 @@ the REST API responsive while thousands of short tasks start and end.
 The emulator talks to it over stdin/stdout, one JSON object per line:
 
     -> {"op": "run", "id": 7, "commandLine": "...", "cwd": "...", "env": {...},
-        "dirs": ["<task dir>", "<wd>"], "stdout": "<file>", "stderr": "<file>"}
+        "dirs": ["<task dir>", "<wd>"], "stdout": "<file>", "stderr": "<file>",
+        "uid": 999, "gid": 999, "ownTree": false}     uid/gid: run as that account (the agent runs as root)
     -> {"op": "kill", "id": 7}
     <- {"id": 7, "pid": 4242, "started": "81234"}    it started (pid and kernel start time)
     <- {"id": 7, "exit": 0}                         the process ended (negative: killed by that signal)
@@ -24,6 +25,7 @@ import json
 import os
 import selectors
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,28 +36,68 @@ def failure(code: str, message: str, category: str = "usererror") -> dict:
     return {"category": category, "code": code, "message": message}
 
 
+def _give(paths, uid: int, gid: int, tree: str | None) -> None:
+    """Hand the task's directories and output files (and, after resource files came in, its working tree) to
+    the account it runs as, as Batch's task directories belong to the task's user."""
+    for path in paths:
+        os.chown(path, uid, gid, follow_symlinks=False)
+    if tree:
+        for dirpath, dirnames, filenames in os.walk(tree):
+            for name in dirnames + filenames:
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def _output(path: str):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    try:
+        return os.fdopen(os.open(path, flags, 0o644), "wb")
+    except OSError:
+        if not os.path.islink(path):
+            raise
+        os.unlink(path)  # a link an earlier run left: replace it, never write through it
+        return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
 def spawn(request: dict) -> subprocess.Popen | dict:
     """Start one command as Batch does: split like a POSIX shell, executed directly, in its own group."""
-    for path in request.get("dirs", ()):
+    dirs = request.get("dirs", ())
+    for path in dirs:
         try:
             os.mkdir(path)  # the common case: a new directory under an existing parent
         except FileExistsError:
-            pass
+            if os.path.islink(path):
+                # An earlier run of the task (its account owns the folder) swapped its working directory for a
+                # link: the agent, as root, must not follow it anywhere.
+                os.unlink(path)
+                os.mkdir(path)
         except FileNotFoundError:
             os.makedirs(path, exist_ok=True)
+    uid, gid = request.get("uid"), request.get("gid")
+    switch = {}
+    if uid is not None:
+        # Drop root's supplementary groups too, or the task would keep them.
+        switch = {"user": uid, "group": gid, "extra_groups": []}
     try:
         argv = shlex.split(request["commandLine"])
     except ValueError as exc:
         return failure("CommandLineParseError", f"The command line could not be parsed: {exc}")
     if not argv:
         return failure("CommandLineEmpty", "The command line is empty.")
-    with open(request["stdout"], "wb") as out, open(request["stderr"], "wb") as err:
+    # O_NOFOLLOW: as root, never write through a link a task left in place of its output files.
+    with _output(request["stdout"]) as out, _output(request["stderr"]) as err:
+        if uid is not None:
+            _give([*dirs, request["stdout"], request["stderr"]], uid, gid,
+                  request["cwd"] if request.get("ownTree") else None)
         try:
             return subprocess.Popen(argv, cwd=request["cwd"], env=request["env"], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True, close_fds=True)
+                                    stdout=out, stderr=err, start_new_session=True, close_fds=True, **switch)
         except FileNotFoundError:
             return failure("CommandProgramNotFound", f"The specified command program is not found: {argv[0]}")
         except PermissionError:
+            # Searched as another account, a PATH folder it may not enter answers EACCES even when the
+            # program is nowhere: name what is true.
+            if "/" not in argv[0] and shutil.which(argv[0], path=request["env"].get("PATH")) is None:
+                return failure("CommandProgramNotFound", f"The specified command program is not found: {argv[0]}")
             return failure("CommandProgramNotExecutable",
                             f"The specified command program is not executable: {argv[0]}")
         except OSError as exc:

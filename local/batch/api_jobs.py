@@ -1,13 +1,16 @@
 """Task routes (add, add collection, list, get, update, terminate, reactivate, delete, subtask info), job
-disable/enable, and applications (the emulator has no application packages)."""
+disable/enable, and the account's applications (local/batch/applications.py)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 
 from local.batch.api import COLLECTION_BODY_LIMIT, _account, _after, _body, _created, _entity, _json, _page
 from local.batch.config import MAX_TASKS_PER_COLLECTION
-from local.batch.errors import BatchError, invalid_property, not_found
+from local.batch.errors import BatchError, invalid_property
+from local.batch.ids import fold
 from local.batch.odata import TASK_FILTER_PROPS, apply_select
 
 job_routes = web.RouteTableDef()
@@ -55,12 +58,18 @@ async def subtasks(request: web.Request) -> web.Response:
 
 @job_routes.get("/applications")
 async def list_applications(request: web.Request) -> web.Response:
-    return _page(request, [], "applications", frozenset())
+    apps = _account(request).state.packages.apps
+    found = await asyncio.to_thread(apps.all)
+    ordered = sorted(found.values(), key=lambda app: fold(app["id"]))
+    return _page(request, [(i, apps.wire(app)) for i, app in enumerate(ordered, 1)], "applications", frozenset())
 
 
 @job_routes.get("/applications/{application}")
 async def get_application(request: web.Request) -> web.Response:
-    raise not_found("Application", request.match_info["application"])
+    account = _account(request)
+    apps = account.state.packages.apps
+    app = await asyncio.to_thread(apps.get, request.match_info["application"])
+    return _entity(account, "applications", apps.wire(app))
 
 
 # ----- tasks ---------------------------------------------------------------------------------------

@@ -74,3 +74,8 @@ class EmulatorConfig:
     # (local/batch/entra.py); Shared Key keeps working either way.
     tls: bool = False
     identity_header: str | None = None
+    # Run tasks as the accounts their userIdentity names (local/batch/identity.py): None switches when the
+    # emulator runs as root; False runs every task as the emulator's own user.
+    switch_users: bool | None = None
+    # The linked storage holding application packages (local/batch/applications.py): a Blob connection string.
+    app_storage: str | None = None

@@ -19,6 +19,7 @@ from local.batch.bookkeeping import count, set_task_state, unplace
 from local.batch.environment import task_env, task_rel_dir
 from local.batch.model import Job, Node, Task
 from local.batch.preparation import PrepAndRelease
+from local.batch.retention import retention_of
 from local.batch.state import AccountState, log_crash
 from local.batch.wire import now
 
@@ -90,16 +91,31 @@ class Executor(PrepAndRelease):
         task_dir = f"{node.root}/{task_rel_dir(job.id, task_id)}"
         wd = f"{task_dir}/wd"
         if spec.get("resourceFiles"):
-            # Files land in the working directory before the command starts, so it must exist first.
+            # Files land in the working directory before the command starts, so it must exist first; one that an
+            # earlier run swapped for a link is not followed (the emulator writes as root).
+            if os.path.islink(wd):
+                os.unlink(wd)
             await asyncio.to_thread(os.makedirs, wd, exist_ok=True)
             try:
                 await transfer.download_resource_files(spec["resourceFiles"], Path(wd))
             except transfer.TransferError as err:
                 return process.Outcome(None, err.info), Path(wd)
+        pool = self.state.pools.get(node.pool_id)
+        who = self._who(node, spec)
+        if isinstance(who, dict):
+            return process.Outcome(None, who), Path(wd)
         env = task_env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
+        refs = [*((pool.spec if pool else {}).get("applicationPackageReferences") or []),
+                *(spec.get("applicationPackageReferences") or [])]
+        if refs:
+            packages = await self.state.packages.environment(node, refs)
+            if "code" in packages:  # a failureInfo: the task fails before it starts, as Batch's pre-processing
+                return process.Outcome(None, packages), Path(wd)
+            env.update(packages)
         seconds = None if timeout is None or timeout >= timedelta(days=3650) else timeout.total_seconds()
         started = await node.agent.start_command(spec["commandLine"], wd, env, [task_dir, wd],
-                                                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt")
+                                                 f"{task_dir}/stdout.txt", f"{task_dir}/stderr.txt", who.uid,
+                                                 who.gid, own_tree=bool(spec.get("resourceFiles")))
         self._procs[key] = started
         if not live():  # ended (terminate, reboot) while the agent was starting
             started.kill("ended before it started")
@@ -108,6 +124,11 @@ class Executor(PrepAndRelease):
         finally:
             self._procs.pop(key, None)
         return outcome, Path(wd)
+
+    def _who(self, node: Node, spec: dict):
+        pool = self.state.pools.get(node.pool_id)
+        return self.state.identities.run_as(spec.get("userIdentity"), (pool.spec if pool else {}).get(
+            "userAccounts") or [], node.pool_id)
 
     async def _run_task(self, job: Job, task: Task, node: Node, token: object) -> None:
         generation = node.generation
@@ -121,8 +142,10 @@ class Executor(PrepAndRelease):
                           and not task.user_terminated))
         if task.run_token is not token or node.generation != generation:
             return  # a reboot or delete took the task away while it ran
+        who = self._who(node, task.spec)
         problems = await transfer.upload_output_files(task.spec.get("outputFiles") or [], wd,
-                                                      failed=outcome.failure is not None)
+                                                      failed=outcome.failure is not None,
+                                                      reader=None if isinstance(who, dict) else who.uid_gid)
         if task.run_token is not token:
             return
         failure = outcome.failure
@@ -166,6 +189,10 @@ class Executor(PrepAndRelease):
         task.execution.failure = failure
         task.set_state("completed")
         count(job, task, +1)
+        if task.node_id is not None:
+            self.state.retention.keep(task.execution.end_time, retention_of(
+                "constraints.retentionTime", (task.spec.get("constraints") or {}).get("retentionTime")),
+                job.id, task.id, task.node_id)
         for dependant in dependencies.completed(job, task):
             job.pending.append(dependant.id)
         self.check_all_complete(job)

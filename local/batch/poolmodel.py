@@ -34,6 +34,8 @@ class Node(Stamped):
     start_spec: dict | None = None  # the pool's startTask
     start_info: Execution | None = None
     start_state: str | None = None  # running, completed
+    # Application packages deployed or being deployed: (folded app id, version) -> asyncio future of the folder.
+    packages: dict = field(default_factory=dict, repr=False, compare=False)
 
     def wire(self, base_url: str) -> dict:
         out = self._wire(base_url)
@@ -93,6 +95,8 @@ class Pool(Stamped):
     def wire(self, base_url: str) -> dict:
         hidden = ("targetDedicatedNodes", "targetLowPriorityNodes", "taskSlotsPerNode", "enableAutoScale")
         out = {k: v for k, v in self.spec.items() if k not in hidden}
+        if out.get("userAccounts"):  # Batch never gives a user account's password back
+            out["userAccounts"] = [{k: v for k, v in a.items() if k != "password"} for a in out["userAccounts"]]
         dedicated, low = self.counts()
         autoscale = bool(self.spec.get("enableAutoScale"))
         out.update({

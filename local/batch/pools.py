@@ -41,6 +41,8 @@ class Pools:
         pool = pool_from_body(body)
         if pool.id in state.pools:
             raise BatchError(409, "PoolExists", "The specified pool already exists.", PoolId=pool.id)
+        state.packages.apps.check_pool_refs(pool.spec.get("applicationPackageReferences") or [])
+        state.identities.prepare_pool(pool.spec.get("userAccounts") or [])
         self.add_nodes(pool, pool.target_dedicated, dedicated=True)
         self.add_nodes(pool, pool.target_low_priority, dedicated=False)
         state.pools[pool.id] = pool
@@ -56,11 +58,16 @@ class Pools:
             root = self.state.workspace / "pools" / pool.id / "nodes" / node_id
             for sub in NODE_DIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)
+            # "shared: read/write access to all tasks that run on a node"
+            # (https://learn.microsoft.com/azure/batch/files-and-directories), whichever account they run as.
+            (root / "shared").chmod(0o777)
             node = pool.nodes[node_id] = Node(id=node_id, pool_id=pool.id, root=root, slots=pool.slots_per_node,
                                               state="idle", agent=process.NodeAgent(node_id), dedicated=dedicated,
                                               start_spec=pool.spec.get("startTask"))
             node.env = node_env(self.state.config, self.state.base_url, node)
             node.agent.boot()
+            self.state.packages.deploy_pool_packages(node, pool.spec.get("applicationPackageReferences") or [],
+                                                     self.state.spawn)
             self.start_tasks.boot(node, node.start_spec)
 
     async def remove_node(self, pool: Pool, node: Node) -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from local.batch.bookkeeping import set_task_state, unplace
 from local.batch.environment import PREP_ID, RELEASE_ID
 from local.batch.model import Execution, Job, Node, NodeJobRecord
+from local.batch.retention import PREP, RELEASE, retention_of
 from local.batch.wire import now, parse_duration
 
 log = logging.getLogger("local.batch")
@@ -48,8 +49,14 @@ class PrepAndRelease:
         rec.prep.exit_code = outcome.exit_code
         rec.prep.failure = outcome.failure
         rec.prep_state = "completed"
+        self.state.retention.keep(rec.prep.end_time, retention_of("jobPreparationTask.constraints.retentionTime",
+                                                                  constraints.get("retentionTime")),
+                                  job.id, PREP, node.id)
         waiting, rec.waiting = rec.waiting, []
-        if outcome.failure is not None:
+        # "If false, ... other Tasks of the Job can start executing on the Compute Node while the Job Preparation
+        # Task is still running; and even if the Job Preparation Task fails, new Tasks will continue to be
+        # scheduled on the Compute Node": https://learn.microsoft.com/rest/api/batchservice/job/add#jobpreparationtask
+        if outcome.failure is not None and spec.get("waitForSuccess", True):
             rec.ineligible = True
             log.info("job preparation failed", extra={"job": job.id, "node": node.id})
             for task_id in waiting:
@@ -79,5 +86,8 @@ class PrepAndRelease:
         rec.release.exit_code = outcome.exit_code
         rec.release.failure = outcome.failure
         rec.release_state = "completed"
+        self.state.retention.keep(rec.release.end_time, retention_of("jobReleaseTask.retentionTime",
+                                                                     spec.get("retentionTime")),
+                                  job.id, RELEASE, node.id)
 
     # ----- ending jobs ----------------------------------------------------------------------------

@@ -123,7 +123,10 @@ class NodeAgent:
         proc.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
     async def start_command(self, command_line: str, cwd: str, env: dict[str, str], dirs: list[str],
-                            stdout: str, stderr: str) -> Running:
+                            stdout: str, stderr: str, uid: int | None = None, gid: int | None = None,
+                            own_tree: bool = False) -> Running:
+        """Run a command on the node; with uid/gid, as that account, its directories and files handed to it
+        (own_tree: the whole working directory, after resource files were downloaded into it as root)."""
         request_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         try:
@@ -134,7 +137,7 @@ class NodeAgent:
             return Running(self, request_id, fut)
         self._runs[request_id] = fut
         self.send({"op": "run", "id": request_id, "commandLine": command_line, "cwd": cwd, "env": env,
-                   "dirs": dirs, "stdout": stdout, "stderr": stderr})
+                   "dirs": dirs, "stdout": stdout, "stderr": stderr, "uid": uid, "gid": gid, "ownTree": own_tree})
         return Running(self, request_id, fut)
 
     async def close(self) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from local.batch.errors import invalid_property, missing_property
+from local.batch.identity import check_identity, check_user_accounts
 from local.batch.model import Job, Pool, Task
+from local.batch.packages import check_refs
 from local.batch.poolspec import node_targets, refuse_unsupported
 from local.batch.starttask import start_task_spec
 from local.batch.wire import check_id, name_values, optional, parse_duration, require
@@ -74,6 +76,14 @@ def _resource_files(name: str, items) -> list[dict]:
     return items
 
 
+def _identity(spec: dict, name: str, body: dict) -> None:
+    identity = check_identity(name, body.get("userIdentity"))
+    if identity is None:
+        spec.pop("userIdentity", None)
+    else:
+        spec["userIdentity"] = identity
+
+
 def _retries(name: str, body: dict) -> int:
     value = optional(body, "maxTaskRetryCount", int, 0)
     if value < -1:
@@ -92,6 +102,12 @@ def pool_from_body(body: dict) -> Pool:
     if slots < 1 or slots > 256:
         raise invalid_property("taskSlotsPerNode", slots, "must be between 1 and 256")
     spec = _pick(body, POOL_KEYS)
+    refs = check_refs("applicationPackageReferences", body.get("applicationPackageReferences"))
+    if refs:
+        spec["applicationPackageReferences"] = refs
+    accounts = check_user_accounts(body.get("userAccounts"))
+    if accounts:
+        spec["userAccounts"] = accounts
     start = start_task_spec(body.get("startTask"))
     if start is not None:
         spec["startTask"] = start
@@ -114,7 +130,9 @@ def _prep(body) -> dict | None:
                                               body.get("environmentSettings"))
     constraints = body.get("constraints") or {}
     parse_duration("jobPreparationTask.constraints.maxWallClockTime", constraints.get("maxWallClockTime"))
+    parse_duration("jobPreparationTask.constraints.retentionTime", constraints.get("retentionTime"))
     _retries("jobPreparationTask.constraints.maxTaskRetryCount", constraints)
+    _identity(spec, "jobPreparationTask.userIdentity", body)
     spec["waitForSuccess"] = optional(body, "waitForSuccess", bool, True)
     spec["rerunOnNodeRebootAfterSuccess"] = optional(body, "rerunOnNodeRebootAfterSuccess", bool, True)
     return spec
@@ -134,6 +152,8 @@ def _release(body, has_prep: bool) -> dict | None:
     spec["commandLine"] = _command_line("jobReleaseTask.", body)
     spec["resourceFiles"] = _resource_files("jobReleaseTask.resourceFiles", body.get("resourceFiles"))
     spec["environmentSettings"] = name_values("jobReleaseTask.environmentSettings", body.get("environmentSettings"))
+    _identity(spec, "jobReleaseTask.userIdentity", body)
+    parse_duration("jobReleaseTask.retentionTime", body.get("retentionTime"))
     limit = parse_duration("jobReleaseTask.maxWallClockTime", body.get("maxWallClockTime"), RELEASE_LIMIT)
     if limit > RELEASE_LIMIT:
         raise invalid_property("jobReleaseTask.maxWallClockTime", body.get("maxWallClockTime"),
@@ -186,6 +206,10 @@ def task_from_body(body: dict, job: Job) -> Task:
     spec["commandLine"] = _command_line("", body)
     spec["resourceFiles"] = _resource_files("resourceFiles", body.get("resourceFiles"))
     spec["environmentSettings"] = name_values("environmentSettings", body.get("environmentSettings"))
+    _identity(spec, "userIdentity", body)
+    refs = check_refs("applicationPackageReferences", body.get("applicationPackageReferences"))
+    if refs:
+        spec["applicationPackageReferences"] = refs
     if body.get("containerSettings"):
         raise invalid_property("containerSettings", "", "containers are not supported by the emulator: tasks run "
                                "as host processes")
@@ -195,6 +219,7 @@ def task_from_body(body: dict, job: Job) -> Task:
     if not isinstance(constraints, dict):
         raise invalid_property("constraints", constraints, "expected an object")
     wall = parse_duration("constraints.maxWallClockTime", constraints.get("maxWallClockTime"))
+    parse_duration("constraints.retentionTime", constraints.get("retentionTime"))
     retries = _retries("constraints.maxTaskRetryCount", constraints) if "maxTaskRetryCount" in constraints \
         else job.max_task_retries
     slots = optional(body, "requiredSlots", int, 1)

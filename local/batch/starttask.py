@@ -14,6 +14,7 @@ from pathlib import Path
 
 from local.batch import process, transfer
 from local.batch.errors import invalid_property
+from local.batch.identity import check_identity
 from local.batch.model import Execution, Node
 from local.batch.state import AccountState
 from local.batch.wire import name_values, now, optional
@@ -41,6 +42,9 @@ def start_task_spec(body) -> dict | None:
         raise invalid_property("startTask.maxTaskRetryCount", retries, "must be -1 (unlimited) or non-negative")
     spec["maxTaskRetryCount"] = retries
     spec["waitForSuccess"] = optional(body, "waitForSuccess", bool, True)
+    identity = check_identity("startTask.userIdentity", body.get("userIdentity"))
+    if identity is not None:
+        spec["userIdentity"] = identity
     return spec
 
 
@@ -97,9 +101,21 @@ class StartTasks:
                     "PWD": str(wd), "PATH": f"{env['PATH']}:{wd}"})
         for item in spec.get("environmentSettings") or []:
             env[item["name"]] = item["value"]
+        pool = self.state.pools.get(node.pool_id)
+        refs = (pool.spec if pool else {}).get("applicationPackageReferences") or []
+        if refs:  # the pool's packages are on the node before its start task runs
+            packages = await self.state.packages.environment(node, refs)
+            if "code" in packages:
+                return process.Outcome(None, packages)
+            env.update(packages)
+        who = self.state.identities.run_as(spec.get("userIdentity"), (pool.spec if pool else {}).get(
+            "userAccounts") or [], node.pool_id)
+        if isinstance(who, dict):
+            return process.Outcome(None, who)
         key = ("#pool", "#start", node.id)
         started = await node.agent.start_command(spec["commandLine"], str(wd), env, [str(folder), str(wd)],
-                                                 str(folder / "stdout.txt"), str(folder / "stderr.txt"))
+                                                 str(folder / "stdout.txt"), str(folder / "stderr.txt"), who.uid,
+                                                 who.gid, own_tree=bool(spec.get("resourceFiles")))
         self.executor.track(key, started)
         try:
             return await process.wait(started, None)

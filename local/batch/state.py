@@ -11,10 +11,14 @@ import asyncio
 import logging
 from pathlib import Path
 
+from local.batch.applications import Applications
 from local.batch.config import EmulatorConfig
 from local.batch.errors import lookup
+from local.batch.identity import Identities
 from local.batch.ids import IdMap
 from local.batch.model import Job, Node, Pool
+from local.batch.packages import Packages
+from local.batch.retention import Retention
 
 log = logging.getLogger("local.batch")
 
@@ -28,6 +32,9 @@ class AccountState:
         self.jobs: dict[str, Job] = IdMap()
         self.woken = asyncio.Event()
         self.background: set[asyncio.Task] = set()
+        self.identities = Identities(config.switch_users)
+        self.retention = Retention(self.jobs, self.pools)
+        self.packages = Packages(Applications(config.app_storage))
 
     def wake(self) -> None:
         """Ask for a scheduling pass."""

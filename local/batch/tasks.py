@@ -6,6 +6,9 @@ costs one pass rather than a hundred.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+
 from local.batch import dependencies, process
 from local.batch.bookkeeping import count, unplace
 from local.batch.environment import PREP_ID, RELEASE_ID, task_rel_dir
@@ -138,6 +141,10 @@ class Tasks:
             unplace(job, task, node)
         count(job, task, -1)
         del job.tasks[task.id]
+        if node is not None:
+            # "When a Task is deleted, all of the files in its directory on the Compute Node where it ran are also
+            # deleted (regardless of the retention time)": https://learn.microsoft.com/rest/api/batchservice/task/delete
+            self.state.spawn(asyncio.to_thread(shutil.rmtree, node.root / task_rel_dir(job.id, task.id), True))
         self.executor.check_all_complete(job)
         self.state.wake()
 

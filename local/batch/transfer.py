@@ -109,8 +109,21 @@ def _condition_met(condition: str, failed: bool) -> bool:
     return condition == "taskcompletion" or (condition == "taskfailure") == failed
 
 
-async def upload_output_files(output_files: list[dict], wd: Path, failed: bool) -> list[str]:
-    """Upload what the task's outputFiles ask for; return problems as text (a failure never hides the task's)."""
+def readable_by(path: str, reader: tuple[int, int] | None) -> bool:
+    """Whether the task's account may read the file (the emulator uploads as root, Batch as the task's user):
+    a link to /etc/shadow in the working directory is not uploaded."""
+    if reader is None or reader[0] == 0:
+        return True
+    st = os.stat(path)
+    if st.st_uid == reader[0]:
+        return bool(st.st_mode & 0o400)
+    return bool(st.st_mode & (0o040 if st.st_gid == reader[1] else 0o004))
+
+
+async def upload_output_files(output_files: list[dict], wd: Path, failed: bool,
+                              reader: tuple[int, int] | None = None) -> list[str]:
+    """Upload what the task's outputFiles ask for; return problems as text (a failure never hides the task's).
+    reader: the (uid, gid) the task ran as, whose read permission each file needs."""
     problems: list[str] = []
     if not output_files:
         return problems
@@ -125,7 +138,7 @@ async def upload_output_files(output_files: list[dict], wd: Path, failed: bool) 
                 continue
             pattern = spec.get("filePattern") or ""
             full = pattern if os.path.isabs(pattern) else str(wd / pattern)
-            matches = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p))
+            matches = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p) and readable_by(p, reader))
             wildcard = any(ch in pattern for ch in "*?[")
             anchor = _anchor(full)
             for path in matches:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import azure.batch.models as m
 import pytest
@@ -24,3 +28,13 @@ def make_pool(batch_client):
     yield make
     for pool_id in made:
         batch_client.begin_delete_pool(pool_id, polling_interval=0.1).result()
+
+
+@pytest.fixture
+def scratch():
+    """A folder every account may write to, for the markers and gates tasks share with the test: tasks run as
+    unprivileged accounts when the emulator runs as root, and pytest's tmp_path is closed to them."""
+    folder = Path(tempfile.mkdtemp(prefix="batch-test-"))
+    os.chmod(folder, 0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -21,8 +21,8 @@ def stdout(client, job_id: str, task_id: str) -> str:
     return b"".join(client.download_task_file(job_id, task_id, "stdout.txt")).decode()
 
 
-def test_dependant_waits_for_every_parent(batch_client, job_id, tmp_path):
-    gate, done = tmp_path / "gate", tmp_path / "a.done"
+def test_dependant_waits_for_every_parent(batch_client, job_id, scratch):
+    gate, done = scratch / "gate", scratch / "a.done"
     create_job(batch_client, job_id, "pool-2x4", uses_task_dependencies=True)
     batch_client.create_tasks(job_id, [
         m.BatchTaskCreateOptions(id="a", command_line=bash(f"while [ ! -e {gate} ]; do sleep 0.05; done; "
@@ -46,8 +46,8 @@ def test_dependant_waits_for_every_parent(batch_client, job_id, tmp_path):
     terminate(batch_client, job_id)
 
 
-def test_range_dependencies_cover_integer_ids(batch_client, job_id, tmp_path):
-    out = tmp_path / "order"
+def test_range_dependencies_cover_integer_ids(batch_client, job_id, scratch):
+    out = scratch / "order"
     create_job(batch_client, job_id, "pool-2x4", uses_task_dependencies=True)
     batch_client.create_tasks(job_id, [
         m.BatchTaskCreateOptions(id="last", command_line=bash(f"echo last >> {out}"), depends_on=depends(

@@ -52,8 +52,8 @@ def test_prep_failing_on_one_node_moves_tasks_to_the_other(batch_client, job_id)
     assert statuses[node_id_for("pool-2x1", 1)].job_release_task_execution_info.exit_code == 0
 
 
-def test_task_retries_until_success_and_gives_up_after_max(batch_client, job_id, tmp_path):
-    counter = tmp_path / "attempts"
+def test_task_retries_until_success_and_gives_up_after_max(batch_client, job_id, scratch):
+    counter = scratch / "attempts"
     flaky = bash(f'echo x >> {counter}; [ $(wc -l < {counter}) -ge 3 ]')
     create_job(batch_client, job_id, "pool-2x4")
     batch_client.create_task(job_id, m.BatchTaskCreateOptions(
@@ -164,10 +164,10 @@ def test_delete_active_job_runs_release_then_removes_it(batch_client, job_id):
     assert not any(n.startswith(f"workitems/{job_id}/") for n in names), "the job's task folders are removed"
 
 
-def test_node_reboot_requeues_running_task_and_reruns_prep(batch_client, job_id, tmp_path):
-    preps = tmp_path / "preps"
+def test_node_reboot_requeues_running_task_and_reruns_prep(batch_client, job_id, scratch):
+    preps = scratch / "preps"
     create_job(batch_client, job_id, "pool-1x1", prep=bash(f"echo p >> {preps}"), release="/bin/true")
-    attempt = tmp_path / "attempt"
+    attempt = scratch / "attempt"
     # First run sleeps (and is killed by the reboot); the requeued run finds the marker and exits at once.
     script = bash(f"if [ -e {attempt} ]; then exit 0; fi; touch {attempt}; sleep 60")
     batch_client.create_task(job_id, m.BatchTaskCreateOptions(id="t", command_line=script))

@@ -41,9 +41,9 @@ def test_resize_adds_and_removes_dedicated_and_low_priority_nodes(batch_client, 
     assert len(list(batch_client.list_nodes(pool_id))) == 1
 
 
-def test_shrinking_requeues_running_tasks_or_waits_for_them(batch_client, make_pool, job_id, tmp_path):
+def test_shrinking_requeues_running_tasks_or_waits_for_them(batch_client, make_pool, job_id, scratch):
     pool_id = make_pool(2)
-    gate = tmp_path / "gate"
+    gate = scratch / "gate"
     create_job(batch_client, job_id, pool_id)
     batch_client.create_tasks(job_id, [m.BatchTaskCreateOptions(id=f"t{i}", command_line=gated(gate))
                                        for i in range(2)])
@@ -118,8 +118,8 @@ def test_node_logins_and_job_schedules_are_refused(batch_client):
     assert (schedules.value.status_code, schedules.value.error.code) == (400, "FeatureNotSupported")
 
 
-def test_job_disable_requeue_then_enable(batch_client, job_id, tmp_path):
-    gate = tmp_path / "gate"
+def test_job_disable_requeue_then_enable(batch_client, job_id, scratch):
+    gate = scratch / "gate"
     create_job(batch_client, job_id, "pool-1x1")
     batch_client.create_task(job_id, m.BatchTaskCreateOptions(id="long", command_line=gated(gate)))
     wait_until(lambda: batch_client.get_task(job_id, "long").state == "running", what="task running")
@@ -140,9 +140,9 @@ def test_job_disable_requeue_then_enable(batch_client, job_id, tmp_path):
     terminate(batch_client, other)
 
 
-def test_job_disable_terminate_ends_running_tasks(batch_client, job_id, tmp_path):
+def test_job_disable_terminate_ends_running_tasks(batch_client, job_id, scratch):
     create_job(batch_client, job_id, "pool-1x1")
-    batch_client.create_task(job_id, m.BatchTaskCreateOptions(id="long", command_line=gated(tmp_path / "gate")))
+    batch_client.create_task(job_id, m.BatchTaskCreateOptions(id="long", command_line=gated(scratch / "gate")))
     wait_until(lambda: batch_client.get_task(job_id, "long").state == "running", what="task running")
     batch_client.begin_disable_job(job_id, m.BatchJobDisableOptions(disable_tasks="terminate"),
                                    polling_interval=0.1).result()
@@ -152,8 +152,8 @@ def test_job_disable_terminate_ends_running_tasks(batch_client, job_id, tmp_path
     wait_job_state(batch_client, job_id, "completed")
 
 
-def test_reactivate_failed_task_and_update_its_constraints(batch_client, job_id, tmp_path):
-    runs = tmp_path / "runs"
+def test_reactivate_failed_task_and_update_its_constraints(batch_client, job_id, scratch):
+    runs = scratch / "runs"
     create_job(batch_client, job_id, "pool-2x4")
     batch_client.create_task(job_id, m.BatchTaskCreateOptions(
         id="flaky", command_line=bash(f"echo x >> {runs}; [ $(wc -l < {runs}) -ge 2 ]")))
@@ -206,10 +206,10 @@ def test_upload_batch_service_logs_to_a_container(batch_client, blob_service):
     assert node.id in container.download_blob(blob.name).readall().decode()
 
 
-def test_patch_pool_start_task_runs_on_the_next_reboot(batch_client, make_pool, tmp_path):
+def test_patch_pool_start_task_runs_on_the_next_reboot(batch_client, make_pool, scratch):
     from azure.batch.models._models import BatchNodeRebootOptions
 
-    marker = tmp_path / "started"
+    marker = scratch / "started"
     pool_id = make_pool(1)
     batch_client.update_pool(pool_id, m.BatchPoolUpdateOptions(start_task=m.BatchStartTask(
         command_line=bash(f"touch {marker}"))))
@@ -235,8 +235,8 @@ def test_task_container_settings_are_refused(batch_emulator, batch_client, job_i
     terminate(batch_client, job_id)
 
 
-def test_job_disable_wait_lets_running_tasks_finish_and_requeues_those_not_started(batch_client, job_id, tmp_path):
-    gate, prep_gate = tmp_path / "gate", tmp_path / "prep-gate"
+def test_job_disable_wait_lets_running_tasks_finish_and_requeues_those_not_started(batch_client, job_id, scratch):
+    gate, prep_gate = scratch / "gate", scratch / "prep-gate"
     create_job(batch_client, job_id, "pool-2x1")
     other = f"{job_id}-p"
     create_job(batch_client, other, "pool-2x4", prep=gated(prep_gate))

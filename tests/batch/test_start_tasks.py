@@ -19,8 +19,8 @@ def node_file(client, pool_id: str, node_id: str, path: str) -> str:
     return b"".join(client.download_node_file(pool_id, node_id, path)).decode()
 
 
-def test_start_task_runs_on_every_node_before_its_tasks(batch_client, make_pool, job_id, tmp_path):
-    gate = tmp_path / "gate"
+def test_start_task_runs_on_every_node_before_its_tasks(batch_client, make_pool, job_id, scratch):
+    gate = scratch / "gate"
     script = bash(f"echo started $AZ_BATCH_NODE_ID; while [ ! -e {gate} ]; do sleep 0.05; done; "
                   "touch $AZ_BATCH_NODE_SHARED_DIR/ready")
     pool = make_pool(2, 2, start_task=m.BatchStartTask(command_line=script))
@@ -45,8 +45,8 @@ def test_start_task_runs_on_every_node_before_its_tasks(batch_client, make_pool,
     terminate(batch_client, job_id)
 
 
-def test_failed_start_task_retries_then_leaves_the_node_out(batch_client, make_pool, job_id, tmp_path):
-    attempts = tmp_path / "attempts"
+def test_failed_start_task_retries_then_leaves_the_node_out(batch_client, make_pool, job_id, scratch):
+    attempts = scratch / "attempts"
     pool = make_pool(1, 1, start_task=m.BatchStartTask(command_line=bash(f"echo x >> {attempts}; exit 7"),
                                                        max_task_retry_count=2))
     (node,) = wait_until(lambda: (ns := list(batch_client.list_nodes(pool))) and ns[0].state == "starttaskfailed"
@@ -77,8 +77,8 @@ def test_start_task_without_wait_for_success_lets_tasks_run(batch_client, make_p
     terminate(batch_client, job_id)
 
 
-def test_start_task_runs_again_after_a_reboot(batch_client, make_pool, tmp_path):
-    runs = tmp_path / "runs"
+def test_start_task_runs_again_after_a_reboot(batch_client, make_pool, scratch):
+    runs = scratch / "runs"
     pool = make_pool(1, 1, start_task=m.BatchStartTask(command_line=bash(f"echo x >> {runs}")))
     (node,) = wait_until(lambda: (ns := list(batch_client.list_nodes(pool))) and ns[0].state == "idle" and ns,
                          what="node idle")

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import azure.batch.models as m
+import pytest
 from azure.storage.blob import (
     BlobSasPermissions,
     ContainerSasPermissions,
@@ -70,3 +71,27 @@ def test_missing_resource_file_fails_the_task_without_leaking_the_sas(blob_servi
     failure = batch_client.get_task(job_id, "t").execution_info.failure_info
     assert failure.code == "ResourceDownloadFailed"
     assert "sig=" not in failure.message and "404" in failure.message
+
+
+@pytest.mark.parametrize(("command", "uploaded"), [
+    ("echo result > result.txt", ["ok/result.txt"]),
+    ("echo result > result.txt; exit 1", ["failed/result.txt"]),
+])
+def test_an_output_file_is_uploaded_only_under_its_condition(blob_service, batch_client, job_id, command, uploaded):
+    outputs = blob_service.create_container(f"cond-{uuid.uuid4().hex[:8]}")
+    sas = generate_container_sas(ACCOUNT_NAME, outputs.container_name, ACCOUNT_KEY,
+                                 permission=ContainerSasPermissions(create=True, write=True),
+                                 expiry=datetime.now(UTC) + timedelta(hours=1))
+
+    def upload(path: str, condition: str) -> m.OutputFile:
+        return m.OutputFile(file_pattern="result.txt", destination=m.OutputFileDestination(
+            container=m.OutputFileBlobContainerDestination(container_url=f"{outputs.url}?{sas}", path=path)),
+            upload_options=m.OutputFileUploadConfiguration(upload_condition=condition))
+
+    create_job(batch_client, job_id, "pool-2x4")
+    batch_client.create_task(job_id, m.BatchTaskCreateOptions(
+        id="t", command_line=bash(command),
+        output_files=[upload("ok/result.txt", "tasksuccess"), upload("failed/result.txt", "taskfailure")]))
+    wait_tasks_done(batch_client, job_id, 1)
+    assert sorted(b.name for b in outputs.list_blobs()) == uploaded
+    assert outputs.download_blob(uploaded[0]).readall() == b"result\n"
