@@ -77,7 +77,10 @@ class Stack:
             # In Azure the Bicep creates the containers; here the stack does, before the host polls them.
             Store(BlobServiceClient.from_connection_string(self.azurite.connection_string)).ensure_containers()
             self.progress(f"starting the Batch emulator with pool {o.pool}")
-            self.batch = EmulatorProcess(work / "batch", [o.pool], port=o.batch_port, log_file=work / "batch.log")
+            # The account's linked storage is the stack's Azurite: application packages added with
+            # `python -m local.batch add-package --storage <AzureWebJobsStorage>` are deployed from there.
+            self.batch = EmulatorProcess(work / "batch", [o.pool], port=o.batch_port, log_file=work / "batch.log",
+                                         extra=["--app-storage", self.azurite.connection_string])
             self.batch_endpoint = self.batch.start()
             self.progress(f"starting the Service Bus emulator with queue {DEFAULT_QUEUE}")
             self.servicebus = ServiceBusProcess(work, [{

@@ -63,10 +63,11 @@ def svc(app_env):
 
 
 @pytest.fixture
-def own_emulator(tmp_path) -> Endpoint:
-    """A Batch emulator of this test's own (its endpoint: the test may set its faults)."""
+def own_emulator(tmp_path, azurite) -> Endpoint:
+    """A Batch emulator of this test's own (its endpoint: the test may set its faults), its linked storage
+    (application packages) the session's Azurite."""
     emulator = EmulatorProcess(tmp_path / "workspace", ["pool-2x1:2:1", "pool-empty:0"],
-                               log_file=tmp_path / "batch.log")
+                               log_file=tmp_path / "batch.log", extra=["--app-storage", azurite.connection_string])
     try:
         yield emulator.start()
     finally:

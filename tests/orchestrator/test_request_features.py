@@ -81,3 +81,28 @@ def test_identities_retention_and_reboot_rules_reach_batch_as_sent(own_batch):
     (task,) = svc.batch.client.list_tasks(job_id)
     assert task.constraints.retention_time == timedelta(minutes=30)
     svc.batch.terminate(job_id, "UserTerminate")
+
+
+def test_a_task_runs_its_application_packages_program_through_the_variable(own_batch, azurite, tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    app_id = f"hello{uuid.uuid4().hex[:6]}"
+    archive = tmp_path / "hello.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        script = zipfile.ZipInfo("bin/hello")
+        script.external_attr = 0o755 << 16
+        zf.writestr(script, "#!/bin/sh\necho hello from $1\n")
+    subprocess.run([sys.executable, "-m", "local.batch", "add-package", "--storage", azurite.connection_string,
+                    "--app", app_id, "--version", "2.0", "--zip", str(archive)], check=True, capture_output=True)
+    svc, job_id = own_batch, new_id("package")
+    body = request(job_id, tasks=1)
+    body["taskFactory"].update({"applicationPackageReferences": [{"applicationId": app_id, "version": "2.0"}],
+                                "commandLine": f"/bin/bash -c '$AZ_BATCH_APP_PACKAGE_{app_id}_2_0/bin/hello task-{{0}}'"})
+    send(svc, body)
+    wait_until(lambda: job_state(svc, job_id) == "completed", 90, what="the job to complete")
+    (task,) = svc.batch.tasks(job_id)
+    assert task.result == "success"
+    stdout = b"".join(svc.batch.client.download_task_file(job_id, task.id, "stdout.txt"))
+    assert stdout == b"hello from task-1\n"
