@@ -232,14 +232,17 @@ def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now
         wanted = _failed_on(known, node_id)
         record, status = _collect_node(logs, reports, manifest, now, wanted), "collected"
     excerpts = record.get("excerpts") or {}
-    report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(
-        reports_model.merge_node(r, nodes.report_row(record)), excerpts, node_id), logs)
-    missing = _failed_on(report, node_id, without_excerpt=True)
-    if missing:
-        # The outcome landed while this node was being read: find its failed tasks' lines in its index.
-        found = index_excerpts(reports, job_id, node_id, missing)
-        if found:
-            report = update_report(reports, job_id, now, lambda r: reports_model.fill_excerpts(r, found, node_id), logs)
+
+    def merged(r: dict) -> dict:
+        r = reports_model.fill_excerpts(reports_model.merge_node(r, nodes.report_row(record)), excerpts, node_id)
+        missing = _failed_on(r, node_id, without_excerpt=True)
+        if missing:
+            # The outcome landed while this node was being read: its failed tasks' lines come from its index,
+            # in the same write, so no reader sees the collection complete without them.
+            r = reports_model.fill_excerpts(r, index_excerpts(reports, job_id, node_id, missing), node_id)
+        return r
+
+    report = update_report(reports, job_id, now, merged, logs)
     log.info("collect.node", extra={"jobId": job_id, "nodeId": node_id, "files": record.get("files"),
                                      "status": status, "collectionComplete": report["collectionComplete"]})
     return {"status": status, "jobId": job_id, "nodeId": node_id, "files": record.get("files"),

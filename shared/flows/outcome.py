@@ -45,14 +45,13 @@ def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -
     doc = outcome_document(job, counts, summary.to_dict(), runs, without, now, _prep_output(batch, job, runs))
     saved = store.reports.read_json(layout.request_name(job.id)) or {}
     setup = setup_summary(saved.get("request"))
-    report = update_report(store.reports, job.id, now,
-                           lambda r: {**reports_model.merge_outcome(r, doc), **({"setup": setup} if setup else {})},
-                           store.logs)
-    # The first error lines of failed tasks on nodes collected before this merge (a node collected after
-    # it fills in its own): read from each such node's index, after the merge, so none falls between.
-    found = _excerpts(store, job.id, report)
-    if found:
-        update_report(store.reports, job.id, now, lambda r: _fill_all(r, found), store.logs)
+    def merged(r: dict) -> dict:
+        r = {**reports_model.merge_outcome(r, doc), **({"setup": setup} if setup else {})}
+        # The first error lines of failed tasks on nodes collected before this merge (a node collected after
+        # it fills in its own), in the same write: a reader never sees the collection complete without them.
+        return _fill_all(r, _excerpts(store, job.id, r))
+
+    update_report(store.reports, job.id, now, merged, store.logs)
     store.write_outcome(job.id, doc)
     log.info("outcome recorded", extra={"job": job.id, "reason": job.terminate_reason, "tasks": summary.total,
                                         "failed": summary.failed_total, "nodes": len(runs),
