@@ -29,10 +29,17 @@ from cproton import (
 from proton import Collector, Connection, Delivery, EventType, Link, Session, Transport
 
 from .log import log
+from .wire import ENGINE_MAX_FRAME_SIZE, Wire
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-MAX_FRAME_SIZE = 65536
 COALESCE_ROUNDS = 4
+READ_CHUNK = 65536
+# Stop reading a client whose input the engine has not taken yet past this much.
+INBUF_LIMIT = 1024 * 1024
+# Advertised in the Open, as Azure's broker does: a client sends at least an empty frame this often,
+# and a connection silent for twice as long is closed (the engine closes it as idle).
+IDLE_TIMEOUT_S = 120.0
+CHANNEL_MAX = 4999
 
 
 class _Event:
@@ -78,14 +85,18 @@ class _Event:
 
 
 class _Conn:
-    __slots__ = ("sock", "transport", "connection", "interest", "closed")
+    __slots__ = ("sock", "transport", "connection", "interest", "closed", "wire", "inbuf", "outbuf", "eof")
 
-    def __init__(self, sock: socket.socket, transport: Transport, connection: Connection) -> None:
+    def __init__(self, sock: socket.socket, transport: Transport, connection: Connection, wire: Wire) -> None:
         self.sock = sock
         self.transport = transport
         self.connection = connection
         self.interest = _READ
         self.closed = False
+        self.wire = wire
+        self.inbuf = bytearray()  # read and put through the wire, waiting for room in the engine
+        self.outbuf = bytearray()  # from the engine, put through the wire, waiting for the socket
+        self.eof = False  # the peer closed its side; tell the engine once inbuf is in
 
 
 class Server:
@@ -126,6 +137,8 @@ class Server:
         next_tick = time.monotonic() + self.tick_s
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
+            if any(c.inbuf for c in self.conns.values()):
+                timeout = 0.0  # the engine has input to take as soon as it has room
             try:
                 ready = self.selector.select(timeout)
             except InterruptedError:
@@ -181,36 +194,54 @@ class Server:
             transport = Transport(Transport.SERVER)
             # The SDK offers only SASL ANONYMOUS; access control is the CBS token, as in Service Bus.
             transport.sasl().allowed_mechs("ANONYMOUS")
-            transport.max_frame_size = MAX_FRAME_SIZE
+            transport.max_frame_size = ENGINE_MAX_FRAME_SIZE
+            transport.channel_max = CHANNEL_MAX
+            transport.idle_timeout = IDLE_TIMEOUT_S * 2
             transport.bind(connection)
-            conn = _Conn(sock, transport, connection)
+            conn = _Conn(sock, transport, connection, Wire(int(IDLE_TIMEOUT_S * 1000), CHANNEL_MAX))
             self.conns[sock.fileno()] = conn
             self.selector.register(sock, _READ, conn)
 
     def _read(self, conn: _Conn) -> None:
+        if conn.eof or len(conn.inbuf) >= INBUF_LIMIT:
+            return
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            conn.inbuf += conn.wire.incoming(data)
+        else:  # the peer went away: nothing more in, and nothing more out once the engine knows
+            conn.eof = True
+        self._feed(conn)
+
+    def _feed(self, conn: _Conn) -> bool:
+        """Hand the engine as much buffered input as it has room for; True if it took any."""
         transport = conn.transport
         try:
             capacity = transport.capacity()
         except Exception:  # noqa: BLE001 - a transport in error takes no more input
             capacity = -1
-        if capacity <= 0:
-            if capacity < 0:
-                self._interest(conn, conn.interest & _WRITE)
-            return
-        try:
-            data = conn.sock.recv(capacity)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        try:
-            if data:
-                transport.push(data)
-            else:  # the peer went away: nothing more in, nothing more out
-                transport.close_tail()
-                transport.close_head()
-        except Exception:  # noqa: BLE001 - proton already recorded the error on the transport
+        if capacity < 0:
+            conn.inbuf.clear()
+            return False
+        took = False
+        if conn.inbuf and capacity > 0:
+            chunk = bytes(conn.inbuf[:capacity])
+            try:
+                transport.push(chunk)
+            except Exception:  # noqa: BLE001 - proton already recorded the error on the transport
+                self._close_transport(transport)
+                conn.inbuf.clear()
+                return True
+            del conn.inbuf[:len(chunk)]
+            took = True
+        if conn.eof and not conn.inbuf:
             self._close_transport(transport)
+            took = True
+        return took
 
     def _write(self, conn: _Conn) -> None:
         transport = conn.transport
@@ -219,24 +250,25 @@ class Server:
         except Exception:  # noqa: BLE001
             pending = -1
         if pending > 0:
+            data = transport.peek(pending)
+            transport.pop(len(data))
+            conn.outbuf += conn.wire.outgoing(data)
+        if conn.outbuf:
             try:
-                sent = conn.sock.send(transport.peek(pending))
+                sent = conn.sock.send(conn.outbuf)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
+                conn.outbuf.clear()
                 self._close_transport(transport)
-                return
-            transport.pop(sent)
-            try:
-                pending = transport.pending()
-            except Exception:  # noqa: BLE001
-                pending = -1
+                sent = 0
+            del conn.outbuf[:sent]
         try:
-            reading = transport.capacity() > 0
+            reading = transport.capacity() >= 0 and not conn.eof
         except Exception:  # noqa: BLE001
             reading = False
-        wanted = _READ if reading else 0
-        if pending > 0:
+        wanted = _READ if reading and len(conn.inbuf) < INBUF_LIMIT else 0
+        if conn.outbuf:
             wanted |= _WRITE
         self._interest(conn, wanted)
 
@@ -257,6 +289,13 @@ class Server:
                 call()
 
     def _flush_output(self) -> None:
+        # Input the engine had no room for earlier: hand it over, and let the broker answer it now.
+        fed = False
+        for conn in list(self.conns.values()):
+            if not conn.closed and (conn.inbuf or conn.eof):
+                fed = self._feed(conn) or fed
+        if fed:
+            self._process()
         # Durability first: nothing the broker changed may be acknowledged before it is committed.
         # If the store cannot commit, stop rather than acknowledge what is not stored.
         self.broker.before_output()
@@ -264,13 +303,16 @@ class Server:
             if conn.closed:
                 continue
             self._write(conn)
-            if self._finished(conn.transport):
+            if self._finished(conn):
                 self._process()
                 self._drop(conn)
 
     @staticmethod
-    def _finished(transport: Transport) -> bool:
-        """Nothing more will be read or written (both ends closed, or failed)."""
+    def _finished(conn: _Conn) -> bool:
+        """Nothing more will be read or written (both ends closed, or failed), and nothing is left to send."""
+        if conn.outbuf:
+            return False
+        transport = conn.transport
         try:
             return transport.closed or (transport.pending() < 0 and transport.capacity() < 0)
         except Exception:  # noqa: BLE001 - a transport in error is finished
@@ -280,6 +322,9 @@ class Server:
         if conn.closed:
             return
         conn.closed = True
+        if conn.wire.renumbered:
+            # Concurrent callers in the client reused or skipped delivery-ids (see wire.py); tolerated.
+            log("delivery_ids_renumbered", deliveries=conn.wire.renumbered)
         self.conns.pop(conn.sock.fileno(), None)
         if conn.interest:
             with contextlib.suppress(KeyError, ValueError):

@@ -34,6 +34,7 @@ QUEUES = [
     # A lock shorter than the function runs: only lock renewal keeps the message from coming back.
     # 5 s is Service Bus's minimum lock; AutoLockRenewer checks once a second, so shorter would not renew.
     {"name": "host-slow", "lockDuration": "PT5S", "maxDeliveryCount": 10},
+    {"name": "host-renew", "lockDuration": "PT5S", "maxDeliveryCount": 10},  # renew_app, four at a time
 ]
 
 
@@ -64,11 +65,11 @@ def read_records(folder: Path, function: str) -> list[dict]:
 def make_app(tmp_path: Path, records: Path) -> Callable[..., Path]:
     """Copy the test app into tmp and write its local.settings.json from the given Values."""
 
-    def make(values: dict[str, str]) -> Path:
-        app_dir = tmp_path / "app"
+    def make(values: dict[str, str], source: Path = APP) -> Path:
+        app_dir = tmp_path / source.name
         app_dir.mkdir(exist_ok=True)
         for name in ("function_app.py", "host.json"):
-            shutil.copy(APP / name, app_dir / name)
+            shutil.copy(source / name, app_dir / name)
         settings = {"IsEncrypted": False,
                     "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", "RECORD_DIR": str(records), **values}}
         (app_dir / "local.settings.json").write_text(json.dumps(settings, indent=2))
