@@ -49,6 +49,31 @@ def _error(name: str, description: str) -> Condition:
     return Condition(name, description, {symbol("component"): "local-servicebus"})
 
 
+def _source_filters(link: Link) -> dict:
+    data = link.remote_source.filter
+    data.rewind()
+    if not data.next():
+        return {}
+    value = data.get_object()
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _filter_refusal(link: Link, sub: SubQueue) -> tuple[str, str] | None:
+    """Why a receiver's source filter cannot be honoured (Service Bus's condition and words), if it cannot."""
+    filters = _source_filters(link)
+    if links.SESSION_FILTER in filters:
+        # No queue here requires sessions (the emulator has none), so this is what Service Bus answers.
+        return ("amqp:not-allowed",
+                f"A sessionful message receiver cannot be created on an entity that does not require sessions "
+                f"('{sub.path}'). Ensure RequiresSession is set to true when creating a Queue or Subscription to "
+                "enable sessionful behavior. (The local emulator has no session-enabled queues: receive with a "
+                "plain receiver.)")
+    if filters:
+        return ("amqp:not-implemented",
+                f"Receiver filters {sorted(filters)} are not supported by the local Service Bus emulator.")
+    return None
+
+
 def _usable(link: Link) -> bool:
     return (link.state & _ACTIVE) == _ACTIVE and not getattr(link, "sb_dead", False)
 
@@ -169,6 +194,9 @@ class Broker(Handler):
             if link.is_receiver:
                 link.flow(CONTROL_CREDIT)
             return
+        if (link.remote_target.type if link.is_receiver else link.remote_source.type) == Terminus.COORDINATOR:
+            return self._refuse(link, "amqp:not-implemented",
+                                "Transactions are not supported by the local Service Bus emulator.")
         entity, is_management = links.split_management(path)
         try:
             sub = self.ns.resolve(entity)
@@ -187,6 +215,9 @@ class Broker(Handler):
                 link.flow(CONTROL_CREDIT)
             return
         if link.is_sender:
+            refusal = _filter_refusal(link, sub)
+            if refusal is not None:
+                return self._refuse(link, *refusal)
             link.sb_kind = "consumer"
             link.sb_peek_lock = link.snd_settle_mode != Link.SND_SETTLED
             self._open(link)
@@ -437,6 +468,8 @@ class Broker(Handler):
         elif state == Delivery.MODIFIED:
             dlv.local.failed = remote.failed
             dlv.local.undeliverable = remote.undeliverable
+            if remote.annotations:  # Service Bus's propertiesToModify: merged into the application properties
+                self.ns.modify_properties(lock, {str(k): v for k, v in codec._own(remote.annotations).items()})
             if remote.undeliverable:
                 self.ns.defer(lock)
             elif remote.failed:

@@ -79,10 +79,24 @@ _FIELDS = {
 }
 
 
+# Service Bus queue properties the emulator does not implement: refused when on, never silently ignored.
+_UNSUPPORTED = {
+    "requiresSession": "sessions are not supported by the local emulator; declare the queue without sessions "
+                       "(session receivers are refused with Service Bus's error for a queue without them)",
+    "forwardTo": "auto-forwarding is not supported by the local emulator",
+    "forwardDeadLetteredMessagesTo": "auto-forwarding is not supported by the local emulator",
+    "enablePartitioning": "partitioned queues are not supported by the local emulator",
+    "autoDeleteOnIdle": "auto-delete on idle is not supported by the local emulator",
+}
+
+
 def queue_from_dict(item: dict) -> QueueConfig:
     if not isinstance(item, dict) or "name" not in item:
         raise ConfigError(f"each queue needs at least a name, got {item!r}")
-    unknown = set(item) - _FIELDS
+    unsupported = sorted(k for k in _UNSUPPORTED if item.get(k))
+    if unsupported:
+        raise ConfigError(f"queue {item['name']}: {', '.join(unsupported)}: {_UNSUPPORTED[unsupported[0]]}")
+    unknown = set(item) - _FIELDS - set(_UNSUPPORTED)
     if unknown:
         raise ConfigError(f"queue {item['name']}: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}")
     kwargs: dict = {"name": str(item["name"])}

@@ -18,6 +18,7 @@ MESSAGE_NOT_FOUND = "com.microsoft:message-not-found"
 ARGUMENT_ERROR = "com.microsoft:argument-error"
 NOT_FOUND = "amqp:not-found"
 NOT_IMPLEMENTED = "amqp:not-implemented"
+NOT_ALLOWED = "amqp:not-allowed"
 RECEIVE_AND_DELETE = 0
 
 
@@ -66,6 +67,15 @@ def _tokens(body: Any) -> list[uuid.UUID]:
     return out
 
 
+class NotAllowed(ValueError):
+    pass
+
+
+def _no_session(body: Any) -> None:
+    if isinstance(body, dict) and body.get("session-id") is not None:
+        raise NotAllowed("the local emulator has no session-enabled queues; this request names a session")
+
+
 class Management:
     def __init__(self, namespace: Namespace) -> None:
         self.ns = namespace
@@ -92,6 +102,8 @@ class Management:
             return Reply(404, str(exc), {}, MESSAGE_NOT_FOUND)
         except EntityNotFound as exc:
             return Reply(404, f"The messaging entity {exc} could not be found.", {}, NOT_FOUND)
+        except NotAllowed as exc:
+            return Reply(400, str(exc), {}, NOT_ALLOWED)
         except (BadRequest, codec.DecodeError, TypeError, ValueError) as exc:
             return Reply(400, f"Bad request: {exc}", {}, ARGUMENT_ERROR)
 
@@ -100,6 +112,7 @@ class Management:
         return Reply(200, "OK", {"expirations": Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)})
 
     def _peek(self, sub: SubQueue, body: Any) -> Reply:
+        _no_session(body)
         start = int(_require(body, "from-sequence-number"))
         count = int(_require(body, "message-count"))
         records = self.ns.peek(sub, start, max(count, 0))
@@ -122,6 +135,7 @@ class Management:
         return Reply(200, "OK", {})
 
     def _receive_deferred(self, sub: SubQueue, body: Any) -> Reply:
+        _no_session(body)
         seqs = [int(s) for s in _items(_require(body, "sequence-numbers"))]
         mode = int(body.get("receiver-settle-mode", 1))
         messages = []
@@ -137,7 +151,12 @@ class Management:
     def _update_disposition(self, sub: SubQueue, body: Any) -> Reply:
         status = str(_require(body, "disposition-status"))
         locks = [self.ns.live_lock(token) for token in _tokens(body)]
+        changes = body.get("properties-to-modify") or {}
+        if not isinstance(changes, dict):
+            raise BadRequest("properties-to-modify must be a map")
         for lock in locks:
+            if changes and status in ("abandoned", "defered"):
+                self.ns.modify_properties(lock, {str(k): v for k, v in changes.items()})
             if status == "completed":
                 self.ns.complete(lock)
             elif status == "abandoned":

@@ -282,6 +282,13 @@ class Namespace:
         record = self._unlock(lock)
         self._to_dead_letter(record, reason, description)
 
+    def modify_properties(self, lock: Lock, changes: dict) -> None:
+        """An abandon's or defer's properties-to-modify, merged into the application properties as sent."""
+        if changes:
+            record = lock.record
+            record.app_properties = codec.with_application_properties(record.app_properties, changes)
+            self.store.update(record)
+
     def renew(self, token: uuid.UUID) -> int:
         lock = self.live_lock(token)
         queue = self.queues[lock.record.queue]
