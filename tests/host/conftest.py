@@ -35,6 +35,8 @@ QUEUES = [
     # 5 s is Service Bus's minimum lock; AutoLockRenewer checks once a second, so shorter would not renew.
     {"name": "host-slow", "lockDuration": "PT5S", "maxDeliveryCount": 10},
     {"name": "host-renew", "lockDuration": "PT5S", "maxDeliveryCount": 10},  # renew_app, four at a time
+    {"name": "host-out"},  # Service Bus output binding
+    {"name": "host-forward", "maxDeliveryCount": 2},  # trigger with blob input and $return queue output
 ]
 
 
@@ -89,6 +91,7 @@ def app_dir(make_app, azurite_connection_string: str, host_servicebus: Emulator,
         "AzureWebJobsStorage": azurite_connection_string,
         "ServiceBusConnection": host_servicebus.connection_string,
         "OK_QUEUE": "host-ok", "FAIL_QUEUE": "host-fail", "SLOW_QUEUE": "host-slow",
+        "OUT_QUEUE": "host-out", "FORWARD_QUEUE": "host-forward", "STORAGE_QUEUE": container_name,
         "BLOB_CONTAINER": container_name,
     })
 
