@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import ssl
 import time
 import traceback
 
@@ -29,6 +30,7 @@ from cproton import (
 from proton import Collector, Connection, Delivery, EventType, Link, Session, Transport
 
 from .log import log
+from .transports import Pipeline
 from .wire import ENGINE_MAX_FRAME_SIZE, Wire
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -85,31 +87,47 @@ class _Event:
 
 
 class _Conn:
-    __slots__ = ("sock", "transport", "connection", "interest", "closed", "wire", "inbuf", "outbuf", "eof")
+    __slots__ = ("sock", "transport", "connection", "interest", "closed", "wire", "pipeline", "inbuf", "outbuf",
+                 "eof", "logged")
 
-    def __init__(self, sock: socket.socket, transport: Transport, connection: Connection, wire: Wire) -> None:
+    def __init__(self, sock: socket.socket, transport: Transport, connection: Connection, wire: Wire,
+                 pipeline: Pipeline) -> None:
         self.sock = sock
         self.transport = transport
         self.connection = connection
         self.interest = _READ
         self.closed = False
         self.wire = wire
+        self.pipeline = pipeline  # TLS / WebSocket, when the client speaks them
+        self.logged = False
         self.inbuf = bytearray()  # read and put through the wire, waiting for room in the engine
         self.outbuf = bytearray()  # from the engine, put through the wire, waiting for the socket
         self.eof = False  # the peer closed its side; tell the engine once inbuf is in
 
 
+class _Listener:
+    __slots__ = ("sock", "tls")
+
+    def __init__(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        self.sock, self.tls = sock, tls
+
+
 class Server:
     """Runs a broker (a proton Handler-style object with on_<event> methods) on host:port."""
 
-    def __init__(self, broker, host: str, port: int, tick_s: float = 0.05) -> None:
+    def __init__(self, broker, host: str, port: int, tick_s: float = 0.05, tls_port: int | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        """port: plain AMQP and AMQP over WebSocket. tls_port (with tls_context): the same inside TLS, as
+        Service Bus's 5671 and 443; 0 picks a free port. Which one a client speaks is read from its first
+        bytes (transports.py)."""
         self.broker = broker
         self.host, self.port = host, port
+        self.tls_port, self.tls_context = tls_port, tls_context
         self.tick_s = tick_s
         self.selector = selectors.DefaultSelector()
         self.collector = Collector()
         self.conns: dict[int, _Conn] = {}
-        self.listener: socket.socket | None = None
+        self.listeners: list[socket.socket] = []
         # Only these engine events are wrapped and dispatched; the rest are popped unseen.
         self.handlers = {}
         for number, etype in EventType.TYPES.items():
@@ -118,7 +136,12 @@ class Server:
                 self.handlers[number] = (method, etype)
 
     def listen(self) -> None:
-        family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
+        self.port = self._listen(self.port, None)
+        if self.tls_port is not None and self.tls_context is not None:
+            self.tls_port = self._listen(self.tls_port, self.tls_context)
+
+    def _listen(self, port: int, tls: ssl.SSLContext | None) -> int:
+        family, kind, proto, _, address = socket.getaddrinfo(self.host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -126,11 +149,12 @@ class Server:
             sock.listen(128)
         except OSError:
             sock.close()
+            self.close_listeners()
             raise
         sock.setblocking(False)
-        self.port = sock.getsockname()[1]  # the one the system picked, when asked for port 0
-        self.listener = sock
-        self.selector.register(sock, _READ, None)
+        self.listeners.append(sock)
+        self.selector.register(sock, _READ, _Listener(sock, tls))
+        return sock.getsockname()[1]  # the one the system picked, when asked for port 0
 
     def run(self, should_stop) -> None:
         """Serve until should_stop() is true (checked at least every tick)."""
@@ -146,8 +170,8 @@ class Server:
             for _ in range(COALESCE_ROUNDS):
                 for key, mask in ready:
                     conn = key.data
-                    if conn is None:
-                        self._accept()
+                    if isinstance(conn, _Listener):
+                        self._accept(conn)
                         continue
                     if mask & _READ:
                         self._read(conn)
@@ -170,18 +194,22 @@ class Server:
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self._drop(conn)
-        if self.listener is not None:
-            self.selector.unregister(self.listener)
-            self.listener.close()
-            self.listener = None
+        self.close_listeners()
         self.selector.close()
+
+    def close_listeners(self) -> None:
+        for sock in self.listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(sock)
+            sock.close()
+        self.listeners.clear()
 
     # -- sockets --------------------------------------------------------------------------------
 
-    def _accept(self) -> None:
+    def _accept(self, listener: _Listener) -> None:
         for _ in range(16):
             try:
-                sock, _addr = self.listener.accept()
+                sock, _addr = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -198,7 +226,8 @@ class Server:
             transport.channel_max = CHANNEL_MAX
             transport.idle_timeout = IDLE_TIMEOUT_S * 2
             transport.bind(connection)
-            conn = _Conn(sock, transport, connection, Wire(int(IDLE_TIMEOUT_S * 1000), CHANNEL_MAX))
+            conn = _Conn(sock, transport, connection, Wire(int(IDLE_TIMEOUT_S * 1000), CHANNEL_MAX),
+                         Pipeline(listener.tls))
             self.conns[sock.fileno()] = conn
             self.selector.register(sock, _READ, conn)
 
@@ -212,7 +241,20 @@ class Server:
         except OSError:
             data = b""
         if data:
-            conn.inbuf += conn.wire.incoming(data)
+            pipeline = conn.pipeline
+            amqp = pipeline.receive(data)
+            if pipeline.output:
+                conn.outbuf += pipeline.output
+                pipeline.output.clear()
+            if amqp:
+                conn.inbuf += conn.wire.incoming(amqp)
+            if pipeline.decided and pipeline.layers and not conn.logged:
+                conn.logged = True
+                log("transport", kind=pipeline.kind)
+            if pipeline.eof:
+                if pipeline.failed:
+                    log("transport_refused", "warning", reason=pipeline.failed)
+                conn.eof = True
         else:  # the peer went away: nothing more in, and nothing more out once the engine knows
             conn.eof = True
         self._feed(conn)
@@ -252,7 +294,10 @@ class Server:
         if pending > 0:
             data = transport.peek(pending)
             transport.pop(len(data))
-            conn.outbuf += conn.wire.outgoing(data)
+            conn.outbuf += conn.pipeline.send(conn.wire.outgoing(data))
+            if conn.pipeline.output:
+                conn.outbuf += conn.pipeline.output
+                conn.pipeline.output.clear()
         if conn.outbuf:
             try:
                 sent = conn.sock.send(conn.outbuf)
