@@ -116,10 +116,11 @@ class Server:
     """Runs a broker (a proton Handler-style object with on_<event> methods) on host:port."""
 
     def __init__(self, broker, host: str, port: int, tick_s: float = 0.05, tls_port: int | None = None,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None, http=None) -> None:
         """port: plain AMQP and AMQP over WebSocket. tls_port (with tls_context): the same inside TLS, as
         Service Bus's 5671 and 443; 0 picks a free port. Which one a client speaks is read from its first
-        bytes (transports.py)."""
+        bytes (transports.py). http: answers plain HTTP GETs on either port (the identity endpoint)."""
+        self.http = http
         self.broker = broker
         self.host, self.port = host, port
         self.tls_port, self.tls_context = tls_port, tls_context
@@ -227,7 +228,7 @@ class Server:
             transport.idle_timeout = IDLE_TIMEOUT_S * 2
             transport.bind(connection)
             conn = _Conn(sock, transport, connection, Wire(int(IDLE_TIMEOUT_S * 1000), CHANNEL_MAX),
-                         Pipeline(listener.tls))
+                         Pipeline(listener.tls, self.http))
             self.conns[sock.fileno()] = conn
             self.selector.register(sock, _READ, conn)
 

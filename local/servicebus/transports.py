@@ -7,6 +7,9 @@ port here tells them apart by a connection's first bytes: a TLS ClientHello (0x1
 that has a certificate), `GET ` a WebSocket handshake, and anything else is AMQP. Inside TLS the same
 choice is made again, so `wss://` works too.
 
+A plain HTTP GET that is not a WebSocket upgrade may be answered by the `http` callback (the local
+identity endpoint, identity.py), one request per connection.
+
 A Pipeline turns socket bytes into AMQP bytes (receive) and back (send); layers add their own replies
 (TLS handshake records, the HTTP 101, WebSocket pongs and close frames) to `output`.
 """
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import ssl
 import struct
+import urllib.parse
 
 WEBSOCKET_PATH = "/$servicebus/websocket"
 SUBPROTOCOL = "AMQPWSB10"
@@ -101,8 +106,9 @@ class WebSocketLayer(Layer):
 
     name = "websocket"
 
-    def __init__(self, emit) -> None:
+    def __init__(self, emit, http=None) -> None:
         super().__init__(emit)
+        self.http = http  # (path, query, headers) -> (status, JSON body) or None: plain HTTP GETs served here
         self._buf = bytearray()
         self._open = False
         self._held = bytearray()
@@ -131,7 +137,11 @@ class WebSocketLayer(Layer):
             headers[name.strip().lower()] = value.strip()
         if len(parts) != 3 or parts[0] != "GET":
             return self._refuse(400, "Bad Request", "not a GET request")
-        path = parts[1].split("?", 1)[0]
+        path, _, query = parts[1].partition("?")
+        if path.rstrip("/").lower() != WEBSOCKET_PATH.lower() and self.http is not None:
+            answer = self.http(path, dict(urllib.parse.parse_qsl(query)), headers)
+            if answer is not None:
+                return self._answer(*answer)
         if path.rstrip("/").lower() != WEBSOCKET_PATH.lower():
             return self._refuse(404, "Not Found", f"no WebSocket endpoint at {path} (use {WEBSOCKET_PATH})")
         key = headers.get("sec-websocket-key")
@@ -148,6 +158,15 @@ class WebSocketLayer(Layer):
             self.emit(_frame(0x2, bytes(self._held)))
             self._held.clear()
         return True
+
+    def _answer(self, status: int, body: dict) -> bool:
+        raw = json.dumps(body).encode()
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(status, "Error")
+        self.emit(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+                  "Connection: close\r\n\r\n".encode() + raw)
+        self.eof = True  # one request per connection
+        self._buf.clear()
+        return False
 
     def _refuse(self, status: int, reason: str, detail: str) -> bool:
         body = detail.encode()
@@ -231,8 +250,9 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
 class Pipeline:
     """Socket bytes <-> AMQP bytes for one connection, its layers chosen by what the client sends first."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, http=None) -> None:
         self.tls = tls
+        self.http = http
         self.layers: list[Layer] = []  # outermost first
         self.decided = False
         self._sniff = b""
@@ -274,7 +294,7 @@ class Pipeline:
             if first[:1] == b"\x16" and self.tls is not None and not inside_tls and not self.layers:
                 self.layers.append(TlsLayer(self._emitter(len(self.layers)), self.tls))
             elif first[:4] == b"GET " and not any(isinstance(la, WebSocketLayer) for la in self.layers):
-                self.layers.append(WebSocketLayer(self._emitter(len(self.layers))))
+                self.layers.append(WebSocketLayer(self._emitter(len(self.layers)), self.http))
             else:
                 self.decided = True
                 if self._held:
