@@ -4,7 +4,9 @@ Made once under `<data-dir>/tls/` and reused: `ca.pem` is a private certificate 
 `server.pem` (for localhost, 127.0.0.1 and ::1); a client trusts the emulator by trusting `ca.pem`
 (the SDK: `ServiceBusClient(..., connection_verify=".data/servicebus/tls/ca.pem")`). Nothing here is
 secret beyond this machine: like the SAS dev key, it only lets the real client code paths run.
-`issuer-key.pem` signs the Entra ID style tokens the emulator issues (identity.py).
+`issuer-key.pem` signs the Entra ID style tokens the emulator issues (identity.py). The CA's own key is
+never written: once it has signed the server certificate it is gone, so trusting `ca.pem` trusts that
+certificate only.
 """
 
 from __future__ import annotations
