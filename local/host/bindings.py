@@ -1,4 +1,4 @@
-"""Input and output bindings: blob input and output, Service Bus queue output, storage queue output.
+"""Input and output bindings: blob input and output, Service Bus queue or topic output, storage queue output.
 
 As in the Functions host and the Python worker: input bindings are read before the function runs and
 handed over as the worker builds them (the blob as an `InputStream`, `str`/`bytes` when annotated so, an
@@ -58,6 +58,7 @@ class BindingSpec:
     connection_name: str  # the setting it came from (the SDK-type blob converter reads it again)
     data_type: str | None = None
     param_type: Any = None
+    topic: bool = False  # a Service Bus output to a topic rather than a queue
 
     @property
     def is_return(self) -> bool:
@@ -83,10 +84,7 @@ def describe_binding(function: str, binding: dict, param_types: Mapping[str, Any
     where = f"function {function!r}, binding {name!r}"
     if (kind, direction) not in SUPPORTED:
         raise HostConfigError(unsupported_message(function, binding))
-    if kind == "serviceBus" and binding.get("topicName"):
-        raise HostConfigError(f"{where}: Service Bus topic outputs are not supported locally (the emulator has "
-                              "queues only); send to a queue (queue_name=...)")
-    target = binding.get("path") if kind == "blob" else binding.get("queueName")
+    target = binding.get("path") if kind == "blob" else binding.get("queueName") or binding.get("topicName")
     if not target:
         raise HostConfigError(f"{where}: {'path' if kind == 'blob' else 'queue_name'} is empty")
     if kind == "blob" and "/" not in target.strip("/"):
@@ -105,6 +103,7 @@ def describe_binding(function: str, binding: dict, param_types: Mapping[str, Any
     connection = resolver.connection(setting, SUPPORTED[(kind, direction)], function, name)
     return BindingSpec(name=name, type=kind, direction=direction, target=target, connection=connection,
                        connection_name=setting, data_type=binding.get("dataType"),
+                       topic=kind == "serviceBus" and not binding.get("queueName") and bool(binding.get("topicName")),
                        param_type=typing.get_args(param_type)[0] if _is_out(param_type) and
                        typing.get_args(param_type) else param_type)
 
@@ -280,11 +279,13 @@ class BindingIO:
 
         datum = _encode(ServiceBusMessageOutConverter, value, binding)
         body = datum.value.encode("utf-8") if datum.type == "string" else bytes(datum.value)
-        key = (binding.connection, queue)
+        key = (binding.connection, ("topic:" if binding.topic else "") + queue)
         if key not in self._senders:
             if binding.connection not in self._servicebus:
                 self._servicebus[binding.connection] = ServiceBusClient.from_connection_string(binding.connection)
-            self._senders[key] = (self._servicebus[binding.connection].get_queue_sender(queue), asyncio.Lock())
+            client = self._servicebus[binding.connection]
+            sender = client.get_topic_sender(queue) if binding.topic else client.get_queue_sender(queue)
+            self._senders[key] = (sender, asyncio.Lock())
         sender, lock = self._senders[key]
         async with lock:  # one sender per queue, one send at a time on it
             await sender.send_messages(ServiceBusMessage(body))

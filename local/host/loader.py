@@ -104,15 +104,14 @@ def _check_trigger(function: str, trigger: dict) -> None:
         raise HostConfigError(f"{where}: trigger type {kind!r} is not supported by the dev host "
                               f"(supported: {', '.join(sorted(TRIGGERS))})")
     if kind == "serviceBusTrigger":
-        if trigger.get("topicName"):
-            raise HostConfigError(f"{where}: topic triggers are not supported locally (the emulator has "
-                                  "queues only); use a queue trigger")
+        if trigger.get("topicName") and not trigger.get("subscriptionName"):
+            raise HostConfigError(f"{where}: a topic trigger needs subscription_name")
         if trigger.get("isSessionsEnabled"):
             raise HostConfigError(f"{where}: session-enabled triggers are not supported locally")
         if str(trigger.get("cardinality") or "one").lower() != "one":
             raise HostConfigError(f"{where}: cardinality 'many' is not supported by the dev host; "
                                   "receive one message per invocation")
-        if not trigger.get("queueName"):
+        if not trigger.get("queueName") and not trigger.get("topicName"):
             raise HostConfigError(f"{where}: queue_name is empty")
     if kind == "blobTrigger" and "/" not in trigger.get("path", "").strip("/"):
         raise HostConfigError(f"{where}: path {trigger.get('path')!r} must be 'container/pattern', "

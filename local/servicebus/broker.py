@@ -19,7 +19,7 @@ from . import codec, links
 from .cbs import TokenRejected, covers, verify_sas
 from .log import log
 from .management import LOCK_LOST, MAX_MESSAGE_SIZE, Management
-from .queues import EntityNotFound, Namespace, SubQueue
+from .queues import EntityNotFound, Namespace, SubQueue, Topic
 from .render import render
 
 # A transfer still growing past this is not going to be accepted; stop buffering it.
@@ -217,6 +217,10 @@ class Broker(Handler):
                 link.flow(CONTROL_CREDIT)
             return
         if link.is_sender:
+            if isinstance(sub, Topic):
+                return self._refuse(link, "amqp:not-allowed",
+                                    f"Cannot receive from topic '{sub.path}': receive from one of its subscriptions, "
+                                    f"'{sub.path}/Subscriptions/<name>'.")
             refusal = _filter_refusal(link, sub)
             if refusal is not None:
                 return self._refuse(link, *refusal)
@@ -228,7 +232,12 @@ class Broker(Handler):
         else:
             if sub.dead_letter:
                 return self._refuse(link, "amqp:not-allowed", "Messages cannot be sent to a dead-letter queue.")
+            if not isinstance(sub, Topic) and sub.queue.config.topic:
+                return self._refuse(link, "amqp:not-allowed",
+                                    f"Cannot send to subscription '{sub.path}': send to its topic, "
+                                    f"'{sub.queue.config.topic}'.")
             link.sb_kind = "producer"
+            link.sb_target = sub if isinstance(sub, Topic) else sub.queue
             link.max_message_size = MAX_MESSAGE_SIZE
             self._open(link)
             link.flow(PRODUCER_CREDIT)
@@ -321,7 +330,7 @@ class Broker(Handler):
         dlv.settle()
 
     def _on_send(self, link: Link, dlv: Delivery, raw: bytes) -> None:
-        sub: SubQueue = link.sb_sub
+        sub: SubQueue | Topic = link.sb_sub
         if len(raw) > MAX_MESSAGE_SIZE:
             log("message_refused", "warning", conn=link.connection.sb_id, queue=sub.path, size=len(raw))
             return self._reject(dlv, "amqp:link:message-size-exceeded",
@@ -331,7 +340,7 @@ class Broker(Handler):
         except codec.DecodeError as exc:
             log("message_refused", "warning", conn=link.connection.sb_id, queue=sub.path, error=str(exc))
             return self._reject(dlv, "amqp:decode-error", f"Malformed message: {exc}")
-        self.ns.enqueue(sub.queue, parsed)
+        self.ns.enqueue(link.sb_target, parsed)
         self._accept(dlv)
 
     def _on_cbs(self, link: Link, dlv: Delivery, raw: bytes) -> None:

@@ -17,10 +17,10 @@ class ServiceBusProcess(ReadyProcess):
     """
 
     def __init__(self, workdir: Path, queues: list[dict], port: int = 0, data_dir: Path | None = None,
-                 log_path: Path | None = None, tls_port: int | None = None) -> None:
+                 log_path: Path | None = None, tls_port: int | None = None, topics: list[dict] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "servicebus.json"
-        config.write_text(json.dumps({"queues": queues}))
+        config.write_text(json.dumps({"queues": queues, "topics": topics or []}))
         args = [sys.executable, "-m", "local.servicebus", "--port", str(port), "--config", str(config)]
         args += ["--data-dir", str(data_dir)] if data_dir else ["--in-memory"]
         # The development CA and issuer key: made once per workdir (data_dir's own when there is one).

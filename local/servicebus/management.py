@@ -9,7 +9,7 @@ from typing import Any
 from proton import UNDESCRIBED, Array, Data, symbol
 
 from . import codec
-from .queues import EntityNotFound, LockLost, MessageNotFound, Namespace, SubQueue
+from .queues import EntityNotFound, LockLost, MessageNotFound, Namespace, SubQueue, Topic
 from .render import render
 
 VENDOR = "com.microsoft:"
@@ -20,6 +20,7 @@ NOT_FOUND = "amqp:not-found"
 NOT_IMPLEMENTED = "amqp:not-implemented"
 NOT_ALLOWED = "amqp:not-allowed"
 RECEIVE_AND_DELETE = 0
+_TOPIC_OPERATIONS = {"schedule-message", "cancel-scheduled-message"}
 
 
 @dataclass(slots=True)
@@ -93,6 +94,9 @@ class Management:
         op = self._ops.get(name)
         if op is None:
             return Reply(501, f"The operation {operation!r} is not supported by the local emulator.", {}, NOT_IMPLEMENTED)
+        if isinstance(sub, Topic) and name not in _TOPIC_OPERATIONS:
+            return Reply(400, f"The operation {operation!r} is not supported on a topic: use one of its "
+                         "subscriptions.", {}, NOT_ALLOWED)
         try:
             return op(sub, body)
         except LockLost as exc:
@@ -127,11 +131,12 @@ class Management:
         for p in parsed:
             if p.size > MAX_MESSAGE_SIZE:
                 raise BadRequest(f"message of {p.size} bytes is over the {MAX_MESSAGE_SIZE} byte limit")
-        seqs = self.ns.enqueue(sub.queue, parsed)
+        seqs = self.ns.enqueue(sub if isinstance(sub, Topic) else sub.queue, parsed)
         return Reply(200, "OK", {"sequence-numbers": Array(UNDESCRIBED, Data.LONG, *seqs)})
 
     def _cancel(self, sub: SubQueue, body: Any) -> Reply:
-        self.ns.cancel_scheduled(sub.queue, [int(s) for s in _items(_require(body, "sequence-numbers"))])
+        self.ns.cancel_scheduled(sub if isinstance(sub, Topic) else sub.queue,
+                                 [int(s) for s in _items(_require(body, "sequence-numbers"))])
         return Reply(200, "OK", {})
 
     def _receive_deferred(self, sub: SubQueue, body: Any) -> Reply:

@@ -40,9 +40,12 @@ QUEUES = [
 ]
 
 
+TOPICS = [{"name": "host-events", "subscriptions": [{"name": "audit"}, {"name": "other"}]}]
+
+
 @pytest.fixture(scope="session")
 def host_servicebus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("host-servicebus"), QUEUES)
+    emulator = start_emulator(tmp_path_factory.mktemp("host-servicebus"), QUEUES, topics=TOPICS)
     try:
         yield emulator
     finally:
@@ -92,6 +95,7 @@ def app_dir(make_app, azurite_connection_string: str, host_servicebus: Emulator,
         "ServiceBusConnection": host_servicebus.connection_string,
         "OK_QUEUE": "host-ok", "FAIL_QUEUE": "host-fail", "SLOW_QUEUE": "host-slow",
         "OUT_QUEUE": "host-out", "FORWARD_QUEUE": "host-forward", "STORAGE_QUEUE": container_name,
+        "EVENTS_TOPIC": "host-events",
         "BLOB_CONTAINER": container_name,
     })
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
-from tests.host.conftest import read_records
+from tests.host.conftest import call, read_records
 from tests.waiting import wait_until
 
 
@@ -122,3 +122,16 @@ def test_invocations_outliving_the_lock_four_at_a_time_run_once_each(make_app, s
     wait_until(lambda: queue_is_empty(conn, "host-renew"), timeout=10, what="messages completed")
     time.sleep(6)  # past another lock duration: nothing comes back
     assert len(read_records(records, "outlives_lock")) == 8
+
+
+def test_topic_output_binding_feeds_a_subscription_trigger(app_dir, start_host, records, host_servicebus):
+    host = start_host(app_dir, "http_publish", "sb_audit")
+    assert call(f"{host.url}/api/publish", method="POST", body=b'{"job": "j-1", "state": "done"}')[0] == 202
+    [seen] = wait_until(lambda: read_records(records, "sb_audit"), timeout=15, what="sb_audit invocation")
+    assert seen["body"] == '{"job": "j-1", "state": "done"}' and seen["delivery_count"] == 1
+    # The other subscription has its own copy, under the same sequence number.
+    with ServiceBusClient.from_connection_string(host_servicebus.connection_string) as client, \
+            client.get_subscription_receiver("host-events", "other") as receiver:
+        [copy] = receiver.receive_messages(max_message_count=1, max_wait_time=10)
+        receiver.complete_message(copy)
+    assert copy.sequence_number == seen["sequence_number"]

@@ -1,5 +1,6 @@
 """What the emulator does not implement is refused, with Service Bus's error where Azure has one,
-never accepted and ignored: sessions, topics, transactions, receiver filters, queue properties."""
+never accepted and ignored: sessions, transactions, receiver filters, queue properties; and entities
+that were not declared."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_session_receiver_is_refused_with_service_bus_error(servicebus, session)
     assert sorted((str(m), m.session_id) for m in got) == [("for A", "A"), ("for B", "B")]
 
 
-def test_topic_sender_and_subscription_receiver_are_not_found(servicebus):
+def test_undeclared_topic_and_subscription_are_not_found(servicebus):
     with ServiceBusClient.from_connection_string(servicebus.connection_string, retry_total=0) as client:
         with pytest.raises(MessagingEntityNotFoundError), client.get_topic_sender("some-topic") as sender:
             sender.send_messages(ServiceBusMessage("x"))

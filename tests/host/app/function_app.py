@@ -138,3 +138,17 @@ async def sb_forward(msg: func.ServiceBusMessage, manifest: str) -> str:
     if "fail" in manifest:
         raise RuntimeError("asked to fail: nothing may be written")
     return f"forwarded {json.loads(manifest)['job']}"
+
+
+@app.route(route="publish", methods=["POST"])
+@app.service_bus_topic_output(arg_name="event", topic_name="%EVENTS_TOPIC%", connection="ServiceBusConnection")
+def http_publish(req: func.HttpRequest, event: func.Out[str]) -> func.HttpResponse:
+    event.set(req.get_body().decode())
+    return func.HttpResponse("published", status_code=202)
+
+
+@app.service_bus_topic_trigger(arg_name="msg", topic_name="%EVENTS_TOPIC%", subscription_name="audit",
+                               connection="ServiceBusConnection")
+def sb_audit(msg: func.ServiceBusMessage) -> None:
+    record("sb_audit", body=msg.get_body().decode(), delivery_count=msg.delivery_count,
+           sequence_number=msg.sequence_number)
