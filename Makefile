@@ -5,12 +5,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 BROWSER_STAMP := $(VENV)/.browser-stamp
+CLIENTS    := .venv-clients
 # Older Batch clients, each in its own environment (tests/batch/client_venvs.py), for tests/batch/test_clients.py.
-CLIENTS_STAMP := .venv-clients/.installed-stamp
+CLIENTS_STAMP := $(CLIENTS)/.installed-stamp
+# One venv per azure-servicebus release the emulator is tested against (tests/servicebus/test_sdk_versions.py).
+SB_VERSIONS := $(shell grep -v '^\#' tests/servicebus/clients/versions.txt)
+SB_STAMPS  := $(foreach v,$(SB_VERSIONS),$(CLIENTS)/servicebus-$(v)/.installed-stamp)
 
 .PHONY: install test lint bench demo clean
 
-install: $(STAMP) $(NODE_STAMP) $(BROWSER_STAMP) $(CLIENTS_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(BROWSER_STAMP) $(CLIENTS_STAMP) $(SB_STAMPS)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +24,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 $(CLIENTS_STAMP): $(STAMP) $(wildcard tests/batch/clients/*.txt)
 	$(PY) -m tests.batch.client_venvs
+	@touch $@
+
+$(CLIENTS)/servicebus-%/.installed-stamp:
+	@test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --disable-pip-version-check azure-servicebus==$*
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -51,4 +60,4 @@ demo: install
 	$(PY) -m local.demo
 
 clean:
-	rm -rf $(VENV) .venv-clients node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENTS) node_modules .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bindings import BindingIO, with_bindings
 from .blob_trigger import BlobListener, BlobScheduler
 from .errors import HostConfigError
 from .http_trigger import BIND, HttpServer
@@ -67,6 +68,7 @@ class Host:
         self._http: HttpServer | None = None
         self._storage: HostStorage | None = None
         self._invoker: Invoker | None = None
+        self._bindings: BindingIO | None = None
         self._saved_env: dict[str, str | None] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,6 +128,11 @@ class Host:
         self._added_path = str(self.app_dir) not in sys.path
         specs = describe(import_app(self.app_dir), resolver, self.options.functions)
         self.functions = specs
+        self._bindings = BindingIO(host_json.queue_message_encoding)
+        self._bindings.loop = asyncio.get_running_loop()
+        for spec in specs:
+            if spec.bindings:
+                spec.callable = with_bindings(spec.callable, spec.name, spec.trigger, spec.bindings, self._bindings)
         self.host_id = self.options.host_id or default_host_id(settings)
         self._invoker = Invoker(str(self.app_dir))
 
@@ -195,6 +202,9 @@ class Host:
         if self._invoker:
             self._invoker.close(wait=not left)
             self._invoker = None
+        if self._bindings:
+            await self._bindings.close()
+            self._bindings = None
         self._restore_env()
         if getattr(self, "_added_path", False):
             with contextlib.suppress(ValueError):

@@ -35,23 +35,61 @@ WEBHOOK_PATH = "/runtime/webhooks/blobs"
 _PARAM = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([^}?=]+))?(\?)?(?:=[^}]*)?\}")
 
 
-def aiohttp_routes(template: str) -> list[str]:
-    """The Functions route template as aiohttp paths; an optional or catch-all last segment also gives the
-    path without that segment."""
+class Route:
+    """A Functions route template (`items/{id:int}/{name?}`, `files/{*rest}`) matched as the host's ASP.NET
+    routing does: literal segments case-insensitively, a trailing slash ignored, constraints checked, an
+    optional or catch-all last parameter allowed to be absent (a default, `{name=x}`, then applies)."""
 
-    def convert(match: re.Match) -> str:
-        catch_all, name, constraint, _optional = match.groups()
-        if catch_all:
-            return f"{{{name}:.*}}"
-        regex = _CONSTRAINTS.get((constraint or "").split("(")[0].lower(), r"[^/]+")
-        return f"{{{name}:{regex}}}"
+    def __init__(self, template: str, prefix: str = "") -> None:
+        self.template = template
+        self.defaults: dict[str, str] = {}
+        segments = [s for s in f"{prefix}/{template}".split("/") if s]
+        pattern = ""
+        self.literals = self.params = 0
+        for i, segment in enumerate(segments):
+            whole = _PARAM.fullmatch(segment)
+            last = i == len(segments) - 1
+            if whole:
+                self.params += 1
+                catch_all, name, constraint, optional = whole.groups()
+                default = segment.partition("=")[2].rstrip("}") if "=" in segment else None
+                if default is not None:
+                    self.defaults[name] = default
+                regex = ".*" if catch_all else _constraint(constraint)
+                if last and (catch_all or optional or default is not None):
+                    pattern += f"(?:/(?P<{name}>{regex}))?"
+                else:
+                    pattern += f"/(?P<{name}>{regex})"
+                continue
+            self.literals += 1
+            parts, at = [], 0
+            for match in _PARAM.finditer(segment):
+                parts.append(re.escape(segment[at:match.start()]))
+                parts.append(f"(?P<{match.group(2)}>{_constraint(match.group(3))})")
+                self.params += 1
+                at = match.end()
+            parts.append(re.escape(segment[at:]))
+            pattern += "/" + "".join(parts)
+        self._regex = re.compile(f"^{pattern or '/'}$", re.IGNORECASE)
 
-    segments = template.strip("/").split("/")
-    paths = ["/".join(_PARAM.sub(convert, segment) for segment in segments)]
-    last = _PARAM.fullmatch(segments[-1])
-    if last and (last.group(1) or last.group(4)):
-        paths.append("/".join(_PARAM.sub(convert, segment) for segment in segments[:-1]))
-    return paths
+    def match(self, path: str) -> dict[str, str] | None:
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
+        found = self._regex.match(path)
+        if found is None:
+            return None
+        params = dict(self.defaults)
+        params.update({k: v for k, v in found.groupdict().items() if v is not None})
+        return params
+
+    @property
+    def precedence(self) -> tuple[int, int]:
+        # More literal segments first, then fewer parameters: `items/new` wins over `items/{id}`.
+        return (-self.literals, self.params)
+
+
+def _constraint(constraint: str | None) -> str:
+    return _CONSTRAINTS.get((constraint or "").split("(")[0].lower(), r"[^/]+")
 
 
 def _response(result: object) -> web.StreamResponse:
@@ -85,6 +123,7 @@ class HttpServer:
         self.ready = False
         self.runner: web.AppRunner | None = None
         self.routes: list[tuple[str, list[str], str]] = []
+        self.table: list[tuple[Route, frozenset[str], FunctionSpec]] = []
         self.all_specs: list[FunctionSpec] = []
         self.webhooks = blob_webhooks or {}  # function id -> listener, for functions whose blob source is EventGrid
 
@@ -96,31 +135,41 @@ class HttpServer:
         app.router.add_post(WEBHOOK_PATH, self._blob_webhook)
         prefix = f"/{self.route_prefix}" if self.route_prefix else ""
         for spec in self.specs:
+            # No `methods` means every method, HEAD included, as in the host.
             methods = [str(m).upper() for m in (spec.trigger.get("methods") or ALL_METHODS)]
-            for path in aiohttp_routes(spec.trigger.get("route") or spec.name):
-                url_path = f"{prefix}/{path}".rstrip("/") or "/"
-                resource = app.router.add_resource(url_path)
-                for method in methods:
-                    if method == "HEAD" and "GET" in methods:
-                        continue  # aiohttp answers HEAD for GET routes itself
-                    resource.add_route(method, self._handler(spec))
-            self.routes.append((spec.name, methods, f"{prefix}/{spec.trigger.get('route') or spec.name}"))
+            template = spec.trigger.get("route") or spec.name
+            self.table.append((Route(template, self.route_prefix), frozenset(methods), spec))
+            self.routes.append((spec.name, methods, f"{prefix}/{template}"))
+        self.table.sort(key=lambda entry: entry[0].precedence)
+        # Everything else is a function's route; matched here rather than by aiohttp, whose paths are
+        # case-sensitive and strict about a trailing slash where the host is not.
+        app.router.add_route("*", "/{path:.*}", self._dispatch)
         return app
 
-    def _handler(self, spec: FunctionSpec):
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
-            req = http_request(request.method, str(request.url), dict(request.headers),
-                               dict(request.query), dict(request.match_info), body)
-            try:
-                result = await self.invoker.invoke(spec, req, f"Reason='HTTP {request.method} {request.path}'",
-                                                   method=request.method, path=request.path)
-                return _response(result)
-            except Exception:
-                # Like the host: the details are in the log, the client gets a bare 500.
-                return web.Response(status=500)
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        allowed: set[str] = set()
+        for route, methods, spec in self.table:
+            params = route.match(request.path)
+            if params is None:
+                continue
+            if request.method in methods:
+                return await self._invoke(spec, request, params)
+            allowed |= methods
+        if allowed:
+            return web.Response(status=405, headers={"Allow": ", ".join(sorted(allowed))})
+        return web.Response(status=404)
 
-        return handle
+    async def _invoke(self, spec: FunctionSpec, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
+        body = await request.read()
+        req = http_request(request.method, str(request.url), dict(request.headers),
+                           dict(request.query), params, body)
+        try:
+            result = await self.invoker.invoke(spec, req, f"Reason='HTTP {request.method} {request.path}'",
+                                               method=request.method, path=request.path)
+            return _response(result)
+        except Exception:
+            # Like the host: the details are in the log, the client gets a bare 500.
+            return web.Response(status=500)
 
     async def _root(self, _request: web.Request) -> web.Response:
         return web.Response(text="Functions dev host is running\n")

@@ -18,6 +18,7 @@ from typing import Any
 
 import azure.functions as func
 
+from .bindings import BindingSpec, describe_binding
 from .errors import HostConfigError
 from .settings import SettingResolver
 
@@ -35,6 +36,7 @@ class FunctionSpec:
     trigger: dict  # the trigger binding as function.json spells it, `%settings%` resolved
     param_types: dict[str, Any] = field(default_factory=dict)
     context_param: str | None = None
+    bindings: list[BindingSpec] = field(default_factory=list)  # input and output bindings (bindings.py)
 
     @property
     def function_id(self) -> str:
@@ -102,15 +104,14 @@ def _check_trigger(function: str, trigger: dict) -> None:
         raise HostConfigError(f"{where}: trigger type {kind!r} is not supported by the dev host "
                               f"(supported: {', '.join(sorted(TRIGGERS))})")
     if kind == "serviceBusTrigger":
-        if trigger.get("topicName"):
-            raise HostConfigError(f"{where}: topic triggers are not supported locally (the emulator has "
-                                  "queues only); use a queue trigger")
+        if trigger.get("topicName") and not trigger.get("subscriptionName"):
+            raise HostConfigError(f"{where}: a topic trigger needs subscription_name")
         if trigger.get("isSessionsEnabled"):
             raise HostConfigError(f"{where}: session-enabled triggers are not supported locally")
         if str(trigger.get("cardinality") or "one").lower() != "one":
             raise HostConfigError(f"{where}: cardinality 'many' is not supported by the dev host; "
                                   "receive one message per invocation")
-        if not trigger.get("queueName"):
+        if not trigger.get("queueName") and not trigger.get("topicName"):
             raise HostConfigError(f"{where}: queue_name is empty")
     if kind == "blobTrigger" and "/" not in trigger.get("path", "").strip("/"):
         raise HostConfigError(f"{where}: path {trigger.get('path')!r} must be 'container/pattern', "
@@ -137,26 +138,24 @@ def describe(app: func.FunctionApp, resolver: SettingResolver,
         if trigger is None:
             raise HostConfigError(f"function {name!r} has no trigger")
         _check_trigger(name, trigger)
+        fn = function.get_user_function()
+        types = _param_types(fn)
+        others = []
         for binding in bindings:
             if binding is trigger:
                 continue
             if binding["type"] == "http" and binding["name"] == "$return":
                 continue
-            raise HostConfigError(
-                f"function {name!r}, binding {binding['name']!r}: {binding['type']} "
-                f"{str(binding.get('direction', '')).lower()} bindings are not supported by the dev host; "
-                "use the SDK from the function (as shared/ does) instead")
-        fn = function.get_user_function()
-        types = _param_types(fn)
+            others.append(describe_binding(name, binding, types, resolver))
         if trigger["name"] not in types:
             raise HostConfigError(f"function {name!r}: its trigger binding is named {trigger['name']!r} but "
                                   f"the Python function has no parameter of that name (arg_name)")
         context = next((p for p, t in types.items() if p != trigger["name"]
                         and (p == "context" or (isinstance(t, type) and issubclass(t, func.Context)))), None)
-        extra = [p for p in types if p not in (trigger["name"], context)]
+        extra = [p for p in types if p not in (trigger["name"], context, *(b.name for b in others))]
         if extra:
             raise HostConfigError(f"function {name!r}: parameters {extra} match no binding; "
                                   "every parameter must be a binding or `context`")
         specs.append(FunctionSpec(name=name, callable=fn, trigger=trigger,
-                                  param_types=types, context_param=context))
+                                  param_types=types, context_param=context, bindings=others))
     return specs

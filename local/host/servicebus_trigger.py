@@ -1,4 +1,5 @@
-"""Service Bus queue trigger: peek-lock, complete on success, abandon on exception, lock renewed meanwhile.
+"""Service Bus queue and topic-subscription trigger: peek-lock, complete on success, abandon on exception, lock
+renewed meanwhile.
 
 Poison handling is the queue's: each abandon raises the delivery count and the broker dead-letters the
 message past maxDeliveryCount, as with the real extension.
@@ -34,7 +35,10 @@ class ServiceBusListener:
     def __init__(self, spec: FunctionSpec, connection_string: str, connection_name: str,
                  options: ServiceBusOptions, invoker: Invoker, receive_wait: float, connect_timeout: float):
         self.spec = spec
-        self.queue = spec.trigger["queueName"]
+        self.topic = spec.trigger.get("topicName")
+        self.subscription = spec.trigger.get("subscriptionName")
+        # What the logs and messages name: the queue, or the topic's subscription as Service Bus names it.
+        self.queue = f"{self.topic}/Subscriptions/{self.subscription}" if self.topic else spec.trigger["queueName"]
         self.connection_string = connection_string
         self.connection_name = connection_name
         self.options = options
@@ -49,17 +53,22 @@ class ServiceBusListener:
 
     async def start(self) -> None:
         self.client = ServiceBusClient.from_connection_string(self.connection_string)
-        self.receiver = self.client.get_queue_receiver(
-            self.queue, receive_mode=ServiceBusReceiveMode.PEEK_LOCK, prefetch_count=self.options.prefetch_count)
-        where = (f"function {self.spec.name!r}: queue {self.queue!r} at {endpoint_of(self.connection_string)} "
+        options = {"receive_mode": ServiceBusReceiveMode.PEEK_LOCK, "prefetch_count": self.options.prefetch_count}
+        if self.topic:
+            self.receiver = self.client.get_subscription_receiver(self.topic, self.subscription, **options)
+        else:
+            self.receiver = self.client.get_queue_receiver(self.queue, **options)
+        kind = "subscription" if self.topic else "queue"
+        where = (f"function {self.spec.name!r}: {kind} {self.queue!r} at {endpoint_of(self.connection_string)} "
                  f"(setting {self.connection_name!r})")
         try:
             # Opening the link now makes a wrong queue name or a stopped emulator fail start-up, not later.
             await asyncio.wait_for(self.receiver.__aenter__(), self.connect_timeout)
         except MessagingEntityNotFoundError:
             await self._close_clients()
+            flag = f"--subscription {self.topic}/{self.subscription}" if self.topic else f"--queue {self.queue}"
             raise HostConfigError(f"{where} does not exist; create it (e.g. `python -m local.servicebus "
-                                  f"--queue {self.queue}`) or fix the queue name") from None
+                                  f"{flag}`) or fix the {kind} name") from None
         except (TimeoutError, ServiceBusError, OSError) as exc:
             await self._close_clients()
             raise HostConfigError(f"{where}: cannot connect ({type(exc).__name__}); start the Service Bus "

@@ -55,6 +55,7 @@ class HostJson:
     service_bus: ServiceBusOptions
     blobs: BlobOptions
     route_prefix: str
+    queue_message_encoding: str = "base64"
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -112,7 +113,12 @@ def read_host_json(app_dir: Path) -> HostJson:
                                if threshold is not None else DEFAULT_POISON_BLOB_THRESHOLD),
     )
     prefix = (extensions.get("http") or {}).get("routePrefix", DEFAULT_ROUTE_PREFIX)
-    return HostJson(service_bus=service_bus, blobs=blobs, route_prefix=str(prefix).strip("/"))
+    # The queue extension's messageEncoding for queue outputs: base64 (its default) or none.
+    encoding = str((extensions.get("queues") or {}).get("messageEncoding", "base64")).lower()
+    if encoding not in ("base64", "none"):
+        raise HostConfigError(f"host.json extensions.queues.messageEncoding: expected base64 or none, got {encoding!r}")
+    return HostJson(service_bus=service_bus, blobs=blobs, route_prefix=str(prefix).strip("/"),
+                    queue_message_encoding=encoding)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Timer trigger: six-field NCRONTAB (seconds first) or a TimeSpan, one invocation at a time.
+"""Timer trigger: NCRONTAB (six fields, seconds first; five fields, seconds 0) or a TimeSpan, one at a time.
 
 The schedule monitor mirrors the host's: status {Last, Next, LastUpdated} in
 `azure-webjobs-hosts/timers/{hostId}/{functionId}/status`, and a missed occurrence found there on start-up
@@ -33,23 +33,29 @@ class Schedule:
     def __init__(self, expression: str, function: str, binding: str) -> None:
         self.expression = expression.strip()
         self.interval: timedelta | None = None
+        self.with_seconds = True
         fields = self.expression.split()
         if len(fields) == 1 and ":" in self.expression:
             self.interval = parse_timespan(self.expression, f"function {function!r}, binding {binding!r} schedule")
             if self.interval <= timedelta(0):
                 raise HostConfigError(f"function {function!r}, binding {binding!r}: schedule interval must be > 0")
             return
-        # NCRONTAB puts seconds first; croniter reads a sixth field as seconds only with second_at_beginning.
-        if len(fields) != 6 or not croniter.is_valid(self.expression, second_at_beginning=True):
+        # The timer extension's rule: exactly five fields is classic cron (minute first, so seconds are 0);
+        # any other count is read as NCRONTAB with seconds first. croniter reads a sixth field as seconds
+        # only with second_at_beginning.
+        self.with_seconds = len(fields) != 5
+        if len(fields) not in (5, 6) or not croniter.is_valid(self.expression,
+                                                                second_at_beginning=self.with_seconds):
             raise HostConfigError(
-                f"function {function!r}, binding {binding!r}: schedule {expression!r} is not a six-field "
-                "NCRONTAB expression '{second} {minute} {hour} {day} {month} {day-of-week}', "
-                "e.g. '0 */5 * * * *' for every five minutes")
+                f"function {function!r}, binding {binding!r}: schedule {expression!r} is not an NCRONTAB "
+                "expression: six fields '{second} {minute} {hour} {day} {month} {day-of-week}' (e.g. "
+                "'0 */5 * * * *' for every five minutes) or five without the seconds ('*/5 * * * *'), "
+                "or a TimeSpan like '00:05:00'")
 
     def next_after(self, moment: datetime) -> datetime:
         if self.interval is not None:
             return moment + self.interval
-        return croniter(self.expression, moment, second_at_beginning=True).get_next(datetime)
+        return croniter(self.expression, moment, second_at_beginning=self.with_seconds).get_next(datetime)
 
     def monitored_by_default(self) -> bool:
         # The docs: useMonitor defaults to true only when occurrences are at least a minute apart.

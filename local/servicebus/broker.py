@@ -19,7 +19,7 @@ from . import codec, links
 from .cbs import TokenRejected, covers, verify_sas
 from .log import log
 from .management import LOCK_LOST, MAX_MESSAGE_SIZE, Management
-from .queues import EntityNotFound, Namespace, SubQueue
+from .queues import EntityNotFound, Namespace, SubQueue, Topic
 from .render import render
 
 # A transfer still growing past this is not going to be accepted; stop buffering it.
@@ -49,16 +49,43 @@ def _error(name: str, description: str) -> Condition:
     return Condition(name, description, {symbol("component"): "local-servicebus"})
 
 
+def _source_filters(link: Link) -> dict:
+    data = link.remote_source.filter
+    data.rewind()
+    if not data.next():
+        return {}
+    value = data.get_object()
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _filter_refusal(link: Link, sub: SubQueue) -> tuple[str, str] | None:
+    """Why a receiver's source filter cannot be honoured (Service Bus's condition and words), if it cannot."""
+    filters = _source_filters(link)
+    if links.SESSION_FILTER in filters:
+        # No queue here requires sessions (the emulator has none), so this is what Service Bus answers.
+        return ("amqp:not-allowed",
+                f"A sessionful message receiver cannot be created on an entity that does not require sessions "
+                f"('{sub.path}'). Ensure RequiresSession is set to true when creating a Queue or Subscription to "
+                "enable sessionful behavior. (The local emulator has no session-enabled queues: receive with a "
+                "plain receiver.)")
+    if filters:
+        return ("amqp:not-implemented",
+                f"Receiver filters {sorted(filters)} are not supported by the local Service Bus emulator.")
+    return None
+
+
 def _usable(link: Link) -> bool:
     return (link.state & _ACTIVE) == _ACTIVE and not getattr(link, "sb_dead", False)
 
 
 class Broker(Handler):
     def __init__(
-        self, namespace: Namespace, key_name: str, key: str, clock: Callable[[], float] = time.time
+        self, namespace: Namespace, key_name: str, key: str, clock: Callable[[], float] = time.time, issuer=None
     ) -> None:
-        """clock: Unix seconds, the scale SAS token expiries are written in."""
+        """clock: Unix seconds, the scale SAS token expiries are written in. issuer: identity.Issuer, to
+        accept Entra ID (jwt) tokens it signed."""
         super().__init__()
+        self.issuer = issuer
         self.ns = namespace
         self.mgmt = Management(namespace)
         self.key_name, self.key = key_name, key
@@ -169,6 +196,9 @@ class Broker(Handler):
             if link.is_receiver:
                 link.flow(CONTROL_CREDIT)
             return
+        if (link.remote_target.type if link.is_receiver else link.remote_source.type) == Terminus.COORDINATOR:
+            return self._refuse(link, "amqp:not-implemented",
+                                "Transactions are not supported by the local Service Bus emulator.")
         entity, is_management = links.split_management(path)
         try:
             sub = self.ns.resolve(entity)
@@ -187,6 +217,13 @@ class Broker(Handler):
                 link.flow(CONTROL_CREDIT)
             return
         if link.is_sender:
+            if isinstance(sub, Topic):
+                return self._refuse(link, "amqp:not-allowed",
+                                    f"Cannot receive from topic '{sub.path}': receive from one of its subscriptions, "
+                                    f"'{sub.path}/Subscriptions/<name>'.")
+            refusal = _filter_refusal(link, sub)
+            if refusal is not None:
+                return self._refuse(link, *refusal)
             link.sb_kind = "consumer"
             link.sb_peek_lock = link.snd_settle_mode != Link.SND_SETTLED
             self._open(link)
@@ -195,7 +232,12 @@ class Broker(Handler):
         else:
             if sub.dead_letter:
                 return self._refuse(link, "amqp:not-allowed", "Messages cannot be sent to a dead-letter queue.")
+            if not isinstance(sub, Topic) and sub.queue.config.topic:
+                return self._refuse(link, "amqp:not-allowed",
+                                    f"Cannot send to subscription '{sub.path}': send to its topic, "
+                                    f"'{sub.queue.config.topic}'.")
             link.sb_kind = "producer"
+            link.sb_target = sub if isinstance(sub, Topic) else sub.queue
             link.max_message_size = MAX_MESSAGE_SIZE
             self._open(link)
             link.flow(PRODUCER_CREDIT)
@@ -288,7 +330,7 @@ class Broker(Handler):
         dlv.settle()
 
     def _on_send(self, link: Link, dlv: Delivery, raw: bytes) -> None:
-        sub: SubQueue = link.sb_sub
+        sub: SubQueue | Topic = link.sb_sub
         if len(raw) > MAX_MESSAGE_SIZE:
             log("message_refused", "warning", conn=link.connection.sb_id, queue=sub.path, size=len(raw))
             return self._reject(dlv, "amqp:link:message-size-exceeded",
@@ -298,7 +340,7 @@ class Broker(Handler):
         except codec.DecodeError as exc:
             log("message_refused", "warning", conn=link.connection.sb_id, queue=sub.path, error=str(exc))
             return self._reject(dlv, "amqp:decode-error", f"Malformed message: {exc}")
-        self.ns.enqueue(sub.queue, parsed)
+        self.ns.enqueue(link.sb_target, parsed)
         self._accept(dlv)
 
     def _on_cbs(self, link: Link, dlv: Delivery, raw: bytes) -> None:
@@ -315,7 +357,13 @@ class Broker(Handler):
         else:
             try:
                 token = request.body.decode() if isinstance(request.body, bytes | memoryview) else str(request.body)
-                grant = verify_sas(token, audience, self.key_name, self.key, self.clock())
+                # Told apart by content, as the SDK also sends SAS tokens a credential hands out as type jwt.
+                if not token.startswith("SharedAccessSignature "):  # Entra ID: the local issuer's (identity.py)
+                    if self.issuer is None:
+                        raise TokenRejected("InvalidToken: Entra ID (jwt) tokens are not enabled on this emulator")
+                    grant = self.issuer.verify(token, audience, self.clock())
+                else:
+                    grant = verify_sas(token, audience, self.key_name, self.key, self.clock())
             except TokenRejected as exc:
                 status, description = 401, str(exc)
                 log("token_refused", "warning", conn=link.connection.sb_id, audience=audience, reason=str(exc))
@@ -437,6 +485,8 @@ class Broker(Handler):
         elif state == Delivery.MODIFIED:
             dlv.local.failed = remote.failed
             dlv.local.undeliverable = remote.undeliverable
+            if remote.annotations:  # Service Bus's propertiesToModify: merged into the application properties
+                self.ns.modify_properties(lock, {str(k): v for k, v in codec._own(remote.annotations).items()})
             if remote.undeliverable:
                 self.ns.defer(lock)
             elif remote.failed:

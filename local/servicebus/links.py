@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 CBS = "$cbs"
+SESSION_FILTER = "com.microsoft:session-filter"
 MANAGEMENT_SUFFIX = "/$management"
 
 

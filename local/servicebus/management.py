@@ -9,7 +9,7 @@ from typing import Any
 from proton import UNDESCRIBED, Array, Data, symbol
 
 from . import codec
-from .queues import EntityNotFound, LockLost, MessageNotFound, Namespace, SubQueue
+from .queues import EntityNotFound, LockLost, MessageNotFound, Namespace, SubQueue, Topic
 from .render import render
 
 VENDOR = "com.microsoft:"
@@ -18,7 +18,9 @@ MESSAGE_NOT_FOUND = "com.microsoft:message-not-found"
 ARGUMENT_ERROR = "com.microsoft:argument-error"
 NOT_FOUND = "amqp:not-found"
 NOT_IMPLEMENTED = "amqp:not-implemented"
+NOT_ALLOWED = "amqp:not-allowed"
 RECEIVE_AND_DELETE = 0
+_TOPIC_OPERATIONS = {"schedule-message", "cancel-scheduled-message"}
 
 
 @dataclass(slots=True)
@@ -66,6 +68,15 @@ def _tokens(body: Any) -> list[uuid.UUID]:
     return out
 
 
+class NotAllowed(ValueError):
+    pass
+
+
+def _no_session(body: Any) -> None:
+    if isinstance(body, dict) and body.get("session-id") is not None:
+        raise NotAllowed("the local emulator has no session-enabled queues; this request names a session")
+
+
 class Management:
     def __init__(self, namespace: Namespace) -> None:
         self.ns = namespace
@@ -83,6 +94,9 @@ class Management:
         op = self._ops.get(name)
         if op is None:
             return Reply(501, f"The operation {operation!r} is not supported by the local emulator.", {}, NOT_IMPLEMENTED)
+        if isinstance(sub, Topic) and name not in _TOPIC_OPERATIONS:
+            return Reply(400, f"The operation {operation!r} is not supported on a topic: use one of its "
+                         "subscriptions.", {}, NOT_ALLOWED)
         try:
             return op(sub, body)
         except LockLost as exc:
@@ -92,6 +106,8 @@ class Management:
             return Reply(404, str(exc), {}, MESSAGE_NOT_FOUND)
         except EntityNotFound as exc:
             return Reply(404, f"The messaging entity {exc} could not be found.", {}, NOT_FOUND)
+        except NotAllowed as exc:
+            return Reply(400, str(exc), {}, NOT_ALLOWED)
         except (BadRequest, codec.DecodeError, TypeError, ValueError) as exc:
             return Reply(400, f"Bad request: {exc}", {}, ARGUMENT_ERROR)
 
@@ -100,6 +116,7 @@ class Management:
         return Reply(200, "OK", {"expirations": Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)})
 
     def _peek(self, sub: SubQueue, body: Any) -> Reply:
+        _no_session(body)
         start = int(_require(body, "from-sequence-number"))
         count = int(_require(body, "message-count"))
         records = self.ns.peek(sub, start, max(count, 0))
@@ -114,14 +131,16 @@ class Management:
         for p in parsed:
             if p.size > MAX_MESSAGE_SIZE:
                 raise BadRequest(f"message of {p.size} bytes is over the {MAX_MESSAGE_SIZE} byte limit")
-        seqs = self.ns.enqueue(sub.queue, parsed)
+        seqs = self.ns.enqueue(sub if isinstance(sub, Topic) else sub.queue, parsed)
         return Reply(200, "OK", {"sequence-numbers": Array(UNDESCRIBED, Data.LONG, *seqs)})
 
     def _cancel(self, sub: SubQueue, body: Any) -> Reply:
-        self.ns.cancel_scheduled(sub.queue, [int(s) for s in _items(_require(body, "sequence-numbers"))])
+        self.ns.cancel_scheduled(sub if isinstance(sub, Topic) else sub.queue,
+                                 [int(s) for s in _items(_require(body, "sequence-numbers"))])
         return Reply(200, "OK", {})
 
     def _receive_deferred(self, sub: SubQueue, body: Any) -> Reply:
+        _no_session(body)
         seqs = [int(s) for s in _items(_require(body, "sequence-numbers"))]
         mode = int(body.get("receiver-settle-mode", 1))
         messages = []
@@ -137,7 +156,12 @@ class Management:
     def _update_disposition(self, sub: SubQueue, body: Any) -> Reply:
         status = str(_require(body, "disposition-status"))
         locks = [self.ns.live_lock(token) for token in _tokens(body)]
+        changes = body.get("properties-to-modify") or {}
+        if not isinstance(changes, dict):
+            raise BadRequest("properties-to-modify must be a map")
         for lock in locks:
+            if changes and status in ("abandoned", "defered"):
+                self.ns.modify_properties(lock, {str(k): v for k, v in changes.items()})
             if status == "completed":
                 self.ns.complete(lock)
             elif status == "abandoned":

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import codec
-from .config import QueueConfig
+from .config import QueueConfig, TopicConfig
+from .filters import TRUE_RULE, EvaluationError, message_view
+from .log import log
 from .store import ACTIVE, DEFERRED, SCHEDULED, Record, Store
 
 MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
@@ -100,13 +102,36 @@ def _app_props_with_reason(app_raw: bytes, reason: str | None, description: str 
     return codec.with_application_properties(app_raw, extra) if extra else app_raw
 
 
-class Namespace:
-    """All queues, their messages and the outstanding locks."""
+class Topic:
+    """Where senders publish: every message goes to each subscription whose rules select it, under one
+    sequence number (the topic's), as a copy of its own that the subscription settles independently."""
 
-    def __init__(self, configs: Iterable[QueueConfig], store: Store, clock_ms: Callable[[], int]) -> None:
+    dead_letter = False  # a topic has no dead-letter queue of its own
+
+    def __init__(self, config: TopicConfig, subscriptions: list[Queue]) -> None:
+        self.config = config
+        self.key = config.name.lower()
+        self.subscriptions = subscriptions
+        self.seen_ids: dict[str, int] = {}
+
+    @property
+    def path(self) -> str:
+        return self.config.name
+
+
+class Namespace:
+    """All queues, topics and subscriptions, their messages and the outstanding locks."""
+
+    def __init__(self, configs: Iterable[QueueConfig], store: Store, clock_ms: Callable[[], int],
+                 topics: Iterable[TopicConfig] = ()) -> None:
         self.store = store
         self.clock_ms = clock_ms
         self.queues = {q.name.lower(): Queue(q) for q in configs}
+        self.topics: dict[str, Topic] = {}
+        for topic in topics:
+            subs = [Queue(sub) for sub in topic.subscriptions]
+            self.queues.update({sub.key: sub for sub in subs})  # a subscription is a queue fed by its topic
+            self.topics[topic.name.lower()] = Topic(topic, subs)
         self.locks: dict[uuid.UUID, Lock] = {}
         self._lock_expiry: list[tuple[int, uuid.UUID]] = []
         self.dirty: set[SubQueue] = set()  # sub-queues with newly ready messages, for the broker to dispatch
@@ -118,8 +143,9 @@ class Namespace:
                 continue  # a queue dropped from the configuration keeps its rows but is not served
             self._place(queue, record, now)
         for name, ids in seen.items():
-            if name in self.queues:
-                self.queues[name].seen_ids.update(ids)
+            entity = self.queues.get(name) or self.topics.get(name)
+            if entity is not None:
+                entity.seen_ids.update(ids)
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -129,57 +155,79 @@ class Namespace:
             raise EntityNotFound(name)
         return queue
 
-    def resolve(self, path: str) -> SubQueue:
-        """'jobs' or 'jobs/$DeadLetterQueue' to its sub-queue."""
-        name, _, rest = path.partition("/")
+    def resolve(self, path: str) -> SubQueue | Topic:
+        """'jobs', 'jobs/$DeadLetterQueue', 'events' (a topic), 'events/Subscriptions/audit' and
+        'events/Subscriptions/audit/$DeadLetterQueue' to what they name."""
+        parts = path.split("/")
+        if len(parts) >= 3 and parts[1].lower() == "subscriptions":
+            name, rest = "/".join(parts[:3]), parts[3:]
+        else:
+            name, rest = parts[0], parts[1:]
+        if not rest and name.lower() in self.topics:
+            return self.topics[name.lower()]
         queue = self.queue(name)
         if not rest:
             return queue.main
-        if rest.lower() == DEAD_LETTER_QUEUE:
+        if len(rest) == 1 and rest[0].lower() == DEAD_LETTER_QUEUE:
             return queue.dlq
         raise EntityNotFound(path)
 
     # -- enqueue ------------------------------------------------------------------------------
 
-    def enqueue(self, queue: Queue, messages: list[codec.Parsed]) -> list[int]:
-        """Accept messages; duplicates inside the detection window are acknowledged and dropped."""
+    def enqueue(self, target: Queue | Topic, messages: list[codec.Parsed]) -> list[int]:
+        """Accept messages for a queue, or publish them on a topic; duplicates inside the detection window
+        are acknowledged and dropped. Returns the sequence numbers given (one per message kept)."""
         now = self.clock_ms()
-        new: list[Record] = []
+        new: list[tuple[Queue, Record]] = []
         new_ids: list[tuple[str, int]] = []
         seqs: list[int] = []
-        if queue.config.duplicate_detection:
-            self._trim_seen(queue, now)
-        default_ttl = _seconds_ms(queue.config.default_ttl_s)
+        config = target.config
+        if config.duplicate_detection:
+            self._trim_seen(target, now)
         for parsed in messages:
             message_id = None if parsed.message_id is None else str(parsed.message_id)
-            if queue.config.duplicate_detection and message_id is not None:
-                if message_id in queue.seen_ids:
+            if config.duplicate_detection and message_id is not None:
+                if message_id in target.seen_ids:
                     continue
-                queue.seen_ids[message_id] = now
+                target.seen_ids[message_id] = now
                 new_ids.append((message_id, now))
-            annotations = {k: v for k, v in parsed.annotations.items() if str(k) not in _BROKER_ANNOTATIONS}
-            scheduled_ms = annotations.get(_SCHEDULED_KEY)
-            visible = max(now, int(scheduled_ms)) if scheduled_ms is not None else now
-            ttl_candidates = [t for t in (parsed.ttl_ms, default_ttl) if t]
-            ttl = min(ttl_candidates) if ttl_candidates else None
-            record = Record(
-                seq=self.next_seq, queue=queue.key, dead_letter=False,
-                state=SCHEDULED if visible > now else ACTIVE,
-                enqueued_ms=now, visible_ms=visible, expires_ms=(visible + ttl) if ttl else 0,
-                delivery_count=0, message_id=message_id, durable=parsed.durable, priority=parsed.priority,
-                ttl_ms=ttl, annotations=codec.encode_value(annotations) if annotations else _EMPTY_MAP,
-                properties=parsed.properties_raw, app_properties=parsed.app_raw, body=parsed.body_raw,
-            )
+            seq = self.next_seq
             self.next_seq += 1
-            new.append(record)
-            seqs.append(record.seq)
+            seqs.append(seq)
+            if isinstance(target, Topic):
+                view = _filter_view(parsed)
+                for sub in target.subscriptions:
+                    if _selects(target, sub, view):
+                        new.append((sub, self._record(sub, seq, parsed, now, config.default_ttl_s)))
+            else:
+                new.append((target, self._record(target, seq, parsed, now)))
         if new:
-            self.store.add(new, self.next_seq)
+            self.store.add([record for _, record in new], self.next_seq)
+        elif seqs:
+            self.store.add([], self.next_seq)  # a topic message no subscription took still used its number
         if new_ids:
-            self.store.remember_ids(queue.key, new_ids)
-        for record in new:
+            self.store.remember_ids(target.key, new_ids)
+        for queue, record in new:
             self._place(queue, record, now)
         return seqs
+
+    def _record(self, queue: Queue, seq: int, parsed: codec.Parsed, now: int,
+                topic_ttl_s: float | None = None) -> Record:
+        annotations = {k: v for k, v in parsed.annotations.items() if str(k) not in _BROKER_ANNOTATIONS}
+        scheduled_ms = annotations.get(_SCHEDULED_KEY)
+        visible = max(now, int(scheduled_ms)) if scheduled_ms is not None else now
+        ttl_candidates = [t for t in (parsed.ttl_ms, _seconds_ms(queue.config.default_ttl_s),
+                                      _seconds_ms(topic_ttl_s)) if t]
+        ttl = min(ttl_candidates) if ttl_candidates else None
+        message_id = None if parsed.message_id is None else str(parsed.message_id)
+        return Record(
+            seq=seq, queue=queue.key, dead_letter=False,
+            state=SCHEDULED if visible > now else ACTIVE,
+            enqueued_ms=now, visible_ms=visible, expires_ms=(visible + ttl) if ttl else 0,
+            delivery_count=0, message_id=message_id, durable=parsed.durable, priority=parsed.priority,
+            ttl_ms=ttl, annotations=codec.encode_value(annotations) if annotations else _EMPTY_MAP,
+            properties=parsed.properties_raw, app_properties=parsed.app_raw, body=parsed.body_raw,
+        )
 
     def _place(self, queue: Queue, record: Record, now: int) -> None:
         sub = queue.sub(record.dead_letter)
@@ -204,15 +252,17 @@ class Namespace:
                 del queue.seen_ids[mid]
             self.store.forget_ids_before(queue.key, horizon)
 
-    def cancel_scheduled(self, queue: Queue, seqs: Iterable[int]) -> None:
-        gone = []
-        for seq in seqs:
-            record = queue.main.records.get(int(seq))
-            if record is not None and record.state == SCHEDULED:
-                queue.main.discard(record)
-                gone.append(record.seq)
-        if gone:
-            self.store.remove(gone)
+    def cancel_scheduled(self, target: Queue | Topic, seqs: Iterable[int]) -> None:
+        seqs = [int(seq) for seq in seqs]
+        for queue in target.subscriptions if isinstance(target, Topic) else [target]:
+            gone = []
+            for seq in seqs:
+                record = queue.main.records.get(seq)
+                if record is not None and record.state == SCHEDULED:
+                    queue.main.discard(record)
+                    gone.append(record.seq)
+            if gone:
+                self.store.remove(gone, queue=queue.key)
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -240,7 +290,7 @@ class Namespace:
     def delete_delivered(self, record: Record) -> None:
         """RECEIVE_AND_DELETE: gone as soon as it is sent."""
         self.queues[record.queue].sub(record.dead_letter).discard(record)
-        self.store.remove([record.seq])
+        self.store.remove([record.seq], queue=record.queue)
 
     def is_live(self, lock: Lock) -> bool:
         return lock.live and lock.until_ms > self.clock_ms()
@@ -262,7 +312,7 @@ class Namespace:
         self.queues[record.queue].sub(record.dead_letter).discard(record)
         # A completion lost in a crash only means the message is delivered again (at-least-once),
         # so it may share a group commit instead of costing one of its own.
-        self.store.remove([record.seq], grouped=True)
+        self.store.remove([record.seq], grouped=True, queue=record.queue)
 
     def release(self, lock: Lock) -> None:
         """The client never looked at it (prefetch given back): no delivery attempt is counted."""
@@ -281,6 +331,13 @@ class Namespace:
     def dead_letter(self, lock: Lock, reason: str | None, description: str | None) -> None:
         record = self._unlock(lock)
         self._to_dead_letter(record, reason, description)
+
+    def modify_properties(self, lock: Lock, changes: dict) -> None:
+        """An abandon's or defer's properties-to-modify, merged into the application properties as sent."""
+        if changes:
+            record = lock.record
+            record.app_properties = codec.with_application_properties(record.app_properties, changes)
+            self.store.update(record)
 
     def renew(self, token: uuid.UUID) -> int:
         lock = self.live_lock(token)
@@ -327,7 +384,7 @@ class Namespace:
             self._to_dead_letter(record, EXPIRED_REASON, "The message expired and was dead lettered.")
         else:
             queue.main.discard(record)
-            self.store.remove([record.seq])
+            self.store.remove([record.seq], queue=record.queue)
 
     # -- management ---------------------------------------------------------------------------
 
@@ -389,6 +446,32 @@ _BROKER_ANNOTATIONS = frozenset(
         "x-opt-enqueue-sequence-number",
     }
 )
+
+
+_PROPERTY_FIELDS = ("message_id", "user_id", "to", "subject", "reply_to", "correlation_id", "content_type",
+                    "content_encoding", "absolute_expiry_time", "creation_time", "group_id", "group_sequence",
+                    "reply_to_group_id")
+
+
+def _filter_view(parsed: codec.Parsed) -> dict:
+    """The message as subscription rules read it (decoded once, for all of a topic's subscriptions)."""
+    fields = list(codec.decode_value(parsed.properties_raw) or []) if parsed.properties_raw else []
+    properties = dict(zip(_PROPERTY_FIELDS, fields, strict=False))
+    application = codec.decode_value(parsed.app_raw) if parsed.app_raw else {}
+    return message_view(properties, application or {})
+
+
+def _selects(topic: Topic, subscription: Queue, view: dict) -> bool:
+    for rule in subscription.config.rules or (TRUE_RULE,):
+        try:
+            if rule.matches(view):
+                return True
+        except EvaluationError as exc:
+            # Service Bus can dead-letter such messages (deadLetteringOnFilterEvaluationExceptions, refused in
+            # the configuration); here the rule does not match, and the log says why.
+            log("filter_failed", "warning", topic=topic.path, subscription=subscription.config.name,
+                rule=rule.name, error=str(exc))
+    return False
 
 
 def _seconds_ms(seconds: float | None) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import ssl
 import time
 import traceback
 
@@ -29,10 +30,18 @@ from cproton import (
 from proton import Collector, Connection, Delivery, EventType, Link, Session, Transport
 
 from .log import log
+from .transports import Pipeline
+from .wire import ENGINE_MAX_FRAME_SIZE, Wire
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-MAX_FRAME_SIZE = 65536
 COALESCE_ROUNDS = 4
+READ_CHUNK = 65536
+# Stop reading a client whose input the engine has not taken yet past this much.
+INBUF_LIMIT = 1024 * 1024
+# Advertised in the Open, as Azure's broker does: a client sends at least an empty frame this often,
+# and a connection silent for twice as long is closed (the engine closes it as idle).
+IDLE_TIMEOUT_S = 120.0
+CHANNEL_MAX = 4999
 
 
 class _Event:
@@ -78,27 +87,48 @@ class _Event:
 
 
 class _Conn:
-    __slots__ = ("sock", "transport", "connection", "interest", "closed")
+    __slots__ = ("sock", "transport", "connection", "interest", "closed", "wire", "pipeline", "inbuf", "outbuf",
+                 "eof", "logged")
 
-    def __init__(self, sock: socket.socket, transport: Transport, connection: Connection) -> None:
+    def __init__(self, sock: socket.socket, transport: Transport, connection: Connection, wire: Wire,
+                 pipeline: Pipeline) -> None:
         self.sock = sock
         self.transport = transport
         self.connection = connection
         self.interest = _READ
         self.closed = False
+        self.wire = wire
+        self.pipeline = pipeline  # TLS / WebSocket, when the client speaks them
+        self.logged = False
+        self.inbuf = bytearray()  # read and put through the wire, waiting for room in the engine
+        self.outbuf = bytearray()  # from the engine, put through the wire, waiting for the socket
+        self.eof = False  # the peer closed its side; tell the engine once inbuf is in
+
+
+class _Listener:
+    __slots__ = ("sock", "tls")
+
+    def __init__(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        self.sock, self.tls = sock, tls
 
 
 class Server:
     """Runs a broker (a proton Handler-style object with on_<event> methods) on host:port."""
 
-    def __init__(self, broker, host: str, port: int, tick_s: float = 0.05) -> None:
+    def __init__(self, broker, host: str, port: int, tick_s: float = 0.05, tls_port: int | None = None,
+                 tls_context: ssl.SSLContext | None = None, http=None) -> None:
+        """port: plain AMQP and AMQP over WebSocket. tls_port (with tls_context): the same inside TLS, as
+        Service Bus's 5671 and 443; 0 picks a free port. Which one a client speaks is read from its first
+        bytes (transports.py). http: answers plain HTTP GETs on either port (the identity endpoint)."""
+        self.http = http
         self.broker = broker
         self.host, self.port = host, port
+        self.tls_port, self.tls_context = tls_port, tls_context
         self.tick_s = tick_s
         self.selector = selectors.DefaultSelector()
         self.collector = Collector()
         self.conns: dict[int, _Conn] = {}
-        self.listener: socket.socket | None = None
+        self.listeners: list[socket.socket] = []
         # Only these engine events are wrapped and dispatched; the rest are popped unseen.
         self.handlers = {}
         for number, etype in EventType.TYPES.items():
@@ -107,7 +137,12 @@ class Server:
                 self.handlers[number] = (method, etype)
 
     def listen(self) -> None:
-        family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
+        self.port = self._listen(self.port, None)
+        if self.tls_port is not None and self.tls_context is not None:
+            self.tls_port = self._listen(self.tls_port, self.tls_context)
+
+    def _listen(self, port: int, tls: ssl.SSLContext | None) -> int:
+        family, kind, proto, _, address = socket.getaddrinfo(self.host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -115,17 +150,20 @@ class Server:
             sock.listen(128)
         except OSError:
             sock.close()
+            self.close_listeners()
             raise
         sock.setblocking(False)
-        self.port = sock.getsockname()[1]  # the one the system picked, when asked for port 0
-        self.listener = sock
-        self.selector.register(sock, _READ, None)
+        self.listeners.append(sock)
+        self.selector.register(sock, _READ, _Listener(sock, tls))
+        return sock.getsockname()[1]  # the one the system picked, when asked for port 0
 
     def run(self, should_stop) -> None:
         """Serve until should_stop() is true (checked at least every tick)."""
         next_tick = time.monotonic() + self.tick_s
         while not should_stop():
             timeout = max(0.0, next_tick - time.monotonic())
+            if any(c.inbuf for c in self.conns.values()):
+                timeout = 0.0  # the engine has input to take as soon as it has room
             try:
                 ready = self.selector.select(timeout)
             except InterruptedError:
@@ -133,8 +171,8 @@ class Server:
             for _ in range(COALESCE_ROUNDS):
                 for key, mask in ready:
                     conn = key.data
-                    if conn is None:
-                        self._accept()
+                    if isinstance(conn, _Listener):
+                        self._accept(conn)
                         continue
                     if mask & _READ:
                         self._read(conn)
@@ -157,18 +195,22 @@ class Server:
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self._drop(conn)
-        if self.listener is not None:
-            self.selector.unregister(self.listener)
-            self.listener.close()
-            self.listener = None
+        self.close_listeners()
         self.selector.close()
+
+    def close_listeners(self) -> None:
+        for sock in self.listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(sock)
+            sock.close()
+        self.listeners.clear()
 
     # -- sockets --------------------------------------------------------------------------------
 
-    def _accept(self) -> None:
+    def _accept(self, listener: _Listener) -> None:
         for _ in range(16):
             try:
-                sock, _addr = self.listener.accept()
+                sock, _addr = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -181,36 +223,68 @@ class Server:
             transport = Transport(Transport.SERVER)
             # The SDK offers only SASL ANONYMOUS; access control is the CBS token, as in Service Bus.
             transport.sasl().allowed_mechs("ANONYMOUS")
-            transport.max_frame_size = MAX_FRAME_SIZE
+            transport.max_frame_size = ENGINE_MAX_FRAME_SIZE
+            transport.channel_max = CHANNEL_MAX
+            transport.idle_timeout = IDLE_TIMEOUT_S * 2
             transport.bind(connection)
-            conn = _Conn(sock, transport, connection)
+            conn = _Conn(sock, transport, connection, Wire(int(IDLE_TIMEOUT_S * 1000), CHANNEL_MAX),
+                         Pipeline(listener.tls, self.http))
             self.conns[sock.fileno()] = conn
             self.selector.register(sock, _READ, conn)
 
     def _read(self, conn: _Conn) -> None:
+        if conn.eof or len(conn.inbuf) >= INBUF_LIMIT:
+            return
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            pipeline = conn.pipeline
+            amqp = pipeline.receive(data)
+            if pipeline.output:
+                conn.outbuf += pipeline.output
+                pipeline.output.clear()
+            if amqp:
+                conn.inbuf += conn.wire.incoming(amqp)
+            if pipeline.decided and pipeline.layers and not conn.logged:
+                conn.logged = True
+                log("transport", kind=pipeline.kind)
+            if pipeline.eof:
+                if pipeline.failed:
+                    log("transport_refused", "warning", reason=pipeline.failed)
+                conn.eof = True
+        else:  # the peer went away: nothing more in, and nothing more out once the engine knows
+            conn.eof = True
+        self._feed(conn)
+
+    def _feed(self, conn: _Conn) -> bool:
+        """Hand the engine as much buffered input as it has room for; True if it took any."""
         transport = conn.transport
         try:
             capacity = transport.capacity()
         except Exception:  # noqa: BLE001 - a transport in error takes no more input
             capacity = -1
-        if capacity <= 0:
-            if capacity < 0:
-                self._interest(conn, conn.interest & _WRITE)
-            return
-        try:
-            data = conn.sock.recv(capacity)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        try:
-            if data:
-                transport.push(data)
-            else:  # the peer went away: nothing more in, nothing more out
-                transport.close_tail()
-                transport.close_head()
-        except Exception:  # noqa: BLE001 - proton already recorded the error on the transport
+        if capacity < 0:
+            conn.inbuf.clear()
+            return False
+        took = False
+        if conn.inbuf and capacity > 0:
+            chunk = bytes(conn.inbuf[:capacity])
+            try:
+                transport.push(chunk)
+            except Exception:  # noqa: BLE001 - proton already recorded the error on the transport
+                self._close_transport(transport)
+                conn.inbuf.clear()
+                return True
+            del conn.inbuf[:len(chunk)]
+            took = True
+        if conn.eof and not conn.inbuf:
             self._close_transport(transport)
+            took = True
+        return took
 
     def _write(self, conn: _Conn) -> None:
         transport = conn.transport
@@ -219,24 +293,28 @@ class Server:
         except Exception:  # noqa: BLE001
             pending = -1
         if pending > 0:
+            data = transport.peek(pending)
+            transport.pop(len(data))
+            conn.outbuf += conn.pipeline.send(conn.wire.outgoing(data))
+            if conn.pipeline.output:
+                conn.outbuf += conn.pipeline.output
+                conn.pipeline.output.clear()
+        if conn.outbuf:
             try:
-                sent = conn.sock.send(transport.peek(pending))
+                sent = conn.sock.send(conn.outbuf)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
+                conn.outbuf.clear()
                 self._close_transport(transport)
-                return
-            transport.pop(sent)
-            try:
-                pending = transport.pending()
-            except Exception:  # noqa: BLE001
-                pending = -1
+                sent = 0
+            del conn.outbuf[:sent]
         try:
-            reading = transport.capacity() > 0
+            reading = transport.capacity() >= 0 and not conn.eof
         except Exception:  # noqa: BLE001
             reading = False
-        wanted = _READ if reading else 0
-        if pending > 0:
+        wanted = _READ if reading and len(conn.inbuf) < INBUF_LIMIT else 0
+        if conn.outbuf:
             wanted |= _WRITE
         self._interest(conn, wanted)
 
@@ -257,6 +335,13 @@ class Server:
                 call()
 
     def _flush_output(self) -> None:
+        # Input the engine had no room for earlier: hand it over, and let the broker answer it now.
+        fed = False
+        for conn in list(self.conns.values()):
+            if not conn.closed and (conn.inbuf or conn.eof):
+                fed = self._feed(conn) or fed
+        if fed:
+            self._process()
         # Durability first: nothing the broker changed may be acknowledged before it is committed.
         # If the store cannot commit, stop rather than acknowledge what is not stored.
         self.broker.before_output()
@@ -264,13 +349,16 @@ class Server:
             if conn.closed:
                 continue
             self._write(conn)
-            if self._finished(conn.transport):
+            if self._finished(conn):
                 self._process()
                 self._drop(conn)
 
     @staticmethod
-    def _finished(transport: Transport) -> bool:
-        """Nothing more will be read or written (both ends closed, or failed)."""
+    def _finished(conn: _Conn) -> bool:
+        """Nothing more will be read or written (both ends closed, or failed), and nothing is left to send."""
+        if conn.outbuf:
+            return False
+        transport = conn.transport
         try:
             return transport.closed or (transport.pending() < 0 and transport.capacity() < 0)
         except Exception:  # noqa: BLE001 - a transport in error is finished
@@ -280,6 +368,9 @@ class Server:
         if conn.closed:
             return
         conn.closed = True
+        if conn.wire.renumbered:
+            # Concurrent callers in the client reused or skipped delivery-ids (see wire.py); tolerated.
+            log("delivery_ids_renumbered", deliveries=conn.wire.renumbered)
         self.conns.pop(conn.sock.fileno(), None)
         if conn.interest:
             with contextlib.suppress(KeyError, ValueError):

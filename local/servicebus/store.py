@@ -52,8 +52,9 @@ class Store(Protocol):
 
     def update(self, record: Record) -> None: ...
 
-    def remove(self, seqs: list[int], grouped: bool = False) -> None:
-        """grouped: a completion, whose commit may wait for the next group commit (see flush)."""
+    def remove(self, seqs: list[int], grouped: bool = False, queue: str | None = None) -> None:
+        """grouped: a completion, whose commit may wait for the next group commit (see flush). queue: only
+        that queue's (or subscription's) copies; a topic's subscriptions share sequence numbers."""
 
     def remember_ids(self, queue: str, ids: list[tuple[str, int]]) -> None: ...
 
@@ -79,7 +80,7 @@ class MemoryStore:
     def update(self, record: Record) -> None:
         pass
 
-    def remove(self, seqs: list[int], grouped: bool = False) -> None:
+    def remove(self, seqs: list[int], grouped: bool = False, queue: str | None = None) -> None:
         pass
 
     def remember_ids(self, queue: str, ids: list[tuple[str, int]]) -> None:
@@ -97,11 +98,11 @@ class MemoryStore:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY, queue TEXT NOT NULL, dead_letter INTEGER NOT NULL, state INTEGER NOT NULL,
+    seq INTEGER NOT NULL, queue TEXT NOT NULL, dead_letter INTEGER NOT NULL, state INTEGER NOT NULL,
     enqueued_ms INTEGER NOT NULL, visible_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
     delivery_count INTEGER NOT NULL, message_id TEXT, durable INTEGER NOT NULL, priority INTEGER NOT NULL,
     ttl_ms INTEGER, annotations BLOB NOT NULL, properties BLOB NOT NULL, app_properties BLOB NOT NULL,
-    body BLOB NOT NULL, dead_letter_source TEXT);
+    body BLOB NOT NULL, dead_letter_source TEXT, PRIMARY KEY (queue, seq));
 CREATE TABLE IF NOT EXISTS seen_ids (
     queue TEXT NOT NULL, message_id TEXT NOT NULL, seen_ms INTEGER NOT NULL, PRIMARY KEY (queue, message_id));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -124,11 +125,26 @@ class SqliteStore:
         # WAL without fsync per commit: a killed broker loses nothing it acknowledged, only an OS crash could.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
         self._db.executescript(_SCHEMA)
         self._in_tx = False
         self._must_commit = False  # the open transaction holds a change that is about to be acknowledged
         self._clock = clock
         self._tx_started = 0.0
+
+    def _migrate(self) -> None:
+        """Before topics, a message was keyed by its sequence number alone; a topic's subscriptions now hold
+        copies under the topic's one number, so the key is (queue, seq). Old files are rebuilt once."""
+        columns = self._db.execute("PRAGMA table_info(messages)").fetchall()
+        key = [c[1] for c in sorted(columns, key=lambda c: c[5]) if c[5]]
+        if not columns or key == ["queue", "seq"]:
+            return
+        self._db.execute("BEGIN")
+        self._db.execute("ALTER TABLE messages RENAME TO messages_before_topics")
+        self._db.execute(_SCHEMA.split(";")[0])  # the messages table, as it is now
+        self._db.execute(f"INSERT INTO messages ({_COLUMNS}) SELECT {_COLUMNS} FROM messages_before_topics")
+        self._db.execute("DROP TABLE messages_before_topics")
+        self._db.execute("COMMIT")
 
     def _begin(self, grouped: bool = False) -> None:
         if not self._in_tx:
@@ -197,19 +213,21 @@ class SqliteStore:
         self._begin()
         self._db.execute(
             "UPDATE messages SET dead_letter = ?, state = ?, visible_ms = ?, expires_ms = ?, delivery_count = ?, "
-            "app_properties = ?, dead_letter_source = ? WHERE seq = ?",
+            "app_properties = ?, dead_letter_source = ? WHERE queue = ? AND seq = ?",
             (
                 int(record.dead_letter), record.state, record.visible_ms, record.expires_ms, record.delivery_count,
-                record.app_properties, record.dead_letter_source, record.seq,
+                record.app_properties, record.dead_letter_source, record.queue, record.seq,
             ),
         )
 
-    def remove(self, seqs: list[int], grouped: bool = False) -> None:
+    def remove(self, seqs: list[int], grouped: bool = False, queue: str | None = None) -> None:
         self._begin(grouped)
-        if len(seqs) == 1:
-            self._db.execute("DELETE FROM messages WHERE seq = ?", (seqs[0],))
-        else:
+        if queue is None:  # every copy of these sequence numbers
             self._db.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in seqs])
+        elif len(seqs) == 1:
+            self._db.execute("DELETE FROM messages WHERE queue = ? AND seq = ?", (queue, seqs[0]))
+        else:
+            self._db.executemany("DELETE FROM messages WHERE queue = ? AND seq = ?", [(queue, s) for s in seqs])
 
     def remember_ids(self, queue: str, ids: list[tuple[str, int]]) -> None:
         self._begin()

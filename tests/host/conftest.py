@@ -34,12 +34,18 @@ QUEUES = [
     # A lock shorter than the function runs: only lock renewal keeps the message from coming back.
     # 5 s is Service Bus's minimum lock; AutoLockRenewer checks once a second, so shorter would not renew.
     {"name": "host-slow", "lockDuration": "PT5S", "maxDeliveryCount": 10},
+    {"name": "host-renew", "lockDuration": "PT5S", "maxDeliveryCount": 10},  # renew_app, four at a time
+    {"name": "host-out"},  # Service Bus output binding
+    {"name": "host-forward", "maxDeliveryCount": 2},  # trigger with blob input and $return queue output
 ]
+
+
+TOPICS = [{"name": "host-events", "subscriptions": [{"name": "audit"}, {"name": "other"}]}]
 
 
 @pytest.fixture(scope="session")
 def host_servicebus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("host-servicebus"), QUEUES)
+    emulator = start_emulator(tmp_path_factory.mktemp("host-servicebus"), QUEUES, topics=TOPICS)
     try:
         yield emulator
     finally:
@@ -64,11 +70,11 @@ def read_records(folder: Path, function: str) -> list[dict]:
 def make_app(tmp_path: Path, records: Path) -> Callable[..., Path]:
     """Copy the test app into tmp and write its local.settings.json from the given Values."""
 
-    def make(values: dict[str, str]) -> Path:
-        app_dir = tmp_path / "app"
+    def make(values: dict[str, str], source: Path = APP) -> Path:
+        app_dir = tmp_path / source.name
         app_dir.mkdir(exist_ok=True)
         for name in ("function_app.py", "host.json"):
-            shutil.copy(APP / name, app_dir / name)
+            shutil.copy(source / name, app_dir / name)
         settings = {"IsEncrypted": False,
                     "Values": {"FUNCTIONS_WORKER_RUNTIME": "python", "RECORD_DIR": str(records), **values}}
         (app_dir / "local.settings.json").write_text(json.dumps(settings, indent=2))
@@ -88,6 +94,8 @@ def app_dir(make_app, azurite_connection_string: str, host_servicebus: Emulator,
         "AzureWebJobsStorage": azurite_connection_string,
         "ServiceBusConnection": host_servicebus.connection_string,
         "OK_QUEUE": "host-ok", "FAIL_QUEUE": "host-fail", "SLOW_QUEUE": "host-slow",
+        "OUT_QUEUE": "host-out", "FORWARD_QUEUE": "host-forward", "STORAGE_QUEUE": container_name,
+        "EVENTS_TOPIC": "host-events",
         "BLOB_CONTAINER": container_name,
     })
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from local.host import HostConfigError
-from local.host.http_trigger import aiohttp_routes
+from local.host.http_trigger import Route
 from local.host.settings import LocalSettings, effective_settings, parse_timespan, read_host_json
 from local.host.timer_trigger import Schedule
 
@@ -69,13 +69,20 @@ def test_host_json_options(tmp_path):
 
 def test_schedules_and_routes():
     assert parse_timespan("1.02:03:04.5", "x").total_seconds() == 93784.5
-    with pytest.raises(HostConfigError, match="six-field NCRONTAB"):
-        Schedule("*/5 * * * *", "f", "timer")  # five-field cron is not NCRONTAB
+    with pytest.raises(HostConfigError, match="NCRONTAB"):
+        Schedule("*/5 * * *", "f", "timer")  # four fields are neither form
     assert Schedule("0 */5 * * * *", "f", "t").monitored_by_default()
     assert not Schedule("*/10 * * * * *", "f", "t").monitored_by_default()
     assert Schedule("00:00:10", "f", "t").interval.total_seconds() == 10
-    assert aiohttp_routes("items/{id:int}/{name?}") == [r"items/{id:-?\d+}/{name:[^/]+}", r"items/{id:-?\d+}"]
-    assert aiohttp_routes("files/{*rest}") == ["files/{rest:.*}", "files"]
+    items = Route("items/{id:int}/{name?}", "api")
+    assert items.match("/api/items/42/Widget") == {"id": "42", "name": "Widget"}
+    assert items.match("/API/Items/42/") == {"id": "42"}  # literals case-insensitive, trailing slash ignored
+    assert items.match("/api/items/x") is None and items.match("/api/items/1/2/3") is None
+    files = Route("files/{*rest}", "")
+    assert files.match("/files/a/b.txt") == {"rest": "a/b.txt"} and files.match("/files") == {}
+    assert Route("report.{ext}", "api").match("/api/REPORT.csv") == {"ext": "csv"}
+    assert Route("page/{n=1}", "api").match("/api/page") == {"n": "1"}
+    assert Route("items/new", "api").precedence < Route("items/{id}", "api").precedence
 
 
 def _read_line(process: subprocess.Popen, timeout: float) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from pathlib import Path
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
-from tests.host.conftest import read_records
+from tests.host.conftest import call, read_records
 from tests.waiting import wait_until
 
 
@@ -93,3 +95,43 @@ def test_stop_waits_for_the_running_invocation_then_completes_it(app_dir, start_
 
     assert [r["message_id"] for r in read_records(records, "sb_slow")] == [message_id]
     assert queue_is_empty(conn, "host-slow")
+
+
+def test_invocations_outliving_the_lock_four_at_a_time_run_once_each(make_app, start_host, records,
+                                                                       host_servicebus):
+    """maxConcurrentCalls 4 and a 5 s lock, invocations of 7 s: the host renews four locks at once
+    (the SDK's AutoLockRenewer, whose concurrent requests reuse delivery-ids), and no message is
+    delivered twice."""
+    conn = host_servicebus.connection_string
+    app = make_app({"ServiceBusConnection": conn, "RENEW_QUEUE": "host-renew", "WORK_SECONDS": "7"},
+                   source=Path(__file__).parent / "renew_app")
+    start_host(app)
+    ids = [uuid.uuid4().hex for _ in range(8)]
+    send(conn, "host-renew", *(ServiceBusMessage(b"work", message_id=i) for i in ids))
+
+    done = wait_until(lambda: len(read_records(records, "outlives_lock")) >= 8
+                      and read_records(records, "outlives_lock"), timeout=60, what="8 invocations")
+    assert sorted(r["message_id"] for r in done) == sorted(ids), "a message was invoked twice"
+    assert all(r["delivery_count"] == 1 for r in done), "a lock expired: the message came back"
+    events = sorted([(r["start"], 1) for r in done] + [(r["end"], -1) for r in done])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == 4
+    wait_until(lambda: queue_is_empty(conn, "host-renew"), timeout=10, what="messages completed")
+    time.sleep(6)  # past another lock duration: nothing comes back
+    assert len(read_records(records, "outlives_lock")) == 8
+
+
+def test_topic_output_binding_feeds_a_subscription_trigger(app_dir, start_host, records, host_servicebus):
+    host = start_host(app_dir, "http_publish", "sb_audit")
+    assert call(f"{host.url}/api/publish", method="POST", body=b'{"job": "j-1", "state": "done"}')[0] == 202
+    [seen] = wait_until(lambda: read_records(records, "sb_audit"), timeout=15, what="sb_audit invocation")
+    assert seen["body"] == '{"job": "j-1", "state": "done"}' and seen["delivery_count"] == 1
+    # The other subscription has its own copy, under the same sequence number.
+    with ServiceBusClient.from_connection_string(host_servicebus.connection_string) as client, \
+            client.get_subscription_receiver("host-events", "other") as receiver:
+        [copy] = receiver.receive_messages(max_message_count=1, max_wait_time=10)
+        receiver.complete_message(copy)
+    assert copy.sequence_number == seen["sequence_number"]

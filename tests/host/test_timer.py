@@ -44,3 +44,15 @@ def test_missed_occurrence_runs_past_due_and_run_on_startup_runs(app_dir, start_
         return json.loads(blob.download_blob().readall())["Last"] == missed["Next"]
 
     wait_until(status_advanced, timeout=10, what="status updated after the past-due run")
+
+
+def test_five_field_cron_fires_on_whole_minutes(app_dir, start_host, host_id, blob_service):
+    """Five fields are classic cron (the timer extension's rule: seconds then are 0)."""
+    before = datetime.now(UTC)
+    start_host(app_dir, "five_field")
+    blob = blob_service.get_blob_client("azure-webjobs-hosts", f"timers/{host_id}/Host.Functions.five_field/status")
+    status = json.loads(wait_until(lambda: blob.exists() and blob.download_blob().readall(), timeout=10,
+                                   what="schedule status"))
+    upcoming = datetime.fromisoformat(status["Next"])
+    assert upcoming.second == 0 and upcoming.microsecond == 0 and upcoming.minute % 2 == 0
+    assert before < upcoming <= before + timedelta(minutes=2)

@@ -96,3 +96,59 @@ def http_items(req: func.HttpRequest) -> func.HttpResponse:
                "body": req.get_body().decode(), "header": req.headers.get("x-test"), "url": req.url}
     return func.HttpResponse(json.dumps(payload), status_code=201 if req.method == "POST" else 200,
                              mimetype="application/json")
+
+
+@app.timer_trigger(schedule="*/2 * * * *", arg_name="timer", use_monitor=True)
+def five_field(timer: func.TimerRequest) -> None:
+    # Classic five-field cron: minute first, so it fires at second 0.
+    record("five_field", past_due=timer.past_due)
+
+
+@app.route(route="HttpGet")
+def http_any(req: func.HttpRequest) -> func.HttpResponse:
+    # No `methods`: every method, HEAD included, as the host serves it.
+    return func.HttpResponse(f"{req.method} {req.route_params}", headers={"X-Method": req.method})
+
+
+@app.route(route="bind/{name}", methods=["POST"])
+@app.blob_input(arg_name="source", path="%BLOB_CONTAINER%/in/{name}", connection="AzureWebJobsStorage")
+@app.blob_output(arg_name="copy", path="%BLOB_CONTAINER%/out/{name}", connection="AzureWebJobsStorage")
+@app.service_bus_queue_output(arg_name="note", queue_name="%OUT_QUEUE%", connection="ServiceBusConnection")
+@app.queue_output(arg_name="task", queue_name="%STORAGE_QUEUE%", connection="AzureWebJobsStorage")
+def http_bindings(req: func.HttpRequest, source: func.InputStream, copy: func.Out[bytes],
+                  note: func.Out[str], task: func.Out[str]) -> func.HttpResponse:
+    # Blob in (None when missing), blob out, Service Bus out and queue out, with binding expressions.
+    if source is None:
+        return func.HttpResponse("no such blob", status_code=404)
+    content = source.read()
+    copy.set(content.upper())
+    note.set(json.dumps({"copied": req.route_params["name"], "by": req.get_body().decode()}))
+    task.set(f"copied {req.route_params['name']}")
+    record("http_bindings", stream=isinstance(source, func.InputStream), name=source.name, length=len(content))
+    return func.HttpResponse(content, status_code=200)
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%FORWARD_QUEUE%", connection="ServiceBusConnection")
+@app.blob_input(arg_name="manifest", path="%BLOB_CONTAINER%/jobs/{jobId}.json", connection="AzureWebJobsStorage",
+                data_type=func.DataType.STRING)
+@app.queue_output(arg_name="$return", queue_name="%STORAGE_QUEUE%", connection="AzureWebJobsStorage")
+async def sb_forward(msg: func.ServiceBusMessage, manifest: str) -> str:
+    # {jobId} comes from the message's JSON body; the return value goes to the storage queue.
+    record("sb_forward", type=type(manifest).__name__, manifest=manifest)
+    if "fail" in manifest:
+        raise RuntimeError("asked to fail: nothing may be written")
+    return f"forwarded {json.loads(manifest)['job']}"
+
+
+@app.route(route="publish", methods=["POST"])
+@app.service_bus_topic_output(arg_name="event", topic_name="%EVENTS_TOPIC%", connection="ServiceBusConnection")
+def http_publish(req: func.HttpRequest, event: func.Out[str]) -> func.HttpResponse:
+    event.set(req.get_body().decode())
+    return func.HttpResponse("published", status_code=202)
+
+
+@app.service_bus_topic_trigger(arg_name="msg", topic_name="%EVENTS_TOPIC%", subscription_name="audit",
+                               connection="ServiceBusConnection")
+def sb_audit(msg: func.ServiceBusMessage) -> None:
+    record("sb_audit", body=msg.get_body().decode(), delivery_count=msg.delivery_count,
+           sequence_number=msg.sequence_number)
