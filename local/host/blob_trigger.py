@@ -193,12 +193,16 @@ class BlobListener:
                                                          message_encode_policy=TextBase64EncodePolicy())
         if self.event_driven:
             self._poller = asyncio.create_task(self._catch_up(), name=f"blob-catch-up:{self.spec.name}")
-            log.info("waiting for Event Grid events, after one catch-up scan",
-                     extra={"function": self.spec.name, "container": self.path.container})
+            log.info("waiting for Event Grid events, after one catch-up scan; no polling: a new blob reaches this "
+                     "function only if something sends its BlobCreated event (locally, the blob events proxy in "
+                     "front of Azurite, local/blobevents, which `orchestrator up` starts)",
+                     extra={"function": self.spec.name, "container": self.path.container,
+                            "webhook": f"/runtime/webhooks/blobs?functionName=Host.Functions.{self.spec.name}"})
         else:
             self._poller = asyncio.create_task(self._poll(), name=f"blob:{self.spec.name}")
-            log.info("polling", extra={"function": self.spec.name, "container": self.path.container,
-                                       "prefix": self.path.prefix, "interval_s": self.poll_interval})
+            log.info(f"polling the container every {self.poll_interval:g} s for new blobs",
+                     extra={"function": self.spec.name, "container": self.path.container,
+                            "prefix": self.path.prefix, "interval_s": self.poll_interval})
 
     async def _poll(self) -> None:
         while not self._stopping.is_set():
