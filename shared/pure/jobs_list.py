@@ -71,12 +71,17 @@ def select(jobs: list[Known], query: Query) -> tuple[list[Known], int]:
     return matching[first:first + query.page_size], len(matching)
 
 
+NOT_CREATED = "not created"  # a saved request Batch has no job for, e.g. waiting for the active-job quota
+
+
 def entry(job: Known, report: Mapping[str, Any] | None, counts: Mapping[str, int] | None) -> dict[str, Any]:
-    """One job as listed: Batch's state, the outcome from its report, its tasks and how long it ran."""
+    """One job as listed: Batch's state, the outcome from its report, its tasks and how long it ran. A
+    folder Batch has no job for and with no report was never a job: its request waits (the quota) or failed."""
     outcome = (report or {}).get("outcome") or {}
     tasks = dict(outcome.get("taskCounts") or counts or {})
     created = outcome.get("createdAt") or job.created_at
-    return {"jobId": job.job_id, "state": job.state, "createdAt": created, "endedAt": outcome.get("endedAt"),
+    state = NOT_CREATED if job.state == DELETED and report is None else job.state
+    return {"jobId": job.job_id, "state": state, "createdAt": created, "endedAt": outcome.get("endedAt"),
             "terminateReason": outcome.get("terminateReason"), "taskCounts": tasks or None,
             "durationSeconds": seconds_between(created, outcome.get("endedAt")),
             "collectionComplete": (report or {}).get("collectionComplete"), "report": f"jobs/{job.job_id}"}

@@ -156,3 +156,9 @@ def test_a_nodes_json_file_listing_is_paged():
     last = node_files_page("j", "n", ({"path": f"f{i}"} for i in range(FILES_PAGE * 2 + 5)), "3")
     assert [f["path"] for f in last["files"]] == [f"f{i}" for i in range(FILES_PAGE * 2, FILES_PAGE * 2 + 5)]
     assert "nextPage" not in last
+
+
+def test_a_saved_request_without_a_job_or_report_is_not_listed_as_deleted():
+    waiting = jobs_list.entry(jobs_list.Known("queued", jobs_list.DELETED), None, None)
+    gone = jobs_list.entry(jobs_list.Known("old", jobs_list.DELETED), {"outcome": {"terminateReason": "x"}}, None)
+    assert (waiting["state"], gone["state"]) == (jobs_list.NOT_CREATED, jobs_list.DELETED)
