@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from local.stack import Stack, StackOptions
 from shared.adapters.services import build
 from shared.pure.settings import load
+from tests.fixtures.stack import local_stack
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -42,11 +42,7 @@ def browser():
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory):
-    options = StackOptions(workdir=tmp_path_factory.mktemp("browser-stack"), pool="demo-pool:2:1", http_port=0,
-                           batch_port=0, servicebus_port=0, persistent=False, watchdog_schedule="*/2 * * * * *",
-                           extra_env={"BATCH_MAX_RETRIES": "0"})
-    with Stack(options) as running:
-        yield running
+    yield from local_stack(tmp_path_factory, "browser-stack")
 
 
 @pytest.fixture(scope="package")

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from local.stack import Stack, StackOptions
 from shared.adapters.services import build
 from shared.pure.settings import load
+from tests.fixtures.stack import local_stack
 
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory):
-    options = StackOptions(workdir=tmp_path_factory.mktemp("stack"), pool="demo-pool:2:1", http_port=0,
-                           batch_port=0, servicebus_port=0, persistent=False, watchdog_schedule="*/2 * * * * *",
-                           extra_env={"BATCH_MAX_RETRIES": "0"})
-    with Stack(options) as running:
-        yield running
+    yield from local_stack(tmp_path_factory, "stack")
 
 
 @pytest.fixture(scope="package")
