@@ -29,6 +29,7 @@ from rich.text import Text
 
 from local.stack import Stack, StackOptions
 from local.stack_control import (
+    PORT_FLAGS,
     StackLock,
     data_dir,
     detach_output,
@@ -128,8 +129,7 @@ def up(http_port: int = typer.Option(7071, callback=_port, help="port of the dev
                   "it with Ctrl-C in its terminal first.")
         raise typer.Exit(2)
     try:
-        for port, flag in ((http_port, "--http-port"), (batch_port, "--batch-port"),
-                           (servicebus_port, "--servicebus-port")):
+        for port, flag in zip((http_port, batch_port, servicebus_port), PORT_FLAGS.values(), strict=True):
             problem = port_problem(port, flag)
             if problem:
                 err.print(f"[red]{escape(problem)}[/]")

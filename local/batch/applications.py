@@ -74,11 +74,11 @@ class Applications:
             raise not_found("Application", app_id)
         return app
 
-    def resolve(self, ref: dict) -> tuple[str, str] | dict:
+    def resolve(self, ref: dict, apps: dict | None = None) -> tuple[str, str] | dict:
         """(application id, version) for a package reference, or the task's failureInfo when there is none: "If
         this is omitted on a Task, and no default version is specified for this application, the Task fails with
         a pre-processing error" (https://learn.microsoft.com/rest/api/batchservice/task/add#applicationpackagereference)."""
-        app = self.all().get(fold(ref.get("applicationId") or ""))
+        app = (apps if apps is not None else self.all()).get(fold(ref.get("applicationId") or ""))
         version = ref.get("version")
         if app is None:
             return failure("ApplicationPackageNotFound", f"The application {ref.get('applicationId')!r} is not in the "
@@ -94,8 +94,9 @@ class Applications:
 
     def check_pool_refs(self, refs: list[dict]) -> None:
         """A pool's references must all resolve: 409 InvalidApplicationPackageReferences otherwise."""
+        apps = self.all()  # one read of the registry for all of them
         for ref in refs:
-            found = self.resolve(ref)
+            found = self.resolve(ref, apps)
             if isinstance(found, dict):
                 raise BatchError(409, "InvalidApplicationPackageReferences", "One or more of the specified "
                                  "application package references are invalid.", Reason=found["message"])

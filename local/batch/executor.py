@@ -86,8 +86,9 @@ class Executor(PrepAndRelease):
             del self._runs[key]
 
     async def _execute(self, job: Job, node: Node, task_id: str, spec: dict, timeout: timedelta | None,
-                       key: tuple, live=lambda: True) -> tuple[process.Outcome, Path]:
-        """Run one task-like command on a node, through the node's agent."""
+                       key: tuple, live=lambda: True) -> tuple[process.Outcome, Path, object]:
+        """Run one task-like command on a node, through the node's agent; also who it ran as (None when it
+        failed before that was known)."""
         task_dir = f"{node.root}/{task_rel_dir(job.id, task_id)}"
         wd = f"{task_dir}/wd"
         if spec.get("resourceFiles"):
@@ -99,18 +100,18 @@ class Executor(PrepAndRelease):
             try:
                 await transfer.download_resource_files(spec["resourceFiles"], Path(wd))
             except transfer.TransferError as err:
-                return process.Outcome(None, err.info), Path(wd)
+                return process.Outcome(None, err.info), Path(wd), None
         pool = self.state.pools.get(node.pool_id)
         who = self._who(node, spec)
         if isinstance(who, dict):
-            return process.Outcome(None, who), Path(wd)
+            return process.Outcome(None, who), Path(wd), who
         env = task_env(job, node, task_id, task_dir, wd, spec.get("environmentSettings"))
         refs = [*((pool.spec if pool else {}).get("applicationPackageReferences") or []),
                 *(spec.get("applicationPackageReferences") or [])]
         if refs:
             packages = await self.state.packages.environment(node, refs)
             if "code" in packages:  # a failureInfo: the task fails before it starts, as Batch's pre-processing
-                return process.Outcome(None, packages), Path(wd)
+                return process.Outcome(None, packages), Path(wd), who
             env.update(packages)
         seconds = None if timeout is None or timeout >= timedelta(days=3650) else timeout.total_seconds()
         started = await node.agent.start_command(spec["commandLine"], wd, env, [task_dir, wd],
@@ -123,7 +124,7 @@ class Executor(PrepAndRelease):
             outcome = await process.wait(started, seconds)
         finally:
             self._procs.pop(key, None)
-        return outcome, Path(wd)
+        return outcome, Path(wd), who
 
     def _who(self, node: Node, spec: dict):
         pool = self.state.pools.get(node.pool_id)
@@ -136,13 +137,14 @@ class Executor(PrepAndRelease):
         task.execution.end_time = None
         task.execution.exit_code = None
         task.execution.failure = None
-        outcome, wd = await self._execute(
+        outcome, wd, who = await self._execute(
             job, node, task.id, task.spec, task.max_wall_clock, (job.id, task.id, node.id),
             live=lambda: (job.state == "active" and task.run_token is token and node.generation == generation
                           and not task.user_terminated))
         if task.run_token is not token or node.generation != generation:
             return  # a reboot or delete took the task away while it ran
-        who = self._who(node, task.spec)
+        if who is None:
+            who = self._who(node, task.spec)
         problems = await transfer.upload_output_files(task.spec.get("outputFiles") or [], wd,
                                                       failed=outcome.failure is not None,
                                                       reader=None if isinstance(who, dict) else who.uid_gid)

@@ -34,7 +34,7 @@ class PrepAndRelease:
         timeout = parse_duration("jobPreparationTask.constraints.maxWallClockTime",
                                  constraints.get("maxWallClockTime"))
         while True:
-            outcome, _ = await self._execute(job, node, spec.get("id", PREP_ID), spec, timeout,
+            outcome, _, _ = await self._execute(job, node, spec.get("id", PREP_ID), spec, timeout,
                                              (job.id, "#prep", node.id),
                                              live=lambda: job.state == "active" and node.generation == generation)
             if node.generation != generation:
@@ -80,7 +80,7 @@ class PrepAndRelease:
         limit = parse_duration("jobReleaseTask.maxWallClockTime", spec.get("maxWallClockTime"), RELEASE_LIMIT)
         rec.release = Execution(start_time=now())
         rec.release_state = "running"
-        outcome, _ = await self._execute(job, node, spec.get("id", RELEASE_ID), spec, min(limit, RELEASE_LIMIT),
+        outcome, _, _ = await self._execute(job, node, spec.get("id", RELEASE_ID), spec, min(limit, RELEASE_LIMIT),
                                          (job.id, "#release", node.id))
         rec.release.end_time = now()
         rec.release.exit_code = outcome.exit_code

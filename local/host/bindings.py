@@ -145,10 +145,11 @@ def binding_data(trigger: dict, argument: Any) -> dict[str, Any]:
         blob_name = getattr(argument, "blob_name", None) or (getattr(argument, "name", "") or "").partition("/")[2]
         from .blob_trigger import BlobPath  # only for its path matcher
 
-        found = BlobPath.parse(trigger["path"]).pattern.fullmatch(blob_name or "")
+        path = BlobPath.parse(trigger["path"])
+        found = path.pattern.fullmatch(blob_name or "")
         if found:
             data.update(found.groupdict())
-        data["BlobTrigger"] = f"{BlobPath.parse(trigger['path']).container}/{blob_name}"
+        data["BlobTrigger"] = f"{path.container}/{blob_name}"
     if body:
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             parsed = json.loads(body)
@@ -208,11 +209,11 @@ class BindingIO:
         return self._blob[conn]
 
     async def read_blob(self, binding: BindingSpec, path: str) -> Any:
-        from .payloads import _sdk_converter, blob_argument, iso
+        from .payloads import blob_argument, iso, sdk_converter
 
         container, _, name = path.strip("/").partition("/")
         client = self._blob_service(binding.connection).get_blob_client(container, name)
-        if _sdk_converter(binding.param_type) is not None:
+        if sdk_converter(binding.param_type) is not None:
             # An SDK type: the converter builds the client from the connection setting; nothing is read.
             return blob_argument(binding.param_type, binding.data_type, lambda: b"", path, client.url, {}, {},
                                  connection=binding.connection_name)

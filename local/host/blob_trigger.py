@@ -197,7 +197,7 @@ class BlobListener:
                      "function only if something sends its BlobCreated event (locally, the blob events proxy in "
                      "front of Azurite, local/blobevents, which `orchestrator up` starts)",
                      extra={"function": self.spec.name, "container": self.path.container,
-                            "webhook": f"/runtime/webhooks/blobs?functionName=Host.Functions.{self.spec.name}"})
+                            "webhook": f"/runtime/webhooks/blobs?functionName={self.spec.function_id}"})
         else:
             self._poller = asyncio.create_task(self._poll(), name=f"blob:{self.spec.name}")
             log.info(f"polling the container every {self.poll_interval:g} s for new blobs",

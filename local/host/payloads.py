@@ -189,7 +189,7 @@ class ModelBindingData:
     content_type: str = "application/json"
 
 
-def _sdk_converter(param_type: Any):
+def sdk_converter(param_type: Any):
     """The azurefunctions-extensions converter for an SDK-type annotation (e.g. blob.BlobClient), if any."""
     try:
         from azurefunctions.extensions.base import meta
@@ -205,7 +205,7 @@ def blob_argument(param_type: Any, data_type: str | None, download: Callable[[],
     """What the blob parameter gets: an SDK client when annotated with an SDK type (built by the extension
     from the connection setting, as in the worker: no content is read), bytes or str when annotated so (the
     worker reads it eagerly then), otherwise an InputStream whose content loads lazily."""
-    converter = _sdk_converter(param_type)
+    converter = sdk_converter(param_type)
     if converter is not None:
         from azurefunctions.extensions.base import Datum as ExtensionDatum
 

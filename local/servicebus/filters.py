@@ -84,9 +84,6 @@ def _tokens(text: str) -> list[_Tok]:
 
 
 Node = Callable[[Mapping], Any]
-_UNKNOWN = None
-
-
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -132,8 +129,7 @@ class _Parser:
 
     def negation(self) -> Node:
         if self.accept("kw", "not"):
-            inner = self.negation()
-            return lambda m: None if (v := inner(m)) is None else not v
+            return _not_if(True, self.negation())
         return self.predicate()
 
     def predicate(self) -> Node:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from shared.pure.settings import (
     TOOLS_CONTAINER,
     PoolIdentity,
 )
+from shared.pure.values import iso
 
 log = redacting_logger("orchestrator.store")
 # "The key's expiry must be within 7 days of the current time":
@@ -84,7 +85,7 @@ class Store:
         """Keep a rejected request with its reason. Keys are unique per delivery, so none overwrites another."""
         name = f"{REJECTED_PREFIX}{key}.json"
         text = redact_secrets(raw.decode("utf-8", errors="replace"))
-        record = {"key": key, "rejectedAt": now.astimezone(UTC).isoformat(), "reason": redact_secrets(reason),
+        record = {"key": key, "rejectedAt": iso(now), "reason": redact_secrets(reason),
                   "errors": [{k: redact_secrets(str(v)) for k, v in e.items()} for e in errors or []],
                   "request": text, **(extra or {})}
         self.reports.write_json(name, record)

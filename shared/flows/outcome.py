@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from shared.adapters.batch import BatchAdapter
 from shared.adapters.store import Store
@@ -23,7 +23,7 @@ from shared.pure.planning import PREP_ID as PREP_TASK_ID
 from shared.pure.redact import redacting_logger
 from shared.pure.setup_summary import setup_summary
 from shared.pure.task_summary import TaskSummary, task_line
-from shared.pure.values import Job
+from shared.pure.values import Job, iso
 
 log = redacting_logger("orchestrator.outcome")
 
@@ -55,7 +55,7 @@ def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -
     store.write_outcome(job.id, doc)
     log.info("outcome recorded", extra={"job": job.id, "reason": job.terminate_reason, "tasks": summary.total,
                                         "failed": summary.failed_total, "nodes": len(runs),
-                                        "withoutManifest": len(without), "at": now.astimezone(UTC).isoformat()})
+                                        "withoutManifest": len(without), "at": iso(now)})
     return doc
 
 

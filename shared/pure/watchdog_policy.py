@@ -200,12 +200,11 @@ def _all_tasks_complete(meta: metadata.JobMetadata, counts: TaskCounts | None) -
     )
 
 
-def _prep_failed_everywhere(snap: JobSnapshot, now: datetime, policy: Policy) -> bool:
+def _prep_failed_everywhere(snap: JobSnapshot, meta: metadata.JobMetadata, now: datetime, policy: Policy) -> bool:
     prep, counts = snap.prep, snap.task_counts
     if prep is None or prep.nodes_tried == 0 or prep.nodes_failed < prep.nodes_tried:
         return False
-    managed = _read(snap)
-    if isinstance(managed, Managed) and not managed.meta.prep_gates_tasks:
+    if not meta.prep_gates_tasks:
         return False
     if prep.nodes_running or (counts is not None and counts.running):
         return False
@@ -253,7 +252,7 @@ def decide(snap: JobSnapshot, now: datetime, policy: Policy | None = None) -> De
             return FinishSubmission(f"submission unfinished after {age}")
         return Nothing("submission in progress")
 
-    if _prep_failed_everywhere(snap, now, policy):
+    if _prep_failed_everywhere(snap, meta, now, policy):
         return Terminate(PREP_TASK_FAILED, f"prep failed on all {snap.prep.nodes_tried} nodes that tried")
 
     return Nothing("running")
