@@ -63,6 +63,7 @@ class Stack:
             "BATCH_ACCOUNT_NAME": self.batch_endpoint.account,
             "BATCH_ACCOUNT_KEY": self.batch_endpoint.key,
             "FUNCTIONS_WORKER_RUNTIME": "python",
+            "PYTHON_ENABLE_INIT_INDEXING": "1",  # as in Azure (infra/modules/functionapp.bicep): HTTP streams
             **self.options.extra_env,
         }
 

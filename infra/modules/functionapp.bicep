@@ -130,6 +130,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       // Nodes upload logs as the pool's identity: no SAS in the job's definition.
       POOL_IDENTITY_CLIENT_ID: poolIdentityClientId
       POOL_IDENTITY_RESOURCE_ID: poolIdentityResourceId
+      // HTTP streams (downloads sent as read): the worker looks for the FastAPI extension when it indexes at
+      // init. https://learn.microsoft.com/azure/azure-functions/functions-reference-python#http-streams
+      PYTHON_ENABLE_INIT_INDEXING: '1'
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${appClientId};Authorization=AAD'
     }

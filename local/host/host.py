@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import http_streams
 from .bindings import BindingIO, with_bindings
 from .blob_trigger import BlobListener, BlobScheduler
 from .errors import HostConfigError
@@ -126,7 +127,11 @@ class Host:
         settings = self._apply_settings()
         resolver = SettingResolver(settings, self._connection_strings)
         self._added_path = str(self.app_dir) not in sys.path
+        loaded_before = http_streams.extension_loaded()
         specs = describe(import_app(self.app_dir), resolver, self.options.functions)
+        streams = http_streams.app_streams(specs, loaded_before)
+        if streams:
+            http_streams.check(specs)
         self.functions = specs
         self._bindings = BindingIO(host_json.queue_message_encoding)
         self._bindings.loop = asyncio.get_running_loop()
@@ -172,7 +177,7 @@ class Host:
         port = self.requested_port if self.requested_port is not None else (self._local_port or DEFAULT_PORT)
         webhooks = {x.spec.function_id: x for x in self._listeners if isinstance(x, BlobListener) and x.event_driven}
         self._http = HttpServer([s for s in specs if s.trigger_type == "httpTrigger"], host_json.route_prefix,
-                                self._invoker, port, self.host_id, webhooks)
+                                self._invoker, port, self.host_id, webhooks, streams)
         self.port = await self._http.start(specs, self.options.shutdown_timeout)
         self._http.ready = True
 

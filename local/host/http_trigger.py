@@ -17,6 +17,7 @@ import re
 import azure.functions as func
 from aiohttp import web
 
+from . import http_streams
 from .blob_trigger import BLOB_CREATED, SUBJECT, BlobListener
 from .errors import HostConfigError
 from .invoker import Invoker
@@ -113,8 +114,9 @@ def _response(result: object) -> web.StreamResponse:
 
 class HttpServer:
     def __init__(self, specs: list[FunctionSpec], route_prefix: str, invoker: Invoker, port: int,
-                 host_id: str, blob_webhooks: dict[str, BlobListener] | None = None) -> None:
+                 host_id: str, blob_webhooks: dict[str, BlobListener] | None = None, streams: bool = False) -> None:
         self.specs = specs
+        self.streams = streams  # HTTP streams (http_streams.py): FastAPI requests and responses
         self.route_prefix = route_prefix
         self.invoker = invoker
         self.requested_port = port
@@ -128,7 +130,7 @@ class HttpServer:
         self.webhooks = blob_webhooks or {}  # function id -> listener, for functions whose blob source is EventGrid
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=100 * 1024 * 1024)
+        app = web.Application(client_max_size=http_streams.body_limit())
         app.router.add_get("/", self._root)
         app.router.add_get("/admin/host/status", self._status)
         app.router.add_get("/admin/functions", self._functions)
@@ -160,12 +162,20 @@ class HttpServer:
         return web.Response(status=404)
 
     async def _invoke(self, spec: FunctionSpec, request: web.Request, params: dict[str, str]) -> web.StreamResponse:
-        body = await request.read()
+        reason = f"Reason='HTTP {request.method} {request.path}'"
+        if self.streams:
+            return await http_streams.serve(
+                lambda req: self.invoker.invoke(spec, req, reason, method=request.method, path=request.path),
+                request, params)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413, text=f"request body over {http_streams.body_limit()} bytes "
+                                                 f"({http_streams.BODY_LIMIT_SETTING})\n")
         req = http_request(request.method, str(request.url), dict(request.headers),
                            dict(request.query), params, body)
         try:
-            result = await self.invoker.invoke(spec, req, f"Reason='HTTP {request.method} {request.path}'",
-                                               method=request.method, path=request.path)
+            result = await self.invoker.invoke(spec, req, reason, method=request.method, path=request.path)
             return _response(result)
         except Exception:
             # Like the host: the details are in the log, the client gets a bare 500.

@@ -36,6 +36,7 @@ class FunctionSpec:
     trigger: dict  # the trigger binding as function.json spells it, `%settings%` resolved
     param_types: dict[str, Any] = field(default_factory=dict)
     context_param: str | None = None
+    return_type: Any = None  # the return annotation, if any
     bindings: list[BindingSpec] = field(default_factory=list)  # input and output bindings (bindings.py)
 
     @property
@@ -80,12 +81,15 @@ def import_app(app_dir: Path) -> func.FunctionApp:
     return app
 
 
-def _param_types(fn: Any) -> dict[str, Any]:
+def _hints(fn: Any) -> dict[str, Any]:
     try:
-        hints = typing.get_type_hints(fn)
+        return typing.get_type_hints(fn)
     except Exception:
         # Unresolvable string annotations: fall back to whatever is there; only exact types matter below.
-        hints = {}
+        return {}
+
+
+def _param_types(fn: Any, hints: dict[str, Any]) -> dict[str, Any]:
     return {name: hints.get(name, p.annotation) for name, p in inspect.signature(fn).parameters.items()}
 
 
@@ -139,7 +143,8 @@ def describe(app: func.FunctionApp, resolver: SettingResolver,
             raise HostConfigError(f"function {name!r} has no trigger")
         _check_trigger(name, trigger)
         fn = function.get_user_function()
-        types = _param_types(fn)
+        hints = _hints(fn)
+        types = _param_types(fn, hints)
         others = []
         for binding in bindings:
             if binding is trigger:
@@ -157,5 +162,6 @@ def describe(app: func.FunctionApp, resolver: SettingResolver,
             raise HostConfigError(f"function {name!r}: parameters {extra} match no binding; "
                                   "every parameter must be a binding or `context`")
         specs.append(FunctionSpec(name=name, callable=fn, trigger=trigger,
-                                  param_types=types, context_param=context, bindings=others))
+                                  param_types=types, context_param=context, bindings=others,
+                                  return_type=hints.get("return")))
     return specs

@@ -1,7 +1,9 @@
 """Downloads for the HTTP API: one file out of a node's bundle, or one crash dump, found only through the
 records of the job the URL names (its node record, its crash record), so a URL cannot reach another job's
-blobs. Bytes are read by ranged GETs: a file in a bundle through the bundle's central directory, a dump
-straight from its blob (or its parts), at most downloads.MAX_BODY per response."""
+blobs. Everything that can fail (the records, the bundle's central directory, the range) is checked before
+a Served is returned; its bytes are then read by ranged GETs as the response is sent, a chunk at a time
+(a file in a bundle through the bundle's central directory, a dump straight from its blob or its parts), so
+a download of any size holds about one fetch window in memory."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from shared.adapters.store import Store
 from shared.flows import files
@@ -17,20 +20,20 @@ from shared.pure import blob_layout as layout
 from shared.pure import downloads as rules
 
 TEXT_SUFFIXES = (".txt", ".log", ".out", ".err", ".json", ".jsonl", ".csv")
-SKIP_CHUNK = 1024 * 1024
-
-
-class TooBig(ValueError):
-    """The file (or the range asked for) is over MAX_BODY: ask for it in parts."""
+CHUNK = 256 * 1024  # one body message; the readers below fetch a window of about this size at a time
 
 
 @dataclass(frozen=True)
 class Served:
-    body: bytes
+    chunks: Iterator[bytes]  # the body, read as it is iterated; closes what it opened when done
     size: int  # of the whole file
     span: rules.Span | None  # the part served (206), None for the whole file
     filename: str
     content_type: str
+
+    @property
+    def length(self) -> int:
+        return self.span.length if self.span else self.size
 
 
 def _own(blob: str, job_id: str) -> bool:
@@ -38,19 +41,22 @@ def _own(blob: str, job_id: str) -> bool:
     return blob.startswith(f"{job_id}/") and isinstance(layout.check_name(blob), list)
 
 
-def _read(stream, size: int, span: rules.Span | None) -> bytes:
-    if rules.too_big(size, span):
-        raise TooBig(f"{(span.length if span else size)} bytes; one response holds at most {rules.MAX_BODY}: "
-                     "ask for it in parts with a Range header (e.g. curl -r 0-33554431)")
-    if span is None:
-        return stream.read()
-    skipped = 0
-    while skipped < span.start:  # a deflated entry can only be read from its start
-        chunk = stream.read(min(SKIP_CHUNK, span.start - skipped))
-        if not chunk:
-            break
-        skipped += len(chunk)
-    return stream.read(span.length)
+def _chunks(stream: BinaryIO, skip: int, length: int) -> Iterator[bytes]:
+    """length bytes of stream after skipping skip (a deflated entry can only be read from its start)."""
+    try:
+        while skip > 0:
+            chunk = stream.read(min(CHUNK, skip))
+            if not chunk:
+                return
+            skip -= len(chunk)
+        while length > 0:
+            chunk = stream.read(min(CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
+    finally:
+        stream.close()
 
 
 def _type(path: str) -> str:
@@ -58,7 +64,7 @@ def _type(path: str) -> str:
 
 
 def log_file(store: Store, job_id: str, node_id: str, path: str, range_header: str | None) -> Served:
-    """One file of a node's bundle. Raises files.NotCollected, rules.Unsatisfiable or TooBig."""
+    """One file of a node's bundle. Raises files.NotCollected or rules.Unsatisfiable."""
     record = store.reports.read_json(layout.node_record_name(job_id, node_id)) or {}
     parts = ((record.get("bundle") or {}).get("parts")) or []
     if any(not _own(p.get("blob", ""), job_id) for p in parts):
@@ -66,10 +72,11 @@ def log_file(store: Store, job_id: str, node_id: str, path: str, range_header: s
     opened = files.open_file(store, job_id, node_id, path)
     try:
         span = rules.byte_range(range_header, opened.size)
-        body = _read(opened.stream, opened.size, span)
-    finally:
+    except rules.Unsatisfiable:
         opened.close()
-    return Served(body, opened.size, span, posixpath.basename(path), _type(path))
+        raise
+    chunks = _chunks(opened.stream, span.start if span else 0, span.length if span else opened.size)
+    return Served(chunks, opened.size, span, posixpath.basename(path), _type(path))
 
 
 def crash_dump(store: Store, job_id: str, sha256: str, range_header: str | None) -> Served:
@@ -85,21 +92,14 @@ def crash_dump(store: Store, job_id: str, sha256: str, range_header: str | None)
         raise files.NotCollected(f"crash dump {sha256[:16]}... of job {job_id!r} is no longer stored")
     size = sum(part_size for _, part_size in blobs)
     span = rules.byte_range(range_header, size)
-    reader = store.logs.reader(blobs)
+    reader = store.logs.reader(blobs, CHUNK)
     if span is not None:
         reader.seek(span.start)  # a stored blob reads from anywhere: one ranged GET per window
-    body = _read_plain(reader, size, span)
+    chunks = _chunks(reader, 0, span.length if span else size)
     name = posixpath.basename(copy.get("path") or "crashdump") + (lognames.GZIP_SUFFIX if copy.get("compressed")
                                                                    else "")
     kind = "application/gzip" if copy.get("compressed") else "application/octet-stream"
-    return Served(body, size, span, name, kind)
-
-
-def _read_plain(reader, size: int, span: rules.Span | None) -> bytes:
-    if rules.too_big(size, span):
-        raise TooBig(f"{(span.length if span else size)} bytes; one response holds at most {rules.MAX_BODY}: "
-                     "ask for it in parts with a Range header (e.g. curl -r 0-33554431)")
-    return reader.read(span.length if span else size)
+    return Served(chunks, size, span, name, kind)
 
 
 def _copy_parts(store: Store, job_id: str, copy: dict) -> list[tuple[str, int]]:

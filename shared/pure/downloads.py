@@ -13,9 +13,6 @@ from urllib.parse import quote
 
 from shared.node import lognames
 
-# One response's body is held in memory by the Functions host (func.HttpResponse), so it is bounded; a
-# bigger file is fetched in parts with Range requests (curl -r, any download manager).
-MAX_BODY = 32 * 1024 * 1024
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -71,10 +68,6 @@ def byte_range(header: str | None, size: int) -> Span | None:
     if end < start:
         return None
     return Span(start, end)
-
-
-def too_big(size: int, span: Span | None) -> bool:
-    return (span.length if span else size) > MAX_BODY
 
 
 def content_disposition(filename: str) -> str:

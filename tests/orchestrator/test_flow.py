@@ -10,7 +10,6 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import azure.functions as func
 import pytest
 
 from shared.flows import files
@@ -19,6 +18,7 @@ from shared.flows.submit import AlreadySubmitted, Submitted, on_message, submit
 from shared.flows.watchdog import Watchdog
 from shared.pure import metadata
 from shared.pure.request import derive_job_id, parse_request
+from tests.http_calls import call
 from tests.orchestrator.conftest import blob_event, request, sb_message
 from tests.waiting import wait_until
 
@@ -81,8 +81,7 @@ def test_request_becomes_job_logs_and_report(app, own_batch):
 
     sweep = Watchdog(svc.batch, svc.store).sweep(datetime.now(UTC))
     assert dict(sweep.actions) == {"RecordOutcome": 1}
-    response = app["job_report"](func.HttpRequest("GET", f"/api/jobs/{job_id}", route_params={"jobId": job_id},
-                                                  body=b""))
+    response = call(app["job_report"], f"http://localhost/api/jobs/{job_id}", route_params={"jobId": job_id})
     assert response.status_code == 200
     body = json.loads(response.get_body())
     assert body["outcome"]["terminateReason"] == "AllTasksComplete"

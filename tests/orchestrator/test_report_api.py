@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import re
+import subprocess
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 from html import unescape
-from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
-import azure.functions as func
 import pytest
 
 from shared.adapters import services as services_module
+from shared.flows import files
 from shared.flows.watchdog import Watchdog
 from shared.pure.report import is_final
+from tests.http_calls import Answer, call
 from tests.orchestrator.conftest import request, sb_message
 from tests.orchestrator.test_flow import collect_all, job_state
 from tests.unit.dumps import elf_core
@@ -32,17 +36,14 @@ ROUTES = [  # (function, route regex): as the host routes them
 ]
 
 
-def get(app, url: str, headers: dict | None = None) -> func.HttpResponse:
-    """GET a URL as the host would route it to a function (route params unquoted, query parsed)."""
-    parts = urlsplit(url)
-    path = unquote(parts.path)
+def get(app, url: str, headers: dict | None = None) -> Answer:
+    """GET a URL as the host would route it to a function (route params unquoted, query as sent)."""
+    path = unquote(urlsplit(url).path)
     for name, pattern in ROUTES:
         match = re.fullmatch(pattern, path)
         if match:
             params = {k: v for k, v in match.groupdict().items() if v is not None}
-            req = func.HttpRequest("GET", url, headers=headers or {}, params=dict(parse_qsl(parts.query)),
-                                   route_params=params, body=b"")
-            return app[name](req)
+            return call(app[name], url, headers, params)
     raise AssertionError(f"no function serves {url}")
 
 
@@ -139,7 +140,7 @@ def test_a_download_reaches_only_the_files_of_the_job_it_names(app, svc, crashed
         ("job_dump", {"jobId": crashed_job, "sha256": "0" * 64}, 404),
         ("job_dump", {"jobId": crashed_job, "sha256": "../.."}, 400),
     ]:
-        served = app[name](func.HttpRequest("GET", "http://localhost/", route_params=route, body=b""))
+        served = call(app[name], "http://localhost/", route_params=route)
         assert served.status_code == status, (route, served.get_body()[:200])
     # A crash record that points at another job's blob (written by no collector of ours) is not followed.
     sha = svc.store.report(crashed_job)["crashGroups"][0]["dumps"][0]["sha256"]
@@ -166,3 +167,45 @@ def test_the_jobs_list_pages_filters_and_links_each_report(app, crashed_job):
     link = next(h for h in hrefs(page) if h == f"jobs/{crashed_job}")
     assert get(app, urljoin("http://localhost/api/jobs", link), {"Accept": "text/html"}).status_code == 200
     assert get(app, "http://localhost/api/jobs?state=exploded").status_code == 400
+
+
+BIG_LINES = 5_500_000  # `seq` of them: 43 MB of stdout, over the 32 MiB a buffered response was held to
+
+
+def test_a_file_bigger_than_any_buffer_is_streamed_whole_and_in_parts(app, svc):
+    """A task's 43 MB stdout, deflated in its node's bundle, downloads whole through the function: in
+    body messages of at most 256 KiB, read from storage as they are sent, in bounded memory."""
+    job_id = f"bigfile-{uuid.uuid4().hex[:8]}"
+    body = request(job_id, tasks=1)
+    body["taskFactory"]["commandLine"] = f"/bin/bash -c 'seq 1 {BIG_LINES}'"
+    app["submit"](sb_message(body))
+    wait_until(lambda: job_state(svc, job_id) == "completed", 90, what="the job to complete")
+    wait_until(lambda: any(b.name.endswith("manifest.json") for b in svc.store.logs.list(f"{job_id}/")), 60,
+               what="the manifest")
+    collect_all(app, svc, job_id)
+    expected = subprocess.run(["seq", "1", str(BIG_LINES)], capture_output=True, check=True).stdout
+    node = next(f.node_id for f in files.index(svc.store, job_id) if f.path == "job-1/task-1/stdout.txt")
+    url = f"http://localhost/api/jobs/{job_id}/files/{node}/job-1/task-1/stdout.txt"
+
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        whole = get_streamed(app, url, digest.update)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert whole.status_code == 200 and whole.headers["Content-Length"] == str(len(expected))
+    assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert sum(whole.messages) == len(expected) and max(whole.messages) == 256 * 1024
+    assert len(whole.messages) == -(-len(expected) // (256 * 1024))
+    assert peak < 8 * 1024 * 1024, f"{peak} bytes held while streaming {len(expected)}"
+
+    tail = get(app, url, {"Range": f"bytes={len(expected) - 16}-"})
+    assert tail.status_code == 206 and tail.get_body() == expected[-16:]
+    assert tail.headers["Content-Range"] == f"bytes {len(expected) - 16}-{len(expected) - 1}/{len(expected)}"
+
+
+def get_streamed(app, url: str, sink) -> Answer:
+    path = unquote(urlsplit(url).path)
+    match = re.fullmatch(ROUTES[2][1], path)
+    return call(app["job_file"], url, None, {k: v for k, v in match.groupdict().items() if v}, sink=sink)
