@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -61,6 +63,32 @@ def test_request_on_the_queue_becomes_job_logs_and_report(stack, services):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{stack.host_url}/api/jobs/{job_id}?format=xml", timeout=10)
     assert refused.value.code == 400 and b"format: must be json or html" in refused.value.read()
+
+
+BIG_LINES = 5_500_000  # `seq`: 43 MB, over the 32 MiB one buffered response was held to
+
+
+def test_a_big_log_downloads_through_the_dev_host_as_a_stream(stack, services):
+    """The whole chain: a task's 43 MB stdout, zipped by the release task, read back out of the node's
+    bundle by the function and sent by the dev host while it is read, in full, with its length."""
+    job_id = f"e2e-big-{uuid.uuid4().hex[:8]}"
+    body = json.loads(request(job_id))
+    body["taskFactory"].update(end=1, commandLine=f"/bin/bash -c 'seq 1 {BIG_LINES}'")
+    send(stack, json.dumps(body).encode())
+    report = wait_until(lambda: report_done(services, job_id), 90, 0.3, what="the job's report")
+    node = next(n["nodeId"] for n in report["nodes"] if n["tasksRun"] == 1)
+    expected = subprocess.run(["seq", "1", str(BIG_LINES)], capture_output=True, check=True).stdout
+    url = f"{stack.host_url}/api/jobs/{job_id}/files/{node}/job-1/task-1/stdout.txt"
+    digest, reads = hashlib.sha256(), 0
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        assert resp.status == 200 and resp.headers["Content-Length"] == str(len(expected))
+        while chunk := resp.read(1024 * 1024):
+            digest.update(chunk)
+            reads += 1
+    assert digest.hexdigest() == hashlib.sha256(expected).hexdigest() and reads == -(-len(expected) // 2**20)
+    part = urllib.request.Request(url, headers={"Range": "bytes=-12"})
+    with urllib.request.urlopen(part, timeout=30) as resp:
+        assert (resp.status, resp.read()) == (206, expected[-12:])
 
 
 def test_invalid_request_ends_rejected_with_its_reason(stack, services):
