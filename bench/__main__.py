@@ -7,7 +7,7 @@ import json
 import sys
 
 BENCHMARKS = ["bench.bench_batch", "bench.bench_orchestrator", "bench.bench_servicebus", "bench.bench_collect",
-              "bench.bench_collection"]
+              "bench.bench_collection", "bench.bench_download"]
 
 
 def main(names: list[str]) -> int:

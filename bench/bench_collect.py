@@ -73,7 +73,7 @@ def _run_child(mode: str, conn: str, logs_name: str, reports_name: str, blob: st
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _upload(logs, name: str) -> str:
+def _upload(logs, name: str, blocks: int = SIZE_BLOCKS) -> str:
     from tests.unit.dumps import elf_core
 
     head = elf_core(exe="bench", signal=11)
@@ -82,9 +82,9 @@ def _upload(logs, name: str) -> str:
     blob = logs.get_blob_client(name)
     blob.stage_block("aGVhZA==", head)
     blob.stage_block("ZmlsbA==", filler)
-    blob.commit_block_list(["aGVhZA=="] + ["ZmlsbA=="] * (SIZE_BLOCKS - 1))
+    blob.commit_block_list(["aGVhZA=="] + ["ZmlsbA=="] * (blocks - 1))
     digest = hashlib.sha256(head)
-    for _ in range(SIZE_BLOCKS - 1):
+    for _ in range(blocks - 1):
         digest.update(filler)
     return digest.hexdigest()
 

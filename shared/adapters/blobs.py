@@ -125,8 +125,9 @@ class BlobContainer:
         if rest:
             yield rest
 
-    def reader(self, parts: Sequence[tuple[str, int]], window: int = CHUNK_SIZE) -> BlobReader:
-        return BlobReader(self, parts, window)
+    def reader(self, parts: Sequence[tuple[str, int]], window: int = CHUNK_SIZE,
+               max_window: int | None = None) -> BlobReader:
+        return BlobReader(self, parts, window, max_window)
 
     def download_to(self, name: str, sink: BinaryIO) -> int:
         return self._client.download_blob(name).readinto(sink)
@@ -242,14 +243,18 @@ class BlobContainer:
 class BlobReader(io.RawIOBase):
     """A read-only, seekable file over one blob or the parts of one (in order), read by ranged GETs of
     `window` bytes and kept one window at a time: zipfile can read one entry of a bundle through it without
-    the bundle being downloaded, and a front-to-back read downloads each byte once."""
+    the bundle being downloaded, and a front-to-back read downloads each byte once. With max_window, each
+    read that carries on where the last window ended doubles the next one up to it: a small file costs
+    about its size, a big one is read in few GETs."""
 
-    def __init__(self, container: BlobContainer, parts: Sequence[tuple[str, int]], window: int = CHUNK_SIZE):
+    def __init__(self, container: BlobContainer, parts: Sequence[tuple[str, int]], window: int = CHUNK_SIZE,
+                 max_window: int | None = None):
         super().__init__()
         self._container = container
         self._parts = list(parts)
         self._size = sum(size for _, size in self._parts)
         self._window = window
+        self._max_window = max(max_window or window, window)
         self._pos = 0
         self._cached_at = 0
         self._cached = b""
@@ -270,6 +275,8 @@ class BlobReader(io.RawIOBase):
         return self._pos
 
     def _fetch(self, offset: int) -> None:
+        if self._cached and offset == self._cached_at + len(self._cached):
+            self._window = min(self._window * 2, self._max_window)
         start = 0
         for name, size in self._parts:
             if offset < start + size:

@@ -20,7 +20,7 @@ from shared.pure import blob_layout as layout
 from shared.pure import downloads as rules
 
 TEXT_SUFFIXES = (".txt", ".log", ".out", ".err", ".json", ".jsonl", ".csv")
-CHUNK = 256 * 1024  # one body message; the readers below fetch a window of about this size at a time
+CHUNK = 256 * 1024  # one body message; the readers below start with windows this size, growing on long reads
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def crash_dump(store: Store, job_id: str, sha256: str, range_header: str | None)
         raise files.NotCollected(f"crash dump {sha256[:16]}... of job {job_id!r} is no longer stored")
     size = sum(part_size for _, part_size in blobs)
     span = rules.byte_range(range_header, size)
-    reader = store.logs.reader(blobs, CHUNK)
+    reader = store.logs.reader(blobs, files.FETCH_WINDOW, files.MAX_FETCH_WINDOW)
     if span is not None:
         reader.seek(span.start)  # a stored blob reads from anywhere: one ranged GET per window
     chunks = _chunks(reader, 0, span.length if span else size)

@@ -15,8 +15,12 @@ from shared.node import lognames
 from shared.pure import blob_layout as layout
 from shared.pure.node_record import COLLECTED
 
-# Small windows: a single file's read should cost about its own size, not a bundle's.
+# Small windows first: a single file's read should cost about its own size, not a bundle's. A long read
+# grows them to MAX_FETCH_WINDOW: the SDK holds about 10 times a GET's size while reading it (measured with
+# tracemalloc), so 2 MiB GETs keep a download near 22 MB of memory and read 40 MB in 23 GETs, several
+# times faster than 256 KiB ones (bench/bench_download.py).
 FETCH_WINDOW = 256 * 1024
+MAX_FETCH_WINDOW = 2 * 1024 * 1024
 
 
 class NotCollected(LookupError):
@@ -71,7 +75,7 @@ def open_file(store: Store, job_id: str, node_id: str, path: str) -> OpenedFile:
         raise NotCollected(f"node {node_id!r} of job {job_id!r} has no collected bundle")
     bundle = record["bundle"]
     logs: BlobContainer = store.logs
-    reader = logs.reader([(p["blob"], p["size"]) for p in bundle["parts"]], FETCH_WINDOW)
+    reader = logs.reader([(p["blob"], p["size"]) for p in bundle["parts"]], FETCH_WINDOW, MAX_FETCH_WINDOW)
     archive = zipfile.ZipFile(reader)
     # Index paths are the safe names; an entry stored under another name maps to its safe one.
     info = next((i for i in archive.infolist() if i.filename == path), None) or next(
