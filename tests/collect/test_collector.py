@@ -167,6 +167,21 @@ def test_one_file_is_fetched_from_a_bundle_by_range(containers):
         files.open_file(_store(logs, reports), "j5", "n1", "job-1/nope/stdout.txt")
 
 
+def test_a_long_read_out_of_a_bundle_takes_growing_windows(containers):
+    logs, reports = containers
+    import os
+
+    big = os.urandom(8 * 1024 * 1024)
+    put_node(logs, "j5b", "n1", {"job-1/t1/stdout.txt": big, "job-1/t2/stdout.txt": b"small\n"})
+    collect(logs, reports, "j5b", "n1")
+    opened = files.open_file(_store(logs, reports), "j5b", "n1", "job-1/t1/stdout.txt")
+    assert opened.stream.read() == big
+    # Three small reads at the end (the end record, the zip64 locator, the central directory), then the
+    # entry from its header in windows doubling from 256 KiB to MAX_FETCH_WINDOW: 7 GETs for its 8 MiB,
+    # where windows that stayed at 256 KiB would take 33.
+    assert opened.reader.requests == 3 + 7
+
+
 def test_a_bad_manifest_is_recorded_on_the_node(containers):
     logs, reports = containers
     logs.write("j6/n2/manifest.json", b"{not json")
