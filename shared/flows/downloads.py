@@ -41,18 +41,23 @@ def _own(blob: str, job_id: str) -> bool:
     return blob.startswith(f"{job_id}/") and isinstance(layout.check_name(blob), list)
 
 
-def _chunks(stream: BinaryIO, skip: int, length: int) -> Iterator[bytes]:
-    """length bytes of stream after skipping skip (a deflated entry can only be read from its start)."""
+class Truncated(ValueError):
+    """The stored file ended before the length its records give: the response, already started, is cut."""
+
+
+def read_span(stream: BinaryIO, skip: int, length: int) -> Iterator[bytes]:
+    """length bytes of stream after skipping skip (a deflated entry can only be read from its start). Raises
+    Truncated mid-body rather than end early: a client must see a short download fail, not pass as whole."""
     try:
         while skip > 0:
             chunk = stream.read(min(CHUNK, skip))
             if not chunk:
-                return
+                raise Truncated(f"the stored file ends {skip + length} bytes early")
             skip -= len(chunk)
         while length > 0:
             chunk = stream.read(min(CHUNK, length))
             if not chunk:
-                return
+                raise Truncated(f"the stored file ends {length} bytes early")
             length -= len(chunk)
             yield chunk
     finally:
@@ -75,7 +80,7 @@ def log_file(store: Store, job_id: str, node_id: str, path: str, range_header: s
     except rules.Unsatisfiable:
         opened.close()
         raise
-    chunks = _chunks(opened.stream, span.start if span else 0, span.length if span else opened.size)
+    chunks = read_span(opened.stream, span.start if span else 0, span.length if span else opened.size)
     return Served(chunks, opened.size, span, posixpath.basename(path), _type(path))
 
 
@@ -95,7 +100,7 @@ def crash_dump(store: Store, job_id: str, sha256: str, range_header: str | None)
     reader = store.logs.reader(blobs, files.FETCH_WINDOW, files.MAX_FETCH_WINDOW)
     if span is not None:
         reader.seek(span.start)  # a stored blob reads from anywhere: one ranged GET per window
-    chunks = _chunks(reader, 0, span.length if span else size)
+    chunks = read_span(reader, 0, span.length if span else size)
     name = posixpath.basename(copy.get("path") or "crashdump") + (lognames.GZIP_SUFFIX if copy.get("compressed")
                                                                    else "")
     kind = "application/gzip" if copy.get("compressed") else "application/octet-stream"
