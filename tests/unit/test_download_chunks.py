@@ -25,7 +25,7 @@ class Tracked(io.BytesIO):
     (b"x" * (downloads.CHUNK * 2 + 9), downloads.CHUNK + 1, 3, [b"xxx"]),
     (b"abc", 0, 0, []),
 ])
-def test_the_span_asked_for_inread_span(data, skip, length, chunks):
+def test_the_span_asked_for_in_chunks(data, skip, length, chunks):
     stream = Tracked(data)
     assert list(downloads.read_span(stream, skip, length)) == chunks
     assert stream.closed_by_us
