@@ -47,6 +47,9 @@ _MARKERS = tuple((marker, gate, marker.index(gate) if gate else 0) for marker, g
     (b"error: ", None), (b"panic: ", None), (b"Sanitizer: ", b"z"), (b"Unhandled ", b"U"),
     (b"Traceback (most recent call last)", b"("), (b"Exception in thread \"", b'"'), (b"' panicked at ", b"'"),
     (b" signal SIG", b"G"), (b"#0", b"#"), (b")[0x", b"[")))
+_PLAIN = tuple(m for m in _MARKERS if m[1] is None)
+_GATED = tuple(m for m in _MARKERS if m[1] is not None)
+_MARKERS = _PLAIN + _GATED  # the order _first returns them in
 MAX_SANITIZER_LINES = 500  # of a sanitizer's report after its first stack (shadow bytes, legend)
 MORE, DONE, ENDED_BEFORE = range(3)  # a report's answer to a line: read on; it ended with it; before it
 
@@ -313,14 +316,15 @@ class BacktraceFinder:
 
     def _lines(self, buf: bytes, pos: int, end: int) -> None:
         """The whole lines buf[pos:end]: each read while inside a report, else only those with a marker."""
-        ahead = [-1] * len(_MARKERS)  # where each marker is next, at or after pos (end: nowhere)
+        ahead: list[int] = []  # where each marker is next, at or after pos (end: nowhere)
         while pos < end:
             if self._active is None:
-                hit = end
-                for i, (marker, byte, index) in enumerate(_MARKERS):
-                    if ahead[i] < pos:
-                        ahead[i] = _find(buf, marker, byte, index, pos, end)
-                    hit = min(hit, ahead[i])
+                if ahead:
+                    ahead = [at if at >= pos else _find(buf, *marker, pos, end)
+                             for at, marker in zip(ahead, _MARKERS, strict=True)]
+                else:
+                    ahead = _first(buf, pos, end)
+                hit = min(ahead)
                 if hit >= end:
                     return
                 pos = max(pos, buf.rfind(b"\n", pos, hit) + 1)
@@ -401,6 +405,16 @@ class BacktraceFinder:
             if self._active is not None:
                 self._end_report()
         return _shown(self._found)
+
+
+def _first(buf: bytes, pos: int, end: int) -> list[int]:
+    """_find for every marker at once: the search nearly every chunk of a log without a backtrace ends with,
+    so without a call per marker."""
+    found = [buf.find(marker, pos, end) for marker, _, _ in _PLAIN]
+    for marker, byte, index in _GATED:
+        at = buf.find(byte, pos + index, end)
+        found.append(-1 if at < 0 else buf.find(marker, at - index, end))
+    return [end if at < 0 else at for at in found]
 
 
 def _find(buf: bytes, marker: bytes, byte: bytes | None, index: int, pos: int, end: int) -> int:
