@@ -199,8 +199,9 @@ def _scan_bundle(logs: BlobContainer, bundle: Upload, sizes: dict[str, int], tal
             try:
                 with archive.open(info) as member:
                     while chunk := member.read(SCAN_CHUNK):
+                        seen = scanner.error_lines_so_far
                         scanner.feed(chunk)
-                        finder.feed(chunk)
+                        finder.feed(chunk, error_words=scanner.error_lines_so_far > seen)
             except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError) as exc:
                 # One damaged entry is reported; the rest of the node is still collected.
                 tally.problem(f"{layout.safe_preview(info.filename)}: {type(exc).__name__}: {str(exc)[:200]}")

@@ -41,15 +41,39 @@ MAX_FRAMES = 64  # of one stack: the faulting frame is near its top
 MAX_FRAME_CHARS = 100
 MAX_KIND_CHARS = 40
 MAX_PREAMBLE_LINES = 50  # between a header and its first frame (a panic's or an exception's message)
-# A line that may start a backtrace holds one of these; with a byte of it to memchr for first, since
-# memchr is many times faster than a search for a longer literal and most logs hold none of these bytes.
-_MARKERS = tuple((marker, gate, marker.index(gate) if gate else 0) for marker, gate in (
-    (b"error: ", None), (b"panic: ", None), (b"Sanitizer: ", b"z"), (b"Unhandled ", b"U"),
-    (b"Traceback (most recent call last)", b"("), (b"Exception in thread \"", b'"'), (b"' panicked at ", b"'"),
-    (b" signal SIG", b"G"), (b"#0", b"#"), (b")[0x", b"[")))
-_PLAIN = tuple(m for m in _MARKERS if m[1] is None)
-_GATED = tuple(m for m in _MARKERS if m[1] is not None)
-_MARKERS = _PLAIN + _GATED  # the order _first returns them in
+
+
+class _Markers:
+    """What a line that may start a backtrace holds: one of these literals. Each may name a byte of it to
+    memchr for first: memchr is many times faster than a search for a longer literal, and most logs hold
+    none of these bytes."""
+
+    def __init__(self, *markers: tuple[bytes, bytes | None]):
+        listed = [(marker, gate, marker.index(gate) if gate else 0) for marker, gate in markers]
+        self.plain = tuple(m for m in listed if m[1] is None)
+        self.gated = tuple(m for m in listed if m[1] is not None)
+        self.all = self.plain + self.gated  # the order `first` returns them in
+
+    def first(self, buf: bytes, pos: int, end: int) -> list[int]:
+        """Where each is next in buf[pos:end] (end: nowhere): the search nearly every chunk of a log without
+        a backtrace ends with, so without a call per marker."""
+        found = [buf.find(marker, pos, end) for marker, _, _ in self.plain]
+        for marker, byte, index in self.gated:
+            at = buf.find(byte, pos + index, end)
+            found.append(-1 if at < 0 else buf.find(marker, at - index, end))
+        return [end if at < 0 else at for at in found]
+
+    def in_line(self, line: bytes) -> bool:
+        return any(marker in line for marker, _, _ in self.all)
+
+
+# A report these start begins on a line holding one of logscan's error words (`Unhandled exception.`,
+# `Fatal Python error:`, `thread 'main' panicked at`): where logscan found none, none begins.
+WORDED = ((b"error: ", None), (b"panic: ", None), (b"Unhandled ", b"U"), (b"Traceback (most recent call last)", b"("),
+          (b"Exception in thread \"", b'"'), (b"' panicked at ", b"'"))
+# MemorySanitizer's header is a WARNING; gdb's signal line, the frames themselves, name no error.
+WORDLESS = ((b"Sanitizer: ", b"z"), (b" signal SIG", b"G"), (b"#0", b"#"), (b")[0x", b"["))
+_ALL, _WORDLESS = _Markers(*WORDED, *WORDLESS), _Markers(*WORDLESS)
 MAX_SANITIZER_LINES = 500  # of a sanitizer's report after its first stack (shadow bytes, legend)
 MORE, DONE, ENDED_BEFORE = range(3)  # a report's answer to a line: read on; it ended with it; before it
 
@@ -290,9 +314,12 @@ class BacktraceFinder:
         self._header: tuple[str, str | None] | None = None  # (format, kind) for the stack a header announced
         self._closed = False
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes, error_words: bool = True) -> None:
+        """error_words=False: logscan found none in this chunk's whole lines (its count did not move), so the
+        markers that hold one need no search."""
         if not chunk:
             return
+        markers = _ALL if error_words else _WORDLESS
         last = chunk.rfind(b"\n")
         if last < 0:
             self._extend(chunk, len(chunk))
@@ -303,10 +330,10 @@ class BacktraceFinder:
             self._extend(chunk, first)
             line = bytes(self._partial)
             self._partial.clear()
-            if self._active is not None or any(marker in line for marker, _, _ in _MARKERS):
+            if self._active is not None or markers.in_line(line):
                 self._line(line)
             start = first + 1
-        self._lines(chunk, start, last + 1)
+        self._lines(chunk, start, last + 1, markers)
         self._partial += chunk[last + 1: last + 1 + self._max]
 
     def _extend(self, chunk: bytes, end: int) -> None:
@@ -314,16 +341,16 @@ class BacktraceFinder:
         if room > 0:
             self._partial += chunk[: min(end, room)]
 
-    def _lines(self, buf: bytes, pos: int, end: int) -> None:
+    def _lines(self, buf: bytes, pos: int, end: int, markers: _Markers) -> None:
         """The whole lines buf[pos:end]: each read while inside a report, else only those with a marker."""
         ahead: list[int] = []  # where each marker is next, at or after pos (end: nowhere)
         while pos < end:
             if self._active is None:
                 if ahead:
                     ahead = [at if at >= pos else _find(buf, *marker, pos, end)
-                             for at, marker in zip(ahead, _MARKERS, strict=True)]
+                             for at, marker in zip(ahead, markers.all, strict=True)]
                 else:
-                    ahead = _first(buf, pos, end)
+                    ahead = markers.first(buf, pos, end)
                 hit = min(ahead)
                 if hit >= end:
                     return
@@ -400,21 +427,11 @@ class BacktraceFinder:
             if self._partial:
                 line = bytes(self._partial)
                 self._partial.clear()
-                if self._active is not None or any(marker in line for marker, _, _ in _MARKERS):
+                if self._active is not None or _ALL.in_line(line):
                     self._line(line)
             if self._active is not None:
                 self._end_report()
         return _shown(self._found)
-
-
-def _first(buf: bytes, pos: int, end: int) -> list[int]:
-    """_find for every marker at once: the search nearly every chunk of a log without a backtrace ends with,
-    so without a call per marker."""
-    found = [buf.find(marker, pos, end) for marker, _, _ in _PLAIN]
-    for marker, byte, index in _GATED:
-        at = buf.find(byte, pos + index, end)
-        found.append(-1 if at < 0 else buf.find(marker, at - index, end))
-    return [end if at < 0 else at for at in found]
 
 
 def _find(buf: bytes, marker: bytes, byte: bytes | None, index: int, pos: int, end: int) -> int:

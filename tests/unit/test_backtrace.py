@@ -7,7 +7,7 @@ import pytest
 
 from shared.pure.backtrace import MAX_FRAME_CHARS, MAX_FRAMES, BacktraceFinder, find_backtrace
 from shared.pure.backtrace_frames import Frame, hash_frame, pick, without_arguments
-from shared.pure.logscan import MAX_LINE_BYTES
+from shared.pure.logscan import MAX_LINE_BYTES, LogScanner
 
 
 def chunked(data: bytes, size: int):
@@ -199,6 +199,19 @@ index out of bounds
 def test_backtraces(name, log, expected, chunk):
     found = find_backtrace(chunked(log, chunk))
     assert (None if found is None else (found.format, found.kind, found.frame)) == expected
+
+
+@pytest.mark.parametrize(("name", "log", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_told_where_logscan_found_no_error_word_it_finds_the_same(name, log, expected, chunk):
+    """As the collector feeds it: a chunk in which logscan's count of error lines did not move is searched
+    for the markers that hold no error word only."""
+    scanner, finder = LogScanner(tail_lines=0), BacktraceFinder()
+    for part in chunked(log, chunk):
+        seen = scanner.error_lines_so_far
+        scanner.feed(part)
+        finder.feed(part, error_words=scanner.error_lines_so_far > seen)
+    assert finder.result() == find_backtrace(chunked(log, chunk))
 
 
 @pytest.mark.parametrize("log", [PY, GO], ids=["python", "go"])
