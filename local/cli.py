@@ -439,18 +439,20 @@ def show_status(s: Services, job_id: str, report: dict | None = None) -> None:
     tasks = report.get("tasks") or {}
     failed = tasks.get("failed") or []
     if failed:
-        listing = Table("task", "node", "exit", "retries", "first error line", title=f"failed tasks "
+        listing = Table("task", "node", "exit", "retries", "crashed at", "first error line", title=f"failed tasks "
                         f"({len(failed)} of {tasks.get('failedTotal')} shown)")
         for task in failed[:50]:
             listing.add_row(plain(task["id"]), plain(task.get("nodeId")), str(task.get("exitCode")),
-                            str(task.get("retries")), plain((task.get("excerpt") or [""])[0]))
+                            str(task.get("retries")), plain((task.get("backtrace") or {}).get("frame") or ""),
+                            plain((task.get("excerpt") or [""])[0]))
         console.print(listing)
     groups = report.get("crashGroups") or []
     if groups:
         crashes = Table("count", "format", "executable", "signal/exception", "where", "nodes", title="crash groups")
         for g in groups:
             crashes.add_row(str(g["count"]), plain(g.get("format")), plain(g.get("executable")),
-                            plain(g.get("signalName") or g.get("exceptionCode")), plain(g.get("location")),
+                            plain(g.get("signalName") or g.get("exceptionCode")),
+                            plain((g.get("backtrace") or {}).get("frame") or g.get("location")),
                             plain(", ".join(g.get("nodes") or [])))
         console.print(crashes)
     totals = report.get("totals") or {}

@@ -24,6 +24,7 @@ from shared.node import lognames
 from shared.pure import blob_layout as layout
 from shared.pure import node_record as nodes
 from shared.pure import report as reports_model
+from shared.pure.backtrace import BacktraceFinder
 from shared.pure.crashdump import CrashDumpScanner
 from shared.pure.logscan import LogScanner
 from shared.pure.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestInvalid, Upload, parse_manifest
@@ -121,20 +122,24 @@ def update_report(reports: BlobContainer, job_id: str, now: datetime, change,
 def close(logs: BlobContainer | None, reports: BlobContainer, job_id: str, report: dict, now: datetime) -> dict:
     """Once, when collection closes: collect any crash dump a collected node's manifest lists whose own
     trigger has not run yet (so the report is not complete without it), then count the crash groups
-    again from the job's crash records: each distinct dump once, none from a refused node."""
-    if logs is not None:
-        for row in report.get("nodes") or []:
-            if row.get("status") != nodes.COLLECTED or not row.get("crashDumpCount"):
-                continue
-            record = reports.read_json(layout.node_record_name(job_id, row["nodeId"])) or {}
-            for dump in record.get("crashDumps") or []:
-                if not reports.exists(layout.crash_record_name(job_id, dump["sha256"])):
-                    _collect_dump(logs, reports, job_id, [p["blob"] for p in dump.get("parts") or [dump]], True,
-                                  _release_copy(dump["blob"], row["nodeId"], dump["path"]), now)
+    again from the job's crash records: each distinct dump once, none from a refused node, each group with
+    the backtrace its dumps' tasks printed, as the node records that list the dumps say."""
+    backtraces: dict[str, dict[str, Any]] = {}
+    for row in report.get("nodes") or []:
+        if row.get("status") != nodes.COLLECTED or not row.get("crashDumpCount"):
+            continue
+        record = reports.read_json(layout.node_record_name(job_id, row["nodeId"])) or {}
+        for dump in record.get("crashDumps") or []:
+            if dump.get("backtrace"):
+                backtraces.setdefault(dump["sha256"], reports_model.brief_backtrace(
+                    dump["backtrace"], lognames.task_of(dump["path"]), row["nodeId"]))
+            if logs is not None and not reports.exists(layout.crash_record_name(job_id, dump["sha256"])):
+                _collect_dump(logs, reports, job_id, [p["blob"] for p in dump.get("parts") or [dump]], True,
+                              _release_copy(dump["blob"], row["nodeId"], dump["path"]), now)
     listed = [(item.name.rsplit("/", 1)[-1].removesuffix(".json"), item.metadata)
               for item in reports.list(layout.crash_records_prefix(job_id), metadata=True)]
     return reports.rewrite_json(layout.report_name(job_id), lambda current: reports_model.recount_crashes(
-        current or report, listed))
+        current or report, listed, backtraces))
 
 
 def record_rejected(logs: BlobContainer, reports: BlobContainer, bad: layout.BadBlobName,
@@ -190,16 +195,19 @@ def _scan_bundle(logs: BlobContainer, bundle: Upload, sizes: dict[str, int], tal
         if len(entries) != bundle.entries:
             tally.problem(f"bundle holds {len(entries)} files; the manifest says {bundle.entries}")
         for info in entries:
-            scanner = LogScanner(tail_lines=0)
+            scanner, finder = LogScanner(tail_lines=0), BacktraceFinder()
             try:
                 with archive.open(info) as member:
                     while chunk := member.read(SCAN_CHUNK):
+                        seen = scanner.error_lines_so_far
                         scanner.feed(chunk)
+                        finder.feed(chunk, error_words=scanner.error_lines_so_far > seen)
             except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, OSError) as exc:
                 # One damaged entry is reported; the rest of the node is still collected.
                 tally.problem(f"{layout.safe_preview(info.filename)}: {type(exc).__name__}: {str(exc)[:200]}")
                 continue
-            yield (json.dumps(tally.add(info.filename, scanner.result()), ensure_ascii=False) + "\n").encode()
+            line = tally.add(info.filename, scanner.result(), finder.result())
+            yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
 
 def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now: datetime) -> dict[str, Any]:
@@ -231,15 +239,17 @@ def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now
     else:
         wanted = _failed_on(known, node_id)
         record, status = _collect_node(logs, reports, manifest, now, wanted), "collected"
-    excerpts = record.get("excerpts") or {}
+    excerpts, backtraces = record.get("excerpts") or {}, record.get("backtraces") or {}
 
     def merged(r: dict) -> dict:
-        r = reports_model.fill_excerpts(reports_model.merge_node(r, nodes.report_row(record)), excerpts, node_id)
+        r = reports_model.fill_excerpts(reports_model.merge_node(r, nodes.report_row(record)), excerpts, node_id,
+                                        backtraces)
         missing = _failed_on(r, node_id, without_excerpt=True)
         if missing:
             # The outcome landed while this node was being read: its failed tasks' lines come from its index,
             # in the same write, so no reader sees the collection complete without them.
-            r = reports_model.fill_excerpts(r, index_excerpts(reports, job_id, node_id, missing), node_id)
+            found = index_details(reports, job_id, node_id, missing)
+            r = reports_model.fill_excerpts(r, found.excerpts, node_id, found.backtraces)
         return r
 
     report = update_report(reports, job_id, now, merged, logs)
@@ -249,10 +259,10 @@ def on_manifest(logs: BlobContainer, reports: BlobContainer, blob_name: str, now
             "problems": record.get("problemCount"), "collectionComplete": report["collectionComplete"]}
 
 
-def index_excerpts(reports: BlobContainer, job_id: str, node_id: str, wanted: set[str]) -> dict[str, list[str]]:
-    """The first error lines of the wanted tasks, from one pass over the node's index."""
-    return nodes.excerpts_from_index((json.loads(raw) for raw in reports.lines(layout.index_name(job_id, node_id))),
-                                     wanted)
+def index_details(reports: BlobContainer, job_id: str, node_id: str, wanted: set[str]) -> nodes.TaskDetails:
+    """The first error lines and backtraces of the wanted tasks, from one pass over the node's index."""
+    return nodes.details_from_index((json.loads(raw) for raw in reports.lines(layout.index_name(job_id, node_id))),
+                                    wanted)
 
 
 def _failed_on(report: dict | None, node_id: str, without_excerpt: bool = False) -> set[str] | None:

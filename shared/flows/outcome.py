@@ -13,11 +13,11 @@ from datetime import datetime
 
 from shared.adapters.batch import BatchAdapter
 from shared.adapters.store import Store
-from shared.flows.collect import index_excerpts, update_report
+from shared.flows.collect import index_details, update_report
 from shared.node import lognames
 from shared.pure import blob_layout as layout
 from shared.pure import report as reports_model
-from shared.pure.node_record import COLLECTED
+from shared.pure.node_record import COLLECTED, TaskDetails
 from shared.pure.outcome import outcome_document
 from shared.pure.planning import PREP_ID as PREP_TASK_ID
 from shared.pure.redact import redacting_logger
@@ -47,9 +47,10 @@ def record_outcome(batch: BatchAdapter, store: Store, job: Job, now: datetime) -
     setup = setup_summary(saved.get("request"))
     def merged(r: dict) -> dict:
         r = {**reports_model.merge_outcome(r, doc), **({"setup": setup} if setup else {})}
-        # The first error lines of failed tasks on nodes collected before this merge (a node collected after
-        # it fills in its own), in the same write: a reader never sees the collection complete without them.
-        return _fill_all(r, _excerpts(store, job.id, r))
+        # The first error lines and backtraces of failed tasks on nodes collected before this merge (a node
+        # collected after it fills in its own), in the same write: a reader never sees the collection complete
+        # without them.
+        return _fill_all(r, _details(store, job.id, r))
 
     update_report(store.reports, job.id, now, merged, store.logs)
     store.write_outcome(job.id, doc)
@@ -75,23 +76,23 @@ def _prep_output(batch: BatchAdapter, job: Job, runs) -> dict[str, dict[str, byt
     return out
 
 
-def _fill_all(report: dict, found: dict[str, dict[str, list[str]]]) -> dict:
-    for node_id, excerpts in found.items():
-        report = reports_model.fill_excerpts(report, excerpts, node_id)
+def _fill_all(report: dict, found: dict[str, TaskDetails]) -> dict:
+    for node_id, details in found.items():
+        report = reports_model.fill_excerpts(report, details.excerpts, node_id, details.backtraces)
     return report
 
 
-def _excerpts(store: Store, job_id: str, report: dict) -> dict[str, dict[str, list[str]]]:
-    """Per collected node, the first error lines of the listed failed tasks that ran on it and have none
-    yet, from one pass over that node's index."""
+def _details(store: Store, job_id: str, report: dict) -> dict[str, TaskDetails]:
+    """Per collected node, the first error lines and backtraces of the listed failed tasks that ran on it
+    and have no excerpt yet, from one pass over that node's index."""
     collected = {r["nodeId"] for r in report.get("nodes") or [] if r.get("status") == COLLECTED}
     wanted: dict[str, set[str]] = {}
     for task in (report.get("tasks") or {}).get("failed") or []:
         if task.get("nodeId") in collected and not task.get("excerpt"):
             wanted.setdefault(task["nodeId"], set()).add(task["id"])
-    found: dict[str, dict[str, list[str]]] = {}
+    found: dict[str, TaskDetails] = {}
     for node_id, ids in wanted.items():
-        hits = index_excerpts(store.reports, job_id, node_id, ids)
-        if hits:
+        hits = index_details(store.reports, job_id, node_id, ids)
+        if hits.excerpts or hits.backtraces:
             found[node_id] = hits
     return found

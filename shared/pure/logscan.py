@@ -75,6 +75,11 @@ class LogScanner:
         self._max = max_line_bytes
         self._partial = bytearray()  # start of the current line, at most max_line_bytes
 
+    @property
+    def error_lines_so_far(self) -> int:
+        """Of the whole lines fed so far (not the one still open): what a reader of the same chunks can skip."""
+        return self._errors
+
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return

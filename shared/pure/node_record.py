@@ -1,8 +1,9 @@
 """One node's collection, added up file by file as its bundle streams past, in bounded memory.
 
 The node record (`job-reports/{jobId}/nodes/{nodeId}.json`) keeps totals, what went wrong and, per task
-whose logs had error lines, the first of them; the full per-file index goes line by line to
-`index/{nodeId}.jsonl`, never into memory.
+whose logs had error lines, the first of them, and per task whose logs hold a backtrace, where it crashed
+(also on each crash dump the node uploaded for a task, so its crash group can say it); the full per-file
+index goes line by line to `index/{nodeId}.jsonl`, never into memory.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.node import lognames
+from shared.pure.backtrace import Backtrace
 from shared.pure.logscan import LogSummary
-from shared.pure.manifest import Manifest
+from shared.pure.manifest import Manifest, Upload
 
 NODE_RECORD_SCHEMA = "job-node.v2"
 INDEX_SCHEMA = "job-file.v2"
@@ -44,28 +46,50 @@ def refusal(report: dict | None, node_id: str, run_id: str, existing: dict | Non
     return None
 
 
-def keep_excerpt(excerpts: dict[str, list[str]], task_id: str, stream: str, lines: list[str], limit: int) -> None:
-    """stderr over stdout: it is where a failing task says why."""
-    if task_id in excerpts:
+def keep_for_task(kept: dict[str, Any], task_id: str, stream: str, value: Any, limit: int) -> None:
+    """What a task's output says (its first error lines, its backtrace), stderr's over stdout's: it is where
+    a failing task says why, and where runtimes print a crash."""
+    if task_id in kept:
         if stream == "stderr":
-            excerpts[task_id] = list(lines)
-    elif len(excerpts) < limit:
-        excerpts[task_id] = list(lines)
+            kept[task_id] = value
+    elif len(kept) < limit:
+        kept[task_id] = value
 
 
-def excerpts_from_index(lines, wanted: set[str]) -> dict[str, list[str]]:
-    """The first error lines of the wanted tasks, from a node's index lines (dicts), in one pass."""
-    found: dict[str, list[str]] = {}
+def task_backtrace(path: str, backtrace: Backtrace) -> dict[str, Any]:
+    """A backtrace as a node record keeps it: with the log it was read from."""
+    return {**backtrace.to_dict(), "path": path}
+
+
+@dataclass(frozen=True)
+class TaskDetails:
+    """What a node's logs say of some of its tasks: their first error lines and where they crashed."""
+    excerpts: dict[str, list[str]] = field(default_factory=dict)
+    backtraces: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def details_from_index(lines, wanted: set[str]) -> TaskDetails:
+    """The first error lines and the backtraces of the wanted tasks, from a node's index lines (dicts), in
+    one pass."""
+    found = TaskDetails()
     for line in lines:
         task = task_of(line.get("path", ""))
-        if task and task[0] in wanted and line.get("firstErrors"):
-            keep_excerpt(found, task[0], task[1], line["firstErrors"], len(wanted))
+        if not task or task[0] not in wanted:
+            continue
+        if line.get("firstErrors"):
+            keep_for_task(found.excerpts, task[0], task[1], list(line["firstErrors"]), len(wanted))
+        if line.get("backtrace"):
+            keep_for_task(found.backtraces, task[0], task[1], {**line["backtrace"], "path": line["path"]},
+                         len(wanted))
     return found
 
 
-def index_line(path: str, summary: LogSummary, original: str | None = None) -> dict[str, Any]:
+def index_line(path: str, summary: LogSummary, original: str | None = None,
+               backtrace: Backtrace | None = None) -> dict[str, Any]:
     line = {"schema": INDEX_SCHEMA, "path": path, "size": summary.size, "sha256": summary.sha256,
             "lines": summary.lines, "errorLines": summary.error_lines, "firstErrors": summary.first_errors}
+    if backtrace is not None:
+        line["backtrace"] = backtrace.to_dict()
     if original is not None:
         line["original"] = original
     return line
@@ -87,7 +111,10 @@ class NodeTally:
     lines: int = 0
     error_lines: int = 0
     excerpts: dict[str, list[str]] = field(default_factory=dict)
-    # The failed tasks the report lists, when the outcome came first: their excerpts are the ones to keep.
+    backtraces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backtrace_files: int = 0
+    # The failed tasks the report lists, when the outcome came first: theirs are the excerpts and backtraces
+    # to keep.
     wanted: frozenset[str] | None = None
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
@@ -96,7 +123,13 @@ class NodeTally:
     unexpected: list[str] = field(default_factory=list)
     unexpected_count: int = 0
 
-    def add(self, path: str, summary: LogSummary) -> dict[str, Any]:
+    def __post_init__(self):
+        # The tasks whose crash dumps the node uploaded (a handful): their backtraces are kept whatever the
+        # limits, for the dumps' crash groups.
+        self._dump_tasks = {lognames.task_of(d.path) for d in self.manifest.crash_dumps} - {None}
+        self._dump_backtraces: dict[str, dict[str, Any]] = {}
+
+    def add(self, path: str, summary: LogSummary, backtrace: Backtrace | None = None) -> dict[str, Any]:
         """One file of the bundle; returns its index line. A path that breaks the naming rules (written by
         something other than our uploader) is indexed under a safe name, with the original kept."""
         stored, original = lognames.safe_path(path)
@@ -109,10 +142,17 @@ class NodeTally:
         self.lines += summary.lines
         self.error_lines += summary.error_lines
         task = task_of(stored)
+        limit = MAX_EXCERPT_TASKS if self.wanted is None else len(self.wanted)
         if task and summary.first_errors and (self.wanted is None or task[0] in self.wanted):
-            keep_excerpt(self.excerpts, task[0], task[1], summary.first_errors,
-                         MAX_EXCERPT_TASKS if self.wanted is None else len(self.wanted))
-        return index_line(stored, summary, original)
+            keep_for_task(self.excerpts, task[0], task[1], list(summary.first_errors), limit)
+        if backtrace is not None:
+            self.backtrace_files += 1
+            if task and (self.wanted is None or task[0] in self.wanted):
+                keep_for_task(self.backtraces, task[0], task[1], task_backtrace(stored, backtrace), limit)
+            if task and task[0] in self._dump_tasks:
+                keep_for_task(self._dump_backtraces, task[0], task[1], task_backtrace(stored, backtrace),
+                             len(self._dump_tasks))
+        return index_line(stored, summary, original, backtrace)
 
     def problem(self, text: str) -> None:
         self.problem_count += 1
@@ -135,17 +175,23 @@ class NodeTally:
             "status": COLLECTED, "collected": True, "collectedAt": collected_at,
             "uploadStartedAt": m.started_at, "uploadFinishedAt": m.finished_at, "bundle": bundle,
             "files": self.files, "bytes": self.bytes, "lines": self.lines, "errorLines": self.error_lines,
-            "crashDumps": [{"path": d.path, "blob": d.blob, "sha256": d.sha256, "size": d.size,
-                            "parts": [{"blob": p.blob, "size": p.size} for p in d.parts],
-                            **({"original": d.original} if d.original else {})} for d in m.crash_dumps],
+            "crashDumps": [self._dump(d) for d in m.crash_dumps],
             "crashDumpCount": len(m.crash_dumps),
             "uploadFailures": list(m.failed[:MAX_LISTED]), "uploadFailureCount": m.failed_count,
             "renamed": (list(m.renamed) + self.renamed)[:MAX_LISTED],
             "renamedCount": m.renamed_count + self.renamed_count,
             "problems": list(self.problems), "problemCount": self.problem_count,
             "unexpectedBlobs": list(self.unexpected), "unexpectedBlobCount": self.unexpected_count,
-            "excerpts": dict(self.excerpts), "index": f"index/{self.node_id}.jsonl",
+            "excerpts": dict(self.excerpts), "backtraces": dict(self.backtraces),
+            "backtraceFiles": self.backtrace_files, "index": f"index/{self.node_id}.jsonl",
         }
+
+    def _dump(self, dump: Upload) -> dict[str, Any]:
+        backtrace = self._dump_backtraces.get(lognames.task_of(dump.path) or "")
+        return {"path": dump.path, "blob": dump.blob, "sha256": dump.sha256, "size": dump.size,
+                "parts": [{"blob": p.blob, "size": p.size} for p in dump.parts],
+                **({"original": dump.original} if dump.original else {}),
+                **({"backtrace": backtrace} if backtrace else {})}
 
 
 def invalid_record(job_id: str, node_id: str, reason: str, collected_at: str) -> dict[str, Any]:

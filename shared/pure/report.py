@@ -5,6 +5,11 @@ Every merge takes the report as it is and returns it updated (the caller writes 
 ETag), then `finish` recomputes the totals and whether collection is complete. The report stays small
 whatever the job's size: counts per node and in all, the failed tasks up to a limit, crash groups with a
 few examples each. The full lists live beside it (tasks.jsonl, index/{nodeId}.jsonl).
+
+Where it crashed: a crash group has its dump's location (module+offset: the dump scanner reads no symbols)
+and, when the task that left the dump printed a backtrace, that backtrace's frame and kind (`backtrace`,
+with the task, node and log it came from). A failed task whose logs hold a backtrace lists its frame and
+kind too, dump or not: a crash that left no dump is seen there (the page groups them by frame).
 """
 
 from __future__ import annotations
@@ -94,7 +99,8 @@ def add_copy(record: dict[str, Any], copy: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def merge_crash(report: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
-    """Count a dump once, in the group of its fingerprint (the same crash across nodes and runs)."""
+    """Count a dump once, in the group of its fingerprint (the same crash across nodes and runs). A record
+    may carry the backtrace its task printed: the group shows the first it is given."""
     key = record.get("fingerprint") or record.get("sha256") or ""
     groups = {g["fingerprint"]: dict(g) for g in report.get("crashGroups") or []}
     if key not in groups and len(groups) >= MAX_GROUPS:
@@ -109,6 +115,8 @@ def merge_crash(report: dict[str, Any], record: Mapping[str, Any]) -> dict[str, 
     if len(group["dumps"]) < MAX_GROUP_EXAMPLES:
         group["dumps"].append({"sha256": record.get("sha256"), "size": record.get("size"), **{
             k: copy[k] for k in ("nodeId", "taskId") if copy.get(k)}})
+    if record.get("backtrace") and not group.get("backtrace"):
+        group["backtrace"] = dict(record["backtrace"])
     groups[key] = group
     report["crashGroups"] = sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"]))
     return report
@@ -169,14 +177,44 @@ def _excerpt(lines: list[str]) -> list[str]:
     return [line[:MAX_EXCERPT_CHARS] for line in lines[:MAX_EXCERPT_LINES]]
 
 
-def fill_excerpts(report: dict[str, Any], excerpts: Mapping[str, list[str]], node_id: str) -> dict[str, Any]:
-    """A node collected after the outcome: the first error lines of the failed tasks that ran on it (a
-    task retried on another node, or another node's upload, does not speak for it)."""
+def fill_excerpts(report: dict[str, Any], excerpts: Mapping[str, list[str]], node_id: str,
+                  backtraces: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """A node collected after the outcome: the first error lines of the failed tasks that ran on it, and
+    where they crashed (a task retried on another node, or another node's upload, does not speak for it)."""
     tasks = report.get("tasks") or {}
     for task in tasks.get("failed") or []:
-        if "excerpt" not in task and task.get("nodeId") == node_id and task["id"] in excerpts:
+        if task.get("nodeId") != node_id:
+            continue
+        if "excerpt" not in task and task["id"] in excerpts:
             task["excerpt"] = _excerpt(excerpts[task["id"]])
+        if "backtrace" not in task and task["id"] in (backtraces or {}):
+            task["backtrace"] = brief_backtrace(backtraces[task["id"]])
     return report
+
+
+def brief_backtrace(trace: Mapping[str, Any], task_id: str | None = None, node_id: str | None = None,
+                    ) -> dict[str, Any]:
+    """A backtrace as the report keeps it: its frame and kind (a failed task), and for a crash group the
+    task, node and log (stdout or stderr) it came from. 500 failed tasks and 100 groups carry one."""
+    out = {"kind": trace.get("kind"), "frame": trace.get("frame")}
+    if task_id is not None:
+        out.update(taskId=task_id, nodeId=node_id)
+        path = str(trace.get("path") or "")
+        if path:
+            out["log"] = path.rsplit("/", 1)[-1].removesuffix(".txt")
+    return out
+
+
+def _backtrace_from_failed(report: Mapping[str, Any], groups: list[dict[str, Any]]) -> None:
+    """A group whose dumps no node record spoke for (a failing task's own upload only): the backtrace of
+    one of its tasks from the failed list, when it ran on the dump's node."""
+    failed = {t["id"]: t for t in (report.get("tasks") or {}).get("failed") or [] if t.get("backtrace")}
+    for group in groups:
+        for dump in group["dumps"] if not group.get("backtrace") else ():
+            task = failed.get(dump.get("taskId"))
+            if task and dump.get("nodeId") in (None, task.get("nodeId")):
+                group["backtrace"] = brief_backtrace(task["backtrace"], task["id"], task.get("nodeId"))
+                break
 
 
 _META_FIELDS = {"fingerprint": "fingerprint", "format": "format", "executable": "executable",
@@ -194,10 +232,12 @@ def crash_metadata(record: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def recount_crashes(report: dict[str, Any], listed: Iterable[tuple[str, Mapping[str, str]]]) -> dict[str, Any]:
+def recount_crashes(report: dict[str, Any], listed: Iterable[tuple[str, Mapping[str, str]]],
+                    backtraces: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The crash groups again, exactly, from every crash record of the job (sha256, its metadata): each
     distinct dump once, and none that only nodes refused (another job's) uploaded. Done when collection
-    closes; until then the groups grew one dump at a time."""
+    closes; until then the groups grew one dump at a time. backtraces: by dump sha256, what its task
+    printed, brief_backtrace'd (from the node records of the nodes that uploaded the dumps)."""
     expected = set((report.get("collection") or {}).get("expectedNodes") or ())
     rebuilt: dict[str, Any] = {"crashGroups": []}
     for sha256, meta in listed:
@@ -208,8 +248,10 @@ def recount_crashes(report: dict[str, Any], listed: Iterable[tuple[str, Mapping[
         own = next((n for n in nodes if n in expected), None)
         record = {"sha256": sha256, "size": int(meta.get("size", "0") or 0),
                   **{field: unquote(meta[key]) if key in meta else None for field, key in _META_FIELDS.items()},
-                  "copies": [{"nodeId": own, "taskId": tasks[0] if tasks else None}]}
+                  "copies": [{"nodeId": own, "taskId": tasks[0] if tasks else None}],
+                  "backtrace": (backtraces or {}).get(sha256)}
         merge_crash(rebuilt, record)
+    _backtrace_from_failed(report, rebuilt["crashGroups"])
     report["crashGroups"] = rebuilt["crashGroups"]
     return report
 

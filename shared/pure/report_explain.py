@@ -1,7 +1,7 @@
 """Why a job ended as it did, in words, for the top of the report page: a deadline (which tasks were still
 running or never started), preparation failures (which nodes, with the end of their stderr), tasks failed,
-crashes, and a collection still waiting. Returns (css class, html) items, every value escaped and every
-text from a node redacted."""
+crashes (from dumps and from the backtraces tasks printed), and a collection still waiting. Returns
+(css class, html) items, every value escaped and every text from a node redacted."""
 
 from __future__ import annotations
 
@@ -90,6 +90,10 @@ def explain(report: Mapping[str, Any], view: TaskView | None) -> list[tuple[str,
     crashes = (report.get("totals") or {}).get("crashDumps")
     if crashes:
         items.append(("bad", f"{escape(str(crashes))} crash dumps were collected: see Crash dumps below."))
+    traced = sum(1 for t in tasks.get("failed") or [] if (t.get("backtrace") or {}).get("frame"))
+    if traced:
+        items.append(("bad", f"{traced} failed tasks printed a backtrace: see Crashes in task logs below for where "
+                             "they crashed."))
     if reason == "AllTasksComplete" and not tasks.get("failedTotal") and not prep and not crashes:
         items.append(("ok", "Every task completed successfully."))
     if not report.get("collectionComplete"):

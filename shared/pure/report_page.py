@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from shared.node.lognames import TASKS_DIR
 from shared.pure import downloads
 from shared.pure.redact import redact_secrets
+from shared.pure.report import MAX_GROUP_NAMES
 from shared.pure.report_explain import explain
 from shared.pure.task_view import ENDED_WITH_JOB, TaskView
 from shared.pure.timefmt import seconds_between, show_duration, show_time
@@ -180,6 +181,14 @@ def _excerpt(lines: list[str]) -> str:
     return f"<pre>{escape(chr(10).join(redact_secrets(str(line)) for line in lines))}</pre>"
 
 
+def _frame(trace: Mapping[str, Any] | None) -> str:
+    """Where a backtrace says it crashed, and what crashed (the exception, the signal)."""
+    if not trace or not trace.get("frame"):
+        return "-"
+    kind = f' <span class="muted">{_text(redact_secrets(str(trace["kind"])))}</span>' if trace.get("kind") else ""
+    return _code(redact_secrets(str(trace["frame"]))) + kind
+
+
 def _failure(code: Any) -> str:
     if code == ENDED_WITH_JOB:
         return f"{_text(code)} (still running when the job ended)"
@@ -196,12 +205,13 @@ def _failed_tasks(tasks: Mapping[str, Any], links: Links, collected: set[str]) -
                         for name in ("stdout", "stderr")) if node_id in collected else "-"
         rows.append([_code(task_id), _code(node_id), _exit(t.get("exitCode")), _text(t.get("retries")),
                      _text(show_duration(seconds_between(t.get("start"), t.get("end")))),
-                     _text(show_time(t.get("start"))), _failure(t.get("failure")), logs, _excerpt(t.get("excerpt"))])
+                     _text(show_time(t.get("start"))), _failure(t.get("failure")), logs, _frame(t.get("backtrace")),
+                     _excerpt(t.get("excerpt"))])
     total = tasks.get("failedTotal") or len(listed)
     shown = min(len(listed), MAX_TASK_IDS)
     more = f'<p class="muted">{total - shown} more failed tasks: tasks.jsonl lists every task.</p>' \
         if total > shown else ""
-    return _table(["task", "node", "exit", "retries", "duration", "started", "failure", "logs",
+    return _table(["task", "node", "exit", "retries", "duration", "started", "failure", "logs", "crashed at",
                    "first error lines"], rows, numeric=frozenset({3})) + more
 
 
@@ -219,6 +229,21 @@ def _unfinished(view: TaskView) -> str:
     return "".join(parts)
 
 
+def _where(group: Mapping[str, Any], links: Links) -> str:
+    """The backtrace's frame (with the log that printed it) over the dump's module+offset."""
+    trace = group.get("backtrace") or {}
+    location = _code(group.get("location")) if group.get("location") else ""
+    if not trace.get("frame"):
+        return location or '<span class="muted">not known</span>'
+    task, node, log = trace.get("taskId"), trace.get("nodeId"), trace.get("log")
+    if task and node and log in ("stdout", "stderr"):
+        printed = links.file(str(node), f"{TASKS_DIR}/{task}/{log}.txt", str(log)) + " of "
+    else:
+        printed = ""
+    said = f'<br><span class="muted">printed in {printed}{_code(task)}</span>'
+    return _frame(trace) + said + (f"<br>dump: {location}" if location else "")
+
+
 def _crash_groups(groups: list[Mapping[str, Any]], links: Links) -> str:
     rows = []
     for g in groups:
@@ -227,10 +252,37 @@ def _crash_groups(groups: list[Mapping[str, Any]], links: Links) -> str:
                                         + (f", {d['taskId']}" if d.get("taskId") else "") + ")") for d in dumps)
         rows.append([_code(str(g.get("fingerprint") or "")[:16]), _text(g.get("count")), _text(g.get("format")),
                      _code(g.get("executable")), _text(g.get("signalName") or g.get("exceptionCode")),
-                     _code(g.get("location")) if g.get("location") else '<span class="muted">not known</span>',
-                     _text(", ".join(g.get("nodes") or [])), _text(", ".join(g.get("tasks") or [])), listed or "-"])
+                     _where(g, links), _text(", ".join(g.get("nodes") or [])), _text(", ".join(g.get("tasks") or [])),
+                     listed or "-"])
     return _table(["fingerprint", "dumps", "format", "executable", "signal / exception", "where it crashed", "nodes",
                    "tasks", "download"], rows, numeric=frozenset({1}))
+
+
+def log_crash_groups(failed: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The listed failed tasks that printed a backtrace, grouped by where they crashed, dump or not: for a
+    crash that left no dump, the logs are the only witness."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for task in failed:
+        trace = task.get("backtrace") or {}
+        if not trace.get("frame"):
+            continue
+        group = groups.setdefault((trace.get("kind"), trace["frame"]), {**trace, "count": 0, "tasks": []})
+        group["count"] += 1
+        if len(group["tasks"]) < MAX_GROUP_NAMES:
+            group["tasks"].append(str(task.get("id")))
+    return sorted(groups.values(), key=lambda g: (-g["count"], str(g["frame"])))
+
+
+def _log_crashes(tasks: Mapping[str, Any]) -> str:
+    groups = log_crash_groups(tasks.get("failed") or [])
+    if not groups:
+        return ""
+    rows = [[_frame(g), _text(g["count"]), ", ".join(_code(t) for t in g["tasks"])] for g in groups]
+    listed, total = len(tasks.get("failed") or []), tasks.get("failedTotal") or 0
+    scope = (f'<p class="muted">Of the {listed} failed tasks listed ({total} failed in all).</p>'
+             if total > listed else "")
+    return "<h2>Crashes in task logs</h2>" + scope + _table(["crashed at", "failed tasks", "for example"], rows,
+                                                             numeric=frozenset({1}))
 
 
 def _setup(setup: Mapping[str, Any]) -> str:
@@ -281,6 +333,7 @@ def render_report_page(report: Mapping[str, Any], view: TaskView | None = None,
     groups = report.get("crashGroups") or []
     if groups:
         parts += ["<h2>Crash dumps</h2>", _crash_groups(groups, links)]
+    parts.append(_log_crashes(tasks))
     if report.get("setup"):
         parts += ["<h2>Setup</h2>", _setup(report["setup"])]
     parts += ['<p class="muted">Every file collected is listed per node (the node links above), and by '

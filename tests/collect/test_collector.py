@@ -19,6 +19,7 @@ from shared.node import lognames
 from shared.pure import blob_layout as layout
 from shared.pure import report as rp
 from shared.pure.outcome import outcome_document
+from shared.pure.report_page import render_report_page
 from shared.pure.task_summary import summarize
 from shared.pure.values import Job, NodeRuns, TaskCounts, TaskResult, TaskRun
 from tests.unit.dumps import elf_core, minidump
@@ -336,6 +337,75 @@ def test_nodes_collected_concurrently_with_the_outcome_leave_a_complete_report(c
     assert report["collectionComplete"] is True
     assert (report["totals"]["files"], report["totals"]["nodesCollected"]) == (200, 8)
     assert {n["nodeId"]: n["tasksRun"] for n in report["nodes"]} == dict.fromkeys(nodes, 25)
+
+
+FAULT = b"""Fatal Python error: Segmentation fault
+
+Current thread 0x00007f1234567740 (most recent call first):
+  File "/app/native.py", line 8 in crash
+  File "/app/native.py", line 12 in <module>
+"""
+TRACEBACK = b"""Traceback (most recent call last):
+  File "/app/solve.py", line 30, in <module>
+    main()
+  File "/app/solve.py", line 12, in compute
+    return 1 / n
+ZeroDivisionError: division by zero
+"""
+PANIC = b"thread 'main' panicked at src/main.rs:10:5:\nattempt to divide by zero\n"
+
+
+def test_where_each_failed_task_crashed_reaches_the_report_and_its_page(containers):
+    """The outcome first (the failed tasks are known while the node is read): their backtraces come from the
+    node's own pass over its bundle; the dump's group gets its task's when collection closes."""
+    logs, reports = containers
+    tasks = [TaskResult("t1", "completed", "n1", 139, "failure"), TaskResult("t2", "completed", "n1", 101, "failure"),
+             TaskResult("t3", "completed", "n1", 1, "failure"), TaskResult("t4", "completed", "n1", 0, "success")]
+    record_outcome(reports, "j20", ["n1"], tasks)
+    put_node(logs, "j20", "n1", {"job-1/t1/stdout.txt": b"loading\n", "job-1/t1/stderr.txt": FAULT,
+                                 "job-1/t2/stderr.txt": PANIC, "job-1/t3/stdout.txt": b"starting\n" + TRACEBACK,
+                                 "job-1/t4/stdout.txt": b"ok\n"},
+             dumps={"job-1/t1/wd/core.1": elf_core(exe="python3")})
+    collect(logs, reports, "j20", "n1")
+    report = reports.read_json(layout.report_name("j20"))
+    assert report["collectionComplete"] is True
+    assert {t["id"]: t.get("backtrace") for t in report["tasks"]["failed"]} == {
+        "t1": {"kind": "Segmentation fault", "frame": "crash (/app/native.py:8)"},
+        "t2": {"kind": "panic", "frame": "src/main.rs:10"},
+        "t3": {"kind": "ZeroDivisionError", "frame": "compute (/app/solve.py:12)"}}
+    (group,) = report["crashGroups"]
+    assert (group["count"], group["location"], group["backtrace"]) == (1, "myapp+0x123", {
+        "kind": "Segmentation fault", "frame": "crash (/app/native.py:8)", "taskId": "t1", "nodeId": "n1",
+        "log": "stderr"})
+    index = {line["path"]: line.get("backtrace") for line in index_of(reports, "j20", "n1")}
+    assert index["job-1/t2/stderr.txt"] == {"format": "rust", "kind": "panic", "frame": "src/main.rs:10"}
+    assert index["job-1/t1/stdout.txt"] is None and index["job-1/t4/stdout.txt"] is None
+    page = render_report_page(report)
+    for cell in ('<td><code>src/main.rs:10</code> <span class="muted">panic</span></td>',
+                 '<td><code>compute (/app/solve.py:12)</code> <span class="muted">ZeroDivisionError</span></td>',
+                 '<code>crash (/app/native.py:8)</code> <span class="muted">Segmentation fault</span><br>'
+                 '<span class="muted">printed in <a href="j20/files/n1/job-1/t1/stderr.txt">stderr</a> of '
+                 '<code>t1</code></span><br>dump: <code>myapp+0x123</code>'):
+        assert cell in page, cell
+    assert "3 failed tasks printed a backtrace: see Crashes in task logs below" in page
+
+
+def test_a_dump_only_its_failing_task_uploaded_gets_the_backtrace_from_the_failed_tasks(containers):
+    """No node record lists the dump (the release task did not upload it): the group takes the backtrace the
+    failed-task list has for the dump's task."""
+    logs, reports = containers
+    record_outcome(reports, "j21", ["n1"], [TaskResult("t5", "completed", "n1", 139, "failure")])
+    logs.write("j21/_tasks/crashdumps/t5/core.5", elf_core(exe="solver"))
+    assert on_crash_dump(logs, reports, "j21/_tasks/crashdumps/t5/core.5", NOW)["status"] == "counted"
+    gdb = b"Program terminated with signal SIGSEGV, Segmentation fault.\n#0  0x000055555555513d in step (n=0) at solver.c:42\n"
+    put_node(logs, "j21", "n1", {"job-1/t5/stderr.txt": gdb})
+    collect(logs, reports, "j21", "n1")
+    report = reports.read_json(layout.report_name("j21"))
+    assert report["collectionComplete"] is True
+    assert report["tasks"]["failed"][0]["backtrace"] == {"kind": "SIGSEGV", "frame": "step (solver.c:42)"}
+    (group,) = report["crashGroups"]
+    assert (group["count"], group["backtrace"]) == (1, {"kind": "SIGSEGV", "frame": "step (solver.c:42)",
+                                                        "taskId": "t5", "nodeId": "n1"})
 
 
 def _store(logs, reports):

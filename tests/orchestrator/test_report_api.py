@@ -52,17 +52,22 @@ def hrefs(page: str) -> list[str]:
 
 
 CORE = elf_core(exe="solver", signal=11)
+# What a native solver's SIGSEGV handler prints (glibc's backtrace_symbols_fd) before it dumps core.
+BACKTRACE = "./solver(compute+0x1d)[0x55d4c3a0b1d9]\n./solver(main+0x30)[0x55d4c3a0b200]\n"
+STDERR = b"ERROR: bad input, password=hunter2\n" + BACKTRACE.encode()
 
 
 @pytest.fixture(scope="module")
 def crashed_job(app, app_env):
-    """A job whose task 2 writes a core dump and fails, collected and its outcome recorded."""
+    """A job whose task 2 prints a backtrace, writes a core dump and fails, collected and its outcome
+    recorded."""
     svc = services_module.services()
     job_id = f"pageapi-{uuid.uuid4().hex[:8]}"
     core = base64.b64encode(CORE).decode()
     body = request(job_id, tasks=3)
     body["taskFactory"]["commandLine"] = (
         "/bin/bash -c 'echo task {0}; if [ {0} = 2 ]; then echo \"ERROR: bad input, password=hunter2\" >&2; "
+        f"printf \"{BACKTRACE.encode('unicode_escape').decode()}\" >&2; "
         f"echo {core} | base64 -d > core.{{0}}; exit 3; fi'")
     app["submit"](sb_message(body))
     wait_until(lambda: job_state(svc, job_id) == "completed", 90, what="the job to complete")
@@ -104,7 +109,7 @@ def test_the_report_page_links_every_log_and_dump_and_each_resolves(app, svc, cr
                 f'attachment; filename="core.2{".gz" if gzipped else ""}"')
         elif resolved.split("?")[0].endswith("/job-1/task-2/stderr.txt"):
             kinds["stderr"] += 1
-            assert served.get_body() == b"ERROR: bad input, password=hunter2\n"
+            assert served.get_body() == STDERR
             assert served.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
         elif re.search(r"/files/[^/]+$", resolved.split("?")[0]):
             kinds["node"] += 1
@@ -112,7 +117,8 @@ def test_the_report_page_links_every_log_and_dump_and_each_resolves(app, svc, cr
             assert "job-1/task-" in listing
             for inner in hrefs(listing):
                 assert get(app, urljoin(resolved, inner)).status_code == 200, inner
-    assert kinds == {"stderr": 1, "dump": 1, "node": 2}
+    # task-2's stderr twice: its row in the failed tasks, and its crash group's backtrace.
+    assert kinds == {"stderr": 2, "dump": 1, "node": 2}
 
 
 def test_a_file_is_served_in_parts_by_range(app, crashed_job):
@@ -121,9 +127,23 @@ def test_a_file_is_served_in_parts_by_range(app, crashed_job):
     url = urljoin(f"http://localhost/api/jobs/{crashed_job}", link)
     part = get(app, url, {"Range": "bytes=7-9"})
     assert part.status_code == 206 and part.get_body() == b"bad"
-    assert part.headers["Content-Range"] == "bytes 7-9/35" and part.headers["Accept-Ranges"] == "bytes"
-    beyond = get(app, url, {"Range": "bytes=35-"})
-    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == "bytes */35"
+    assert part.headers["Content-Range"] == f"bytes 7-9/{len(STDERR)}" and part.headers["Accept-Ranges"] == "bytes"
+    beyond = get(app, url, {"Range": f"bytes={len(STDERR)}-"})
+    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(STDERR)}"
+
+
+def test_the_crash_group_and_the_failed_task_say_where_it_crashed(app, svc, crashed_job):
+    report = json.loads(get(app, f"http://localhost/api/jobs/{crashed_job}").get_body())
+    (task,) = report["tasks"]["failed"]
+    assert (task["id"], task["backtrace"]) == ("task-2", {"kind": None, "frame": "compute+0x1d (solver)"})
+    (group,) = report["crashGroups"]
+    assert (group["count"], group["executable"], group["backtrace"]) == (1, "solver", {
+        "kind": None, "frame": "compute+0x1d (solver)", "taskId": "task-2", "nodeId": task["nodeId"],
+        "log": "stderr"})
+    page = get(app, f"http://localhost/api/jobs/{crashed_job}?format=html").get_body().decode()
+    assert '<td><code>compute+0x1d (solver)</code></td>' in page, "the failed task: crashed at"
+    assert (f'<code>compute+0x1d (solver)</code><br><span class="muted">printed in <a href="{crashed_job}/files/'
+            f'{task["nodeId"]}/job-1/task-2/stderr.txt">stderr</a> of <code>task-2</code></span>') in page
 
 
 def test_a_download_reaches_only_the_files_of_the_job_it_names(app, svc, crashed_job):

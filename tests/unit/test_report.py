@@ -10,6 +10,7 @@ import pytest
 from shared.node import lognames
 from shared.pure import node_record as nodes
 from shared.pure import report as rp
+from shared.pure.backtrace import MAX_FRAME_CHARS, MAX_KIND_CHARS, Backtrace
 from shared.pure.logscan import LogSummary
 from shared.pure.manifest import ManifestInvalid, parse_manifest
 from shared.pure.outcome import outcome_document
@@ -82,6 +83,59 @@ def test_tally_keeps_stderr_excerpts_first_and_renames_hostile_paths():
     assert record["excerpts"] == {"t1": ["Traceback"]}
     assert line["path"].startswith("_renamed/") and line["original"] == "job-1/t2/../../../etc/passwd"
     assert (record["files"], record["renamedCount"], record["errorLines"]) == (3, 1, 2)
+
+
+PY_TRACE = Backtrace("python", "ZeroDivisionError", "compute (/app/solve.py:12)")
+GDB_TRACE = Backtrace("gdb", "SIGSEGV", "step (solver.c:42)")
+
+
+def test_tally_keeps_backtraces_stderr_first_and_those_of_the_nodes_dumps_whatever_it_wants():
+    m = parse_manifest(manifest_json(dumps=["job-1/t3/wd/core.1"]), "j", "n1")
+    tally = nodes.NodeTally("j", "n1", m, wanted=frozenset({"t1"}))
+    tally.add("job-1/t1/stdout.txt", summary(), GDB_TRACE)
+    tally.add("job-1/t1/stderr.txt", summary(), PY_TRACE)
+    line = tally.add("job-1/t3/stderr.txt", summary(), GDB_TRACE)
+    tally.add("job-1/t4/stderr.txt", summary(), PY_TRACE)
+    tally.add("job-1/jobrelease/stderr.txt", summary())
+    record = tally.record(NOW.isoformat())
+    assert line["backtrace"] == {"format": "gdb", "kind": "SIGSEGV", "frame": "step (solver.c:42)"}
+    assert record["backtraces"] == {"t1": {"format": "python", "kind": "ZeroDivisionError",
+                                           "frame": "compute (/app/solve.py:12)", "path": "job-1/t1/stderr.txt"}}
+    assert record["crashDumps"][0]["backtrace"] == {"format": "gdb", "kind": "SIGSEGV", "frame": "step (solver.c:42)",
+                                                    "path": "job-1/t3/stderr.txt"}
+    assert record["backtraceFiles"] == 4 and "backtraceFiles" not in nodes.report_row(record), "a count, not per node"
+    index = [{"path": "job-1/t1/stdout.txt", "backtrace": GDB_TRACE.to_dict()},
+             {"path": "job-1/t1/stderr.txt", "firstErrors": ["boom"], "backtrace": PY_TRACE.to_dict()},
+             {"path": "job-1/t2/stderr.txt", "backtrace": PY_TRACE.to_dict()}]
+    found = nodes.details_from_index(index, {"t1"})
+    assert found.excerpts == {"t1": ["boom"]}
+    assert found.backtraces == {"t1": {**PY_TRACE.to_dict(), "path": "job-1/t1/stderr.txt"}}
+
+
+def test_a_crash_group_shows_the_backtrace_its_dumps_task_printed():
+    listed = [(f"{i:064x}", rp.crash_metadata({**CRASH, "sha256": f"{i:064x}", "copies": [
+        {"nodeId": node, "taskId": task}]})) for i, (node, task) in enumerate([("n1", "t1"), (None, "t2")])]
+    tasks = [TaskResult("t1", "completed", "n1", 1, "failure"), TaskResult("t2", "completed", "n2", 1, "failure")]
+    report = merged(STEPS["n1"], STEPS["n2"], lambda r: rp.merge_outcome(r, outcome(tasks=tasks)))
+    trace = rp.brief_backtrace({**GDB_TRACE.to_dict(), "path": "job-1/t1/stderr.txt"}, "t1", "n1")
+    assert trace == {"kind": "SIGSEGV", "frame": "step (solver.c:42)", "taskId": "t1", "nodeId": "n1", "log": "stderr"}
+    (group,) = rp.recount_crashes(report, listed, {f"{0:064x}": trace})["crashGroups"]
+    assert (group["count"], group["backtrace"]) == (2, trace)
+    # Only the failing task's own upload (no node record lists it): the failed list's word for its task.
+    report = rp.fill_excerpts(report, {}, "n2", {"t2": {**PY_TRACE.to_dict(), "path": "job-1/t2/stderr.txt"}})
+    (group,) = rp.recount_crashes(report, listed[1:])["crashGroups"]
+    assert group["backtrace"] == {"kind": "ZeroDivisionError", "frame": "compute (/app/solve.py:12)", "taskId": "t2",
+                                  "nodeId": "n2"}
+
+
+def test_failed_tasks_get_their_backtrace_from_their_own_node_only():
+    tasks = [TaskResult(f"t{i}", "completed", "n1", 1, "failure") for i in range(3)]
+    report = merged(lambda r: rp.merge_outcome(r, outcome(("n1",), tasks)))
+    traces = {f"t{i}": {**PY_TRACE.to_dict(), "path": f"job-1/t{i}/stderr.txt"} for i in range(2)}
+    assert all("backtrace" not in t for t in rp.fill_excerpts(report, {}, "n2", traces)["tasks"]["failed"])
+    report = rp.finish(rp.fill_excerpts(report, {}, "n1", traces), NOW.isoformat())
+    brief = {"kind": "ZeroDivisionError", "frame": "compute (/app/solve.py:12)"}
+    assert [t.get("backtrace") for t in report["tasks"]["failed"]] == [brief, brief, None]
 
 
 def job(state="completed"):
@@ -188,15 +242,24 @@ def test_report_stays_under_one_mib_at_100000_tasks_on_1000_nodes():
                         failure="FailureExitCode") for i in range(100_000)]
     excerpts = {t.id: ["E" * 200, "F" * 200, "G" * 200] for t in tasks[:1000]}
     report = rp.merge_outcome(rp.empty_report("j"), outcome(node_ids, tasks), excerpts)
+    longest = {"format": "python", "kind": "K" * MAX_KIND_CHARS, "frame": "f" * MAX_FRAME_CHARS}
+    for n, node_id in enumerate(node_ids):  # every listed failure with the longest backtrace
+        report = rp.fill_excerpts(report, {}, node_id, {t.id: {**longest, "path": f"job-1/{t.id}/stderr.txt"}
+                                                        for t in tasks[n:1000:1000]})
     for n in node_ids:
         report = rp.merge_node(report, {**ROW["n1"], "nodeId": n})
     for i in range(5000):
         copy = {"blob": f"j/{node_ids[i % 1000]}/crashdumps/20261201T120000Z-0123abcd/job-1/{tasks[i].id}/wd/core",
                 "nodeId": node_ids[i % 1000], "taskId": tasks[i].id, "path": f"job-1/{tasks[i].id}/wd/core"}
         report = rp.merge_crash(report, {**CRASH, "sha256": f"{i:064x}", "fingerprint": f"{i % 300:064x}",
-                                         "executable": "e" * 200, "location": "l" * 200, "copies": [copy]})
+                                         "executable": "e" * 200, "location": "l" * 200, "copies": [copy],
+                                         "backtrace": rp.brief_backtrace(
+                                             {**longest, "path": f"job-1/{tasks[i].id}/stderr.txt"}, tasks[i].id,
+                                             copy["nodeId"])})
     report = rp.finish(report, NOW.isoformat())
     size = len(json.dumps(report, separators=(",", ":"), sort_keys=True).encode())  # as BlobContainer writes it
     assert report["collectionComplete"] is True and report["totals"]["crashDumps"] == 5000
     assert len(report["crashGroups"]) == rp.MAX_GROUPS + 1  # the rest share "other"
+    assert sum(1 for t in report["tasks"]["failed"] if t.get("backtrace")) == MAX_FAILED_LISTED
+    assert all(g.get("backtrace") for g in report["crashGroups"])
     assert size < 1024 * 1024, f"report.json would be {size} bytes"

@@ -59,17 +59,22 @@ def test_links_download_logs_and_dumps_with_the_pages_authorization():
     assert "job-1/t2/stderr.txt" not in render_report_page(lost), "a task on a node never collected: no link"
 
 
-@pytest.mark.parametrize("field", ["jobId", "nodeId", "taskId", "excerpt", "executable", "location", "prepStderr"])
+@pytest.mark.parametrize("field", ["jobId", "nodeId", "taskId", "excerpt", "executable", "location", "prepStderr",
+                                   "frame", "kind"])
 def test_every_user_chosen_value_is_escaped(field):
     hostile = '<script>alert("x")</script><a href="//evil">'
     report = {**REPORT, "jobId": hostile if field == "jobId" else "j"}
+    trace = {"kind": hostile if field == "kind" else "K", "frame": hostile if field == "frame" else "f"}
     report["nodes"] = [{**REPORT["nodes"][0], "nodeId": hostile if field == "nodeId" else "n", "prepResult": "failure",
                         "prepOutput": {"stderrTail": [hostile if field == "prepStderr" else "e"]}}]
     report["tasks"] = {**REPORT["tasks"], "failed": [{**REPORT["tasks"]["failed"][0], "nodeId": report["nodes"][0]["nodeId"],
                                                       "id": hostile if field == "taskId" else "t",
-                                                      "excerpt": [hostile if field == "excerpt" else "e"]}]}
+                                                      "excerpt": [hostile if field == "excerpt" else "e"],
+                                                      "backtrace": trace}]}
     report["crashGroups"] = [{**REPORT["crashGroups"][0], "executable": hostile if field == "executable" else "e",
-                              "location": hostile if field == "location" else "l"}]
+                              "location": hostile if field == "location" else "l",
+                              "backtrace": {**trace, "taskId": hostile if field == "taskId" else "t",
+                                            "nodeId": report["nodes"][0]["nodeId"], "log": "stderr"}}]
     page = render_report_page(report)
     assert "<script" not in page and 'href="//evil"' not in page
     assert "&lt;script&gt;" in page
@@ -83,6 +88,33 @@ def test_secrets_in_error_lines_and_prep_output_are_redacted():
     page = render_report_page(report)
     assert "password=REDACTED" in page and "hunter2" not in page
     assert "sig=REDACTED" in page and "abc123" not in page
+
+
+def test_where_tasks_crashed_by_their_backtraces():
+    compute = {"kind": "ZeroDivisionError", "frame": "compute (/app/solve.py:12)"}
+    failed = [{**REPORT["tasks"]["failed"][0], "id": f"t{i}", "backtrace": compute} for i in range(7)]
+    failed.append({**REPORT["tasks"]["failed"][0], "id": "t9",
+                   "backtrace": {"kind": None, "frame": "upload (https://a/c?sp=r&sig=SECRET)"}})
+    group = {**REPORT["crashGroups"][0], "backtrace": {"kind": "SIGSEGV", "frame": "step (solver.c:42)",
+                                                       "taskId": "t2", "nodeId": "tvm-1", "log": "stderr"}}
+    page = render_report_page({**REPORT, "tasks": {**REPORT["tasks"], "failed": failed, "failedTotal": 20},
+                               "crashGroups": [group, REPORT["crashGroups"][0]]})
+    assert page.count('<td><code>compute (/app/solve.py:12)</code> <span class="muted">ZeroDivisionError</span></td>') \
+        == 7 + 1, "each failed task's 'crashed at', and their group's"
+    assert ('<td><code>step (solver.c:42)</code> <span class="muted">SIGSEGV</span><br><span class="muted">printed in '
+            '<a href="nightly-7/files/tvm-1/job-1/t2/stderr.txt">stderr</a> of <code>t2</code></span><br>dump: '
+            "<code>libc.so.6+0x1234</code></td>") in page, "the dump's group: the backtrace over the dump's location"
+    assert "<td><code>libc.so.6+0x1234</code></td>" in page, "a group whose tasks printed none: the dump's location"
+    assert ("<h2>Crashes in task logs</h2><p class=\"muted\">Of the 8 failed tasks listed (20 failed in all).</p>"
+            '<table><thead><tr><th>crashed at</th><th>failed tasks</th><th>for example</th></tr></thead><tbody>'
+            '<tr><td><code>compute (/app/solve.py:12)</code> <span class="muted">ZeroDivisionError</span></td>'
+            '<td class="n">7</td><td><code>t0</code>, <code>t1</code>, <code>t2</code>, <code>t3</code>, '
+            "<code>t4</code></td></tr>"
+            '<tr><td><code>upload (https://a/c?sp=r&amp;sig=REDACTED</code></td><td class="n">1</td>'
+            "<td><code>t9</code></td></tr></tbody></table>") in page
+    assert "SECRET" not in page
+    assert "8 failed tasks printed a backtrace: see Crashes in task logs below" in page
+    assert "Crashes in task logs" not in render_report_page(REPORT), "no backtrace, no section"
 
 
 def test_a_job_without_outcome_or_nodes_still_renders():
