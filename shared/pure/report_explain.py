@@ -23,6 +23,11 @@ def _ids(ids: list[str], total: int) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _many(count: Any, one: str, more: str) -> str:
+    """`1 task was` / `3 tasks were`: one and more are the words after the number."""
+    return f"{escape(str(count))} {one if count == 1 else more}"
+
+
 def _tail(lines: list[str]) -> str:
     text = "\n".join(redact_secrets(str(line)) for line in lines)
     return f"<pre>{escape(text)}</pre>" if text else ""
@@ -35,13 +40,13 @@ def _timeout(outcome: Mapping[str, Any], tasks: Mapping[str, Any], view: TaskVie
     text = f"The job ran out of time: {who} ({escape(show_time(outcome.get('deadline') or outcome.get('endedAt')))})."
     if view is not None:
         if view.running_total:
-            text += (f" {view.running_total} tasks were still running and were stopped with the job: "
+            text += (f" {_many(view.running_total, 'task was', 'tasks were')} still running and stopped with the job: "
                      + _ids([b.task_id for b in view.running], view.running_total) + ".")
         if view.never_started_total:
-            text += (f" {view.never_started_total} tasks never started: "
+            text += (f" {_many(view.never_started_total, 'task', 'tasks')} never started: "
                      + _ids(view.never_started, view.never_started_total) + ".")
     elif tasks.get("neverStarted"):
-        text += f" {escape(str(tasks['neverStarted']))} tasks never started."
+        text += f" {_many(tasks['neverStarted'], 'task', 'tasks')} never started."
     return text
 
 
@@ -80,20 +85,20 @@ def explain(report: Mapping[str, Any], view: TaskView | None) -> list[tuple[str,
     prep = _prep_failures(nodes)
     if reason == "PrepTaskFailed":
         items.append(("bad", "The job was ended because its preparation task failed on every node of the pool, so "
-                             "no task could run." + (f" {tasks['neverStarted']} tasks never started."
+                             "no task could run." + (f" {_many(tasks['neverStarted'], 'task', 'tasks')} never started."
                                                      if tasks.get("neverStarted") else "")))
     items += [("bad", text) for text in prep]
     failed = (tasks.get("failedTotal") or 0) - (view.running_total if view is not None else 0)
     if failed > 0:
-        items.append(("bad", f"{failed} tasks failed: see Failed tasks below for their exit codes and first error "
-                             "lines."))
+        items.append(("bad", f"{_many(failed, 'task', 'tasks')} failed: see Failed tasks below for "
+                             f"{'its exit code and first error lines' if failed == 1 else 'their exit codes and first error lines'}."))
     crashes = (report.get("totals") or {}).get("crashDumps")
     if crashes:
-        items.append(("bad", f"{escape(str(crashes))} crash dumps were collected: see Crash dumps below."))
+        items.append(("bad", f"{_many(crashes, 'crash dump was', 'crash dumps were')} collected: see Crash dumps below."))
     traced = sum(1 for t in tasks.get("failed") or [] if (t.get("backtrace") or {}).get("frame"))
     if traced:
-        items.append(("bad", f"{traced} failed tasks printed a backtrace: see Crashes in task logs below for where "
-                             "they crashed."))
+        items.append(("bad", f"{_many(traced, 'failed task', 'failed tasks')} printed a backtrace: see Crashes in task "
+                             f"logs below for where {'it' if traced == 1 else 'they'} crashed."))
     if reason == "AllTasksComplete" and not tasks.get("failedTotal") and not prep and not crashes:
         items.append(("ok", "Every task completed successfully."))
     if not report.get("collectionComplete"):

@@ -30,6 +30,7 @@ def scenarios(run: str) -> dict[str, dict]:
     crash = {**factory, "start": 1, "end": 3, "commandLine": (
         "/bin/bash -c 'echo task {0}; if [ {0} = 1 ]; then echo hostile > \"\\\"><img src=x onerror=alert(1)><b>"
         "bold.log\"; fi; if [ {0} = 2 ]; then echo \"ERROR: segfault coming, token=abc123\" >&2; "
+        "printf \"./solver(compute+0x1d)[0x55d4c3a0b1d9]\\n./solver(main+0x30)[0x55d4c3a0b200]\\n\" >&2; "
         f"echo {CORE} | base64 -d > core.{{0}}; exit 3; fi'")}
     prep_failed = {"commandLine": "/bin/bash -c 'echo staging; echo \"ERROR: reference data missing\" >&2; exit 3'"}
     timeout = {**factory, "start": 1, "end": 10, "commandLine": "/bin/bash -c 'sleep 300'"}
@@ -95,12 +96,13 @@ def test_the_report_page_renders_and_its_links_resolve(page, stack, jobs, scenar
         assert "Every task completed successfully." in text
         assert page.locator("svg rect title").count() >= 8, "a bar per task, with its tooltip"
     elif scenario == "crash":
-        assert "1 tasks failed" in text and "1 crash dumps were collected" in text
+        assert "1 task failed: see Failed tasks below for its exit code" in text and "1 crash dump was collected" in text
         assert "ERROR: segfault coming, token=REDACTED" in text and "abc123" not in text
+        assert text.count("compute+0x1d") == 3, "where it crashed: for the failed task, its crash group, by frame"
         assert any("/dumps/" in link for link in seen["links"])
     elif scenario == "timeout":
         assert "The job ran out of time: the orchestrator ended it at its deadline" in text
-        assert "2 tasks were still running and were stopped with the job" in text and "8 tasks never started" in text, text
+        assert "2 tasks were still running and stopped with the job" in text and "8 tasks never started" in text, text
     else:
         assert ("The job was ended because its preparation task failed on every node of the pool" in text)
         assert "Preparation failed on node" in text and "ERROR: reference data missing" in text

@@ -92,7 +92,7 @@ def test_the_report_page_links_every_log_and_dump_and_each_resolves(app, svc, cr
     page = response.get_body().decode()
     assert "<svg" in page and "each task a bar (3 tasks ran)" in page
     assert "<pre>ERROR: bad input, password=REDACTED</pre>" in page and "hunter2" not in page
-    assert "1 tasks failed" in page and "<code>task-2</code>" in page
+    assert "1 task failed" in page and "<code>task-2</code>" in page
     links = [h for h in hrefs(page)]
     assert links and all(h.endswith("?code=k") for h in links), "every link keeps the page's authorization"
     kinds = {"stderr": 0, "dump": 0, "node": 0}

@@ -41,7 +41,7 @@ def test_page_shows_outcome_nodes_failed_tasks_and_crashes():
                  "abababababababab", "<pre>ERROR: no input\nTraceback (most recent call last)</pre>",
                  "p50 1.5 s, p90 2.0 s, max 4.5 s (of 3 tasks)", "<code>libc.so.6+0x1234</code>",
                  "created</th><td>2026-11-24 09:00:00 UTC", "2026-11-24 09:05:30 UTC (ran for 5 min 30 s)",
-                 "<td>2 min 05 s</td>", "FailureExitCode", "1 tasks failed: see Failed tasks below"):
+                 "<td>2 min 05 s</td>", "FailureExitCode", "1 task failed: see Failed tasks below for its exit code"):
         assert text in page, text
     assert re.search(r'<span class="bad">1</span>', page), "prep exit 1 is marked"
     assert re.search(r'<td><span class="bad">3</span></td>', page), "the failed task's exit code is marked"
@@ -159,9 +159,9 @@ def test_a_timeout_says_which_tasks_were_running_and_which_never_started():
     page = render_report_page(report, view)
     said = re.sub(r"\s+", " ", page)
     assert ("The job ran out of time: the orchestrator ended it at its deadline (2026-11-24 09:05:00 UTC). 2 tasks "
-            "were still running and were stopped with the job: <code>task-2</code>, <code>task-4</code>. 1 tasks never "
+            "were still running and stopped with the job: <code>task-2</code>, <code>task-4</code>. 1 task never "
             "started: <code>task-3</code>." in said)
-    assert "tasks failed" not in said, "tasks ended with the job are not failures of their own"
+    assert "failed: see Failed tasks" not in said, "tasks ended with the job are not failures of their own"
     assert "<h2>Still running when the job ended (2)</h2>" in page and "<h2>Never started (1)</h2>" in page
     assert "TaskEnded (still running when the job ended)" in page
 
