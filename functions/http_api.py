@@ -11,8 +11,9 @@ carry the `code` that authorized them, so a download is authorized as its page w
 
 With HTTP streams (the FastAPI extension; every HTTP function of the app then takes its Request): a download
 is sent as it is read from storage, a chunk at a time, so no size is too big for one response and neither
-the host nor the worker holds the file. The functions are sync: the worker runs them in its thread pool, and
-the body iterators too (Starlette reads a sync iterator in a worker thread), off the event loop.
+the host nor the worker holds the file. The functions are sync, so the worker runs them in its thread pool;
+the body iterators run in AnyIO's worker threads (Starlette's way with a sync iterator: at most 40 at once by
+default, so at most that many downloads make progress together), both off the event loop.
 """
 
 from __future__ import annotations

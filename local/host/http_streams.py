@@ -13,12 +13,15 @@ whole body.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import sys
 from typing import Any
 
 from aiohttp import web
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .errors import HostConfigError
 from .loader import FunctionSpec
@@ -35,6 +38,22 @@ DEFAULT_BODY_LIMIT = 104_857_600
 def body_limit() -> int:
     raw = os.environ.get(BODY_LIMIT_SETTING, "")
     return int(raw) if raw.isdigit() else DEFAULT_BODY_LIMIT
+
+
+def too_large(limit: int) -> web.Response:
+    response = web.Response(status=413, text=f"request body over {limit} bytes ({BODY_LIMIT_SETTING})\n")
+    response.force_close()
+    return response
+
+
+async def _refuse_rest(request: web.Request, limit: int) -> web.Response:
+    """413 once part of a body was read: sent, then the connection closed, rather than the server reading
+    and dropping the rest of the body for its lingering time (10 s) first."""
+    response = too_large(limit)
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 def extension_loaded() -> bool:
@@ -71,7 +90,8 @@ def check(specs: list[FunctionSpec]) -> None:
             continue
         name, wanted = spec.trigger["name"], base.RequestTrackerMeta.get_request_type()
         annotation = spec.trigger_param_type
-        if not base.RequestTrackerMeta.check_type(annotation):
+        # The worker checks only what is annotated; a bare `req` gets the FastAPI Request all the same.
+        if annotation is not inspect.Parameter.empty and not base.RequestTrackerMeta.check_type(annotation):
             raise HostConfigError(
                 f"function {spec.name!r}: parameter {name!r} is annotated {_named(annotation)}, but with HTTP "
                 f"streams (azurefunctions-extensions-http-fastapi imported) an HTTP trigger binds only "
@@ -102,7 +122,7 @@ def _scope(request: web.Request) -> dict[str, Any]:
         "scheme": request.scheme,
         "path": request.path,
         "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1", "replace"),
-        "query_string": request.query_string.encode("latin-1", "replace"),
+        "query_string": request.rel_url.raw_query_string.encode("utf-8"),  # as sent, still %-encoded
         "root_path": "",
         "headers": [(k.lower(), v) for k, v in request.raw_headers],
         "client": tuple(peer[:2]) if peer else None,
@@ -146,11 +166,12 @@ class _Exchange:
             for key, value in message.get("headers") or []:
                 response.headers.add(key.decode("latin-1"), value.decode("latin-1"))
             self.response = response
+            # The status line and headers go out now, as uvicorn sends them: a body that then fails reaches the
+            # client as a cut connection after them, as in Azure, not as a clean 500.
+            await response.prepare(self.request)
             return
         if message["type"] != "http.response.body" or self.response is None:
             return
-        if not self.response.prepared:
-            await self.response.prepare(self.request)
         body = message.get("body") or b""
         if body and self.request.method != "HEAD":
             await self.response.write(body)
@@ -173,39 +194,47 @@ def as_response(result: Any) -> Any:
 
     if isinstance(result, Response):
         return result
-    if result is None:
-        # The worker finds no response for the invocation and the request fails.
-        raise TypeError("the function returned None; an HTTP function must return a response")
     return JSONResponse(jsonable_encoder(result))
 
 
-async def serve(invoke: Any, request: web.Request, route_params: dict[str, str]) -> web.StreamResponse:
+async def serve(function: str, invoke: Any, request: web.Request, route_params: dict[str, str]) -> web.StreamResponse:
     """invoke(argument) -> the function's return value; run it for one request and stream its response."""
+    from fastapi.exception_handlers import http_exception_handler
+
     length = request.content_length
     limit = body_limit()
     if length is not None and length > limit:
-        return web.Response(status=413, text=f"request body over {limit} bytes ({BODY_LIMIT_SETTING})\n")
+        return too_large(limit)
     exchange = _Exchange(request, limit)
     scope = _scope(request)
+    where = {"function": function, "path": request.path}
     try:
+        req = request_for(scope, exchange.receive, route_params)
         try:
-            response = as_response(await invoke(request_for(scope, exchange.receive, route_params)))
-        except BodyTooLarge as exc:
-            return web.Response(status=413, text=f"{exc}\n")
+            result = await invoke(req)
+        except BodyTooLarge:
+            return await _refuse_rest(request, limit)
+        except HTTPException as exc:
+            # The worker hands the exception back to its FastAPI route, whose handler answers it.
+            result = await http_exception_handler(req, exc)
         except Exception:
             # Like the worker's ASGI server: the details are in the function's log, the client gets a bare 500.
             return web.Response(status=500, text="Internal Server Error")
+        if result is None:
+            # The worker finds no response for the invocation, and the request fails.
+            log.error("the function returned None: an HTTP function must return a response", extra=where)
+            return web.Response(status=500, text="Internal Server Error")
         try:
-            await response(scope, exchange.receive, exchange.send)
-        except Exception as exc:
-            if type(exc).__name__ == "ClientDisconnect":
-                log.info("client went away during the response", extra={"path": request.path})
-                return exchange.response or web.Response(status=499)
+            await as_response(result)(scope, exchange.receive, exchange.send)
+        except ClientDisconnect:
+            log.info("client went away during the response", extra=where)
+            return exchange.response or web.Response(status=499)
+        except Exception:
             if exchange.response is None or not exchange.response.prepared:
-                log.exception("sending the response failed", extra={"path": request.path})
+                log.exception("sending the response failed", extra=where)
                 return web.Response(status=500, text="Internal Server Error")
-            # Part of the body is out: cut the connection, so the client sees a short body, never a whole one.
-            log.exception("the response failed after it started; connection closed", extra={"path": request.path})
+            # The status is out: cut the connection, so the client sees a short body, never a whole one.
+            log.exception("the response failed after it started; connection closed", extra=where)
             if request.transport is not None:
                 request.transport.abort()
             return exchange.response

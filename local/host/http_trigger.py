@@ -165,13 +165,12 @@ class HttpServer:
         reason = f"Reason='HTTP {request.method} {request.path}'"
         if self.streams:
             return await http_streams.serve(
-                lambda req: self.invoker.invoke(spec, req, reason, method=request.method, path=request.path),
-                request, params)
+                spec.name, lambda req: self.invoker.invoke(spec, req, reason, method=request.method,
+                                                           path=request.path), request, params)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return web.Response(status=413, text=f"request body over {http_streams.body_limit()} bytes "
-                                                 f"({http_streams.BODY_LIMIT_SETTING})\n")
+            return http_streams.too_large(http_streams.body_limit())
         req = http_request(request.method, str(request.url), dict(request.headers),
                            dict(request.query), params, body)
         try:

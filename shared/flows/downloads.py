@@ -18,14 +18,18 @@ from shared.flows import files
 from shared.node import lognames
 from shared.pure import blob_layout as layout
 from shared.pure import downloads as rules
+from shared.pure.redact import redacting_logger
 
 TEXT_SUFFIXES = (".txt", ".log", ".out", ".err", ".json", ".jsonl", ".csv")
+log = redacting_logger("orchestrator.downloads")
 CHUNK = 256 * 1024  # one body message; the readers below start with windows this size, growing on long reads
 
 
 @dataclass(frozen=True)
 class Served:
-    chunks: Iterator[bytes]  # the body, read as it is iterated; closes what it opened when done
+    # The body, read as it is iterated; what it opened is closed when it ends or is closed (one never
+    # iterated is left to the garbage collector: nothing in it holds a connection).
+    chunks: Iterator[bytes]
     size: int  # of the whole file
     span: rules.Span | None  # the part served (206), None for the whole file
     filename: str
@@ -45,9 +49,11 @@ class Truncated(ValueError):
     """The stored file ended before the length its records give: the response, already started, is cut."""
 
 
-def read_span(stream: BinaryIO, skip: int, length: int) -> Iterator[bytes]:
+def read_span(stream: BinaryIO, skip: int, length: int, what: str = "") -> Iterator[bytes]:
     """length bytes of stream after skipping skip (a deflated entry can only be read from its start). Raises
-    Truncated mid-body rather than end early: a client must see a short download fail, not pass as whole."""
+    Truncated mid-body rather than end early: a client must see a short download fail, not pass as whole.
+    A failure is logged here, naming what: it comes after the function's invocation has ended as succeeded,
+    where only the web server's own log would see it."""
     try:
         while skip > 0:
             chunk = stream.read(min(CHUNK, skip))
@@ -60,6 +66,9 @@ def read_span(stream: BinaryIO, skip: int, length: int) -> Iterator[bytes]:
                 raise Truncated(f"the stored file ends {length} bytes early")
             length -= len(chunk)
             yield chunk
+    except Exception as exc:
+        log.error("download.failed", extra={"file": what, "error": f"{type(exc).__name__}: {exc}"})
+        raise
     finally:
         stream.close()
 
@@ -80,7 +89,8 @@ def log_file(store: Store, job_id: str, node_id: str, path: str, range_header: s
     except rules.Unsatisfiable:
         opened.close()
         raise
-    chunks = read_span(opened.stream, span.start if span else 0, span.length if span else opened.size)
+    chunks = read_span(opened.stream, span.start if span else 0, span.length if span else opened.size,
+                       f"{job_id}/{node_id}/{path}")
     return Served(chunks, opened.size, span, posixpath.basename(path), _type(path))
 
 
@@ -100,7 +110,7 @@ def crash_dump(store: Store, job_id: str, sha256: str, range_header: str | None)
     reader = store.logs.reader(blobs, files.FETCH_WINDOW, files.MAX_FETCH_WINDOW)
     if span is not None:
         reader.seek(span.start)  # a stored blob reads from anywhere: one ranged GET per window
-    chunks = read_span(reader, 0, span.length if span else size)
+    chunks = read_span(reader, 0, span.length if span else size, f"{job_id} crash dump {sha256}")
     name = posixpath.basename(copy.get("path") or "crashdump") + (lognames.GZIP_SUFFIX if copy.get("compressed")
                                                                    else "")
     kind = "application/gzip" if copy.get("compressed") else "application/octet-stream"

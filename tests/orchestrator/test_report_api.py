@@ -219,7 +219,7 @@ def test_a_file_bigger_than_any_buffer_is_streamed_whole_and_in_parts(app, svc):
     assert sum(whole.messages) == len(expected) and max(whole.messages) == 256 * 1024
     assert len(whole.messages) == -(-len(expected) // (256 * 1024))
     # About one GET's worth (files.MAX_FETCH_WINDOW and the SDK's own copies of it), not the file's 43 MB.
-    assert peak < 32 * 1024 * 1024, f"{peak} bytes held while streaming {len(expected)}"
+    assert peak < 24 * 1024 * 1024, f"{peak} bytes held while streaming {len(expected)}"  # 21.7 MB measured
 
     tail = get(app, url, {"Range": f"bytes={len(expected) - 16}-"})
     assert tail.status_code == 206 and tail.get_body() == expected[-16:]

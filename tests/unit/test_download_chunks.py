@@ -35,10 +35,14 @@ def test_the_span_asked_for_in_chunks(data, skip, length, chunks):
     (b"abc", 0, 5, [b"abc"], "the stored file ends 2 bytes early"),
     (b"abc", 4, 1, [], "the stored file ends 2 bytes early"),
 ])
-def test_a_file_shorter_than_its_record_fails_mid_body(data, skip, length, sent, message):
+def test_a_file_shorter_than_its_record_fails_mid_body(data, skip, length, sent, message, caplog):
     stream = Tracked(data)
     got = []
     with pytest.raises(downloads.Truncated) as cut:
-        for chunk in downloads.read_span(stream, skip, length):
+        for chunk in downloads.read_span(stream, skip, length, "job-a/node-1/job-1/task-1/stdout.txt"):
             got.append(chunk)
     assert (got, str(cut.value), stream.closed_by_us) == (sent, message, True)
+    # Logged where it happens: after the invocation ended, no one else would say it.
+    [record] = [r for r in caplog.records if r.name == "orchestrator.downloads"]
+    assert (record.getMessage(), record.file, record.error) == (
+        "download.failed", "job-a/node-1/job-1/task-1/stdout.txt", f"Truncated: {message}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
+from fastapi import HTTPException
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 CHUNK = 64 * 1024
@@ -46,6 +47,23 @@ def gated(req: Request) -> StreamingResponse:
     return StreamingResponse(body(), media_type="application/octet-stream")
 
 
+@app.route(route="endless", methods=["GET"])
+def endless(req: Request) -> StreamingResponse:
+    """Chunks until the client leaves; how many were made is written when the host closes the iterator."""
+    count = Path(os.environ["STREAM_GATE_DIR"]) / f"{req.query_params['name']}.count"
+
+    def body():
+        made = 0
+        try:
+            while True:
+                made += 1
+                yield b"e" * CHUNK
+        finally:
+            count.write_text(str(made))
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
 @app.route(route="broken", methods=["GET"])
 def broken(req: Request) -> StreamingResponse:
     def body():
@@ -61,6 +79,16 @@ def plain(req: Request) -> dict:
     if req.query_params.get("boom"):
         raise ValueError("boom")
     return {"answer": 42}
+
+
+@app.route(route="bare/{name}", methods=["GET"])
+def bare(req):
+    """No annotation: the worker binds the FastAPI Request all the same."""
+    if req.path_params["name"] == "missing":
+        raise HTTPException(status_code=404, detail="no such thing")
+    if req.path_params["name"] == "nothing":
+        return None
+    return {"name": req.path_params["name"], "query": req.url.query}
 
 
 @app.route(route="empty", methods=["GET"])
