@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.pure import backtrace_frames as frames
 from shared.pure.backtrace_frames import Frame
@@ -120,12 +120,18 @@ def _make(format_: str, kind: str | None, frame: Frame | None) -> _Found | None:
     return None if frame is None else (format_, kind, frame)
 
 
+def _redacted(text: str | None) -> str | None:
+    return redact_secrets(text) if text else text
+
+
 def _shown(found: _Found | None) -> Backtrace | None:
     if found is None:
         return None
     format_, kind, frame = found
-    return Backtrace(format_, _kind(kind) if kind else None,
-                     _clean(frame.show(MAX_FRAME_CHARS), MAX_FRAME_CHARS))
+    # Redacted before it is cut: show() may drop a path's start, and with it the `sig=` that marks a secret.
+    safe = replace(frame, function=_redacted(frame.function), file=_redacted(frame.file),
+                   module=_redacted(frame.module))
+    return Backtrace(format_, _kind(kind) if kind else None, _clean(safe.show(MAX_FRAME_CHARS), MAX_FRAME_CHARS))
 
 
 class _PythonTraceback:
@@ -305,6 +311,10 @@ def _thrown_type(text: str) -> str | None:
     return token or None
 
 
+# A signal or sanitizer header names the crash of a stack that starts within this many lines of it, or of none.
+HEADER_REACH = 20
+
+
 class BacktraceFinder:
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES):
         self._max = max_line_bytes
@@ -312,6 +322,7 @@ class BacktraceFinder:
         self._active = None  # the report being read, when inside one
         self._found: _Found | None = None
         self._header: tuple[str, str | None] | None = None  # (format, kind) for the stack a header announced
+        self._header_lines = 0  # lines since it
         self._closed = False
 
     def feed(self, chunk: bytes, error_words: bool = True) -> None:
@@ -353,8 +364,11 @@ class BacktraceFinder:
                     ahead = markers.first(buf, pos, end)
                 hit = min(ahead)
                 if hit >= end:
+                    self._age(buf, pos, end)
                     return
-                pos = max(pos, buf.rfind(b"\n", pos, hit) + 1)
+                line_start = max(pos, buf.rfind(b"\n", pos, hit) + 1)
+                self._age(buf, pos, line_start)
+                pos = line_start
             newline = buf.find(b"\n", pos, end)
             self._line(buf[pos: min(newline, pos + self._max)])
             pos = newline + 1
@@ -378,12 +392,26 @@ class BacktraceFinder:
         if isinstance(report, _Stack) and report.format == "sanitizer":
             self._active = _SanitizerRest()
 
+    def _age(self, buf: bytes, start: int, end: int) -> None:
+        """Lines skipped between markers count against a header's reach."""
+        if self._header is not None and end > start:
+            self._header_lines += buf.count(b"\n", start, end)
+            if self._header_lines > HEADER_REACH:
+                self._header = None
+
+    def _set_header(self, header: tuple[str, str | None]) -> None:
+        self._header, self._header_lines = header, 0
+
     def _start(self, line: str) -> None:
         """A line outside any report: does one start here?"""
+        if self._header is not None:
+            self._header_lines += 1
+            if self._header_lines > HEADER_REACH:
+                self._header = None
         if "Sanitizer: " in line and (match := _SANITIZER.search(line)) is not None:
             what = line[match.end():].split(" on ", 1)[0].split(" (", 1)[0].split(":", 1)[0].strip()
             name = match[1] or match[2]
-            self._header = ("sanitizer", f"{_SANITIZER_NAMES.get(name, name)}: {what}")
+            self._set_header(("sanitizer", f"{_SANITIZER_NAMES.get(name, name)}: {what}"))
             return
         read = frames.lldb_frame if "frame #0" in line else frames.hash_frame
         numbered = read(line) if "#0" in line else None
@@ -418,7 +446,7 @@ class BacktraceFinder:
         elif ": runtime error: " in line:
             self._found = _ubsan(line) or self._found
         elif " signal SIG" in line and (signal := _SIGNAL.search(line)) is not None:
-            self._header = ("gdb", signal[1])
+            self._set_header(("gdb", signal[1]))
 
     def result(self) -> Backtrace | None:
         """The backtrace the log ended with, if any; the finder is done after this."""

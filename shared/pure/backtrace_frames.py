@@ -83,12 +83,17 @@ def basename(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
+MAX_ARGUMENTS_SCAN = 512
+
+
 def without_arguments(name: str) -> str:
     """`ns::step(int, double)` -> `ns::step`; `operator()(int)` -> `operator()`; `f (x=1)` (gdb) -> `f`."""
     name = name.strip()
     if name.endswith(")"):
         depth = 0
-        for i in range(len(name) - 1, -1, -1):
+        # An argument list longer than this is cut short like an unbalanced one: a line of parentheses costs
+        # a bounded walk, not one step per character of a 4 KB line.
+        for i in range(len(name) - 1, max(len(name) - 1 - MAX_ARGUMENTS_SCAN, -1), -1):
             depth += {")": 1, "(": -1}.get(name[i], 0)
             if depth == 0:
                 head = name[:i].rstrip()

@@ -95,10 +95,14 @@ def explain(report: Mapping[str, Any], view: TaskView | None) -> list[tuple[str,
     crashes = (report.get("totals") or {}).get("crashDumps")
     if crashes:
         items.append(("bad", f"{_many(crashes, 'crash dump was', 'crash dumps were')} collected: see Crash dumps below."))
-    traced = sum(1 for t in tasks.get("failed") or [] if (t.get("backtrace") or {}).get("frame"))
+    listed = tasks.get("failed") or []
+    traced = sum(1 for t in listed if (t.get("backtrace") or {}).get("frame"))
     if traced:
-        items.append(("bad", f"{_many(traced, 'failed task', 'failed tasks')} printed a backtrace: see Crashes in task "
-                             f"logs below for where {'it' if traced == 1 else 'they'} crashed."))
+        # Only the listed failed tasks carry their backtrace: past the list, the count would be a guess.
+        of = f"Of the {len(listed)} failed tasks listed, " if (tasks.get("failedTotal") or 0) > len(listed) else ""
+        who = _many(traced, "failed task", "failed tasks") if not of else _many(traced, "task", "tasks")
+        items.append(("bad", f"{of}{who} printed a backtrace: see Crashes in task logs below for where "
+                             f"{'it' if traced == 1 else 'they'} crashed."))
     if reason == "AllTasksComplete" and not tasks.get("failedTotal") and not prep and not crashes:
         items.append(("ok", "Every task completed successfully."))
     if not report.get("collectionComplete"):

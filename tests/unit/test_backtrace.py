@@ -249,6 +249,26 @@ def test_secrets_in_a_frame_are_dropped_or_redacted():
     assert find_backtrace([log]).frame == "go (/mnt/https://acct.blob.core.windows.net/c?sp=r&sig=REDACTED"
 
 
+@pytest.mark.parametrize("log", [
+    b'Traceback (most recent call last):\n  File "/mnt/c?sp=r&sig=' + b"S" * 54 + b"/" + b"m" * 40
+    + b'.py", line 3, in go\nPermissionError: denied\n',
+    b"#0  0x000055555555513d in f () at /srv/x?token=" + b"S" * 90 + b"/a.c:4\n",
+])
+def test_a_secret_in_a_long_path_is_redacted_before_the_path_is_cut(log):
+    # Cut first, the path would lose the `sig=` / `token=` that marks the value, and the value would stay.
+    frame = find_backtrace([log]).frame
+    assert "SSSS" not in frame and len(frame) <= 100, frame
+
+
+def test_a_signal_header_names_only_a_stack_that_follows_it_closely():
+    old_signal = b"child received signal SIGTERM\n" + b"working on it\n" * 100
+    stack = b"#0  0x0000555555555149 in compute () at solver.c:4\n"
+    far = find_backtrace(chunked(old_signal + stack, 512))
+    assert (far.frame, far.kind) == ("compute (solver.c:4)", None)
+    near = find_backtrace([b"Program received signal SIGSEGV, Segmentation fault.\n(gdb) bt\n" + stack])
+    assert (near.frame, near.kind) == ("compute (solver.c:4)", "SIGSEGV")
+
+
 def test_ten_thousand_frames_stay_bounded():
     deep = b"Traceback (most recent call last):\n" + b"".join(
         b'  File "/app/r.py", line %d, in f%d\n    f()\n' % (i, i) for i in range(10_000)) + b"RecursionError: deep\n"

@@ -113,7 +113,7 @@ def test_where_tasks_crashed_by_their_backtraces():
             '<tr><td><code>upload (https://a/c?sp=r&amp;sig=REDACTED</code></td><td class="n">1</td>'
             "<td><code>t9</code></td></tr></tbody></table>") in page
     assert "SECRET" not in page
-    assert "8 failed tasks printed a backtrace: see Crashes in task logs below" in page
+    assert "Of the 8 failed tasks listed, 8 tasks printed a backtrace: see Crashes in task logs below" in page
     assert "Crashes in task logs" not in render_report_page(REPORT), "no backtrace, no section"
 
 
