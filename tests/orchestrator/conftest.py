@@ -82,9 +82,13 @@ def own_emulator(tmp_path, azurite) -> Endpoint:
 def own_batch(app_env, own_emulator) -> Services:
     """Services on a Batch emulator of this test's own, for tests that move the watchdog's clock: a sweep
     hours or days ahead ends or deletes every managed job it sees, so it must see only this test's."""
-    endpoint = own_emulator
+    return services_on(app_env, own_emulator)
+
+
+def services_on(app_env: dict, endpoint: Endpoint, **settings: str) -> Services:
+    """The app's services on this Batch emulator, with these settings changed."""
     return build(load({**app_env, "BATCH_ACCOUNT_URL": endpoint.url, "BATCH_ACCOUNT_NAME": endpoint.account,
-                       "BATCH_ACCOUNT_KEY": endpoint.key}))
+                       "BATCH_ACCOUNT_KEY": endpoint.key, **settings}))
 
 
 def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | None = None,
