@@ -5,6 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 BROWSER_STAMP := $(VENV)/.browser-stamp
+# `make test` runs pytest on this many xdist workers (0: in one process, as a bare `pytest` does). The suite
+# mostly waits on servers and subprocesses, so two workers roughly halve it on a 2-core machine. loadfile keeps
+# each test file (and each package sharing a local stack) on one worker, tests/conftest.py; files are handed
+# out in collection order, not most-tests-first, which would leave the few long Service Bus files for last.
+PYTEST_WORKERS ?= 2
 CLIENTS    := .venv-clients
 # Older Batch clients, each in its own environment (tests/batch/client_venvs.py), for tests/batch/test_clients.py.
 CLIENTS_STAMP := $(CLIENTS)/.installed-stamp
@@ -51,7 +56,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(PY) -m bench

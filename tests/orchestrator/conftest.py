@@ -24,7 +24,11 @@ from shared.pure.settings import load
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: these settings are exported to os.environ, and the dev host (tests/host) lets
+# exported settings win over local.settings.json, so they must be gone once this package's tests are done. With
+# session scope, `pytest tests/orchestrator tests/host` (or an xdist worker that ran this package first) started
+# the host tests' apps against this package's emulators.
+@pytest.fixture(scope="package")
 def app_env(batch_emulator, azurite, servicebus):
     values = {
         "BATCH_ACCOUNT_URL": batch_emulator.url,
@@ -48,7 +52,7 @@ def app_env(batch_emulator, azurite, servicebus):
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def app(app_env):
     # Loaded by path under its own name: other tests import test apps that are also called function_app.
     spec = importlib.util.spec_from_file_location("orchestrator_function_app", REPO / "function_app.py")
@@ -78,9 +82,13 @@ def own_emulator(tmp_path, azurite) -> Endpoint:
 def own_batch(app_env, own_emulator) -> Services:
     """Services on a Batch emulator of this test's own, for tests that move the watchdog's clock: a sweep
     hours or days ahead ends or deletes every managed job it sees, so it must see only this test's."""
-    endpoint = own_emulator
+    return services_on(app_env, own_emulator)
+
+
+def services_on(app_env: dict, endpoint: Endpoint, **settings: str) -> Services:
+    """The app's services on this Batch emulator, with these settings changed."""
     return build(load({**app_env, "BATCH_ACCOUNT_URL": endpoint.url, "BATCH_ACCOUNT_NAME": endpoint.account,
-                       "BATCH_ACCOUNT_KEY": endpoint.key}))
+                       "BATCH_ACCOUNT_KEY": endpoint.key, **settings}))
 
 
 def sb_message(body: bytes | dict, message_id: str | None = None, props: dict | None = None,

@@ -17,7 +17,7 @@ import pytest
 from shared.pure import blob_layout as layout
 from shared.pure.request import RequestInvalid, derive_job_id, message_key, parse_request
 from shared.pure.retry import ATTEMPTS, ORIGINAL_ID, REASON
-from tests.orchestrator.conftest import request, sb_message
+from tests.orchestrator.conftest import request, sb_message, services_on
 
 SEED = 20261201
 COUNT = 160
@@ -87,6 +87,15 @@ def generate(rng: random.Random, i: int, job_id: str) -> tuple[bytes, str | None
     elif kind == "null":
         raw = b"null"
     return raw, message_id, props, 1_000_000 + i
+
+
+@pytest.fixture
+def own_batch(app_env, own_emulator):
+    """conftest's own_batch without the Batch SDK's retries (BATCH_MAX_RETRIES 0, as the local stack runs): while
+    Batch fails every request, azure-core would first wait out its backoff, 0.8 + 1.6 + 3.2 s per delivery (the
+    emulator's `Retry-After: 0` counts as none), most of this test's time; submit's outcome, a scheduled re-send,
+    is the same after one failed request as after four."""
+    return services_on(app_env, own_emulator, BATCH_MAX_RETRIES="0")
 
 
 @pytest.fixture
