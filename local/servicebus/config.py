@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MAX_DELIVERY_COUNT = 10
 DEFAULT_LOCK_DURATION_S = 60.0
@@ -97,16 +98,25 @@ _UNSUPPORTED = {
 }
 
 
-def queue_from_dict(item: dict) -> QueueConfig:
+def _checked_name(kind: str, item: Any, fields: set[str] | frozenset[str], unsupported: dict[str, str],
+                  within: str = "") -> str:
+    """The name of a queue, topic or subscription definition once its fields are checked; each refusal
+    names the entity (and what it is within) and the field."""
     if not isinstance(item, dict) or "name" not in item:
-        raise ConfigError(f"each queue needs at least a name, got {item!r}")
-    unsupported = sorted(k for k in _UNSUPPORTED if item.get(k))
-    if unsupported:
-        raise ConfigError(f"queue {item['name']}: {', '.join(unsupported)}: {_UNSUPPORTED[unsupported[0]]}")
-    unknown = set(item) - _FIELDS - set(_UNSUPPORTED)
+        raise ConfigError(f"{within + ': ' if within else ''}each {kind} needs at least a name, got {item!r}")
+    name = str(item["name"])
+    where = f"{within}, {kind} {name}" if within else f"{kind} {name}"
+    bad = sorted(k for k in unsupported if item.get(k))
+    if bad:
+        raise ConfigError(f"{where}: {', '.join(bad)}: {unsupported[bad[0]]}")
+    unknown = set(item) - set(fields) - set(unsupported)
     if unknown:
-        raise ConfigError(f"queue {item['name']}: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}")
-    kwargs: dict = {"name": str(item["name"])}
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(fields)}")
+    return name
+
+
+def queue_from_dict(item: dict) -> QueueConfig:
+    kwargs: dict = {"name": _checked_name("queue", item, _FIELDS, _UNSUPPORTED)}
     if "maxDeliveryCount" in item:
         if not isinstance(item["maxDeliveryCount"], int) or isinstance(item["maxDeliveryCount"], bool):
             raise ConfigError(f"queue {item['name']}: maxDeliveryCount must be an integer")
@@ -188,15 +198,7 @@ def rule_from_dict(topic: str, subscription: str, item: dict):
 
 
 def topic_from_dict(item: dict) -> TopicConfig:
-    if not isinstance(item, dict) or "name" not in item:
-        raise ConfigError(f"each topic needs at least a name, got {item!r}")
-    name = str(item["name"])
-    unsupported = sorted(k for k in _UNSUPPORTED if item.get(k))
-    if unsupported:
-        raise ConfigError(f"topic {name}: {', '.join(unsupported)}: {_UNSUPPORTED[unsupported[0]]}")
-    unknown = set(item) - _TOPIC_FIELDS - set(_UNSUPPORTED)
-    if unknown:
-        raise ConfigError(f"topic {name}: unknown field(s) {sorted(unknown)}; known: {sorted(_TOPIC_FIELDS)}")
+    name = _checked_name("topic", item, _TOPIC_FIELDS, _UNSUPPORTED)
     kwargs: dict = {"name": name}
     if item.get("defaultMessageTimeToLive") is not None:
         kwargs["default_ttl_s"] = parse_duration(item["defaultMessageTimeToLive"], "defaultMessageTimeToLive")
@@ -207,17 +209,8 @@ def topic_from_dict(item: dict) -> TopicConfig:
                                                       "duplicateDetectionHistoryTimeWindow")
     subs = []
     for sub in item.get("subscriptions") or []:
-        if not isinstance(sub, dict) or "name" not in sub:
-            raise ConfigError(f"topic {name}: each subscription needs at least a name, got {sub!r}")
-        sub_name = str(sub["name"])
-        bad = sorted(k for k in _SUBSCRIPTION_UNSUPPORTED if sub.get(k))
-        if bad:
-            raise ConfigError(f"topic {name}, subscription {sub_name}: {', '.join(bad)}: "
-                              f"{_SUBSCRIPTION_UNSUPPORTED[bad[0]]}")
-        unknown = set(sub) - _SUBSCRIPTION_FIELDS - set(_SUBSCRIPTION_UNSUPPORTED)
-        if unknown:
-            raise ConfigError(f"topic {name}, subscription {sub_name}: unknown field(s) {sorted(unknown)}; "
-                              f"known: {sorted(_SUBSCRIPTION_FIELDS)}")
+        sub_name = _checked_name("subscription", sub, _SUBSCRIPTION_FIELDS, _SUBSCRIPTION_UNSUPPORTED,
+                                 within=f"topic {name}")
         rules = tuple(rule_from_dict(name, sub_name, r) for r in sub.get("rules") or [])
         if len({r.name.lower() for r in rules}) != len(rules):
             raise ConfigError(f"topic {name}, subscription {sub_name}: two rules with the same name")

@@ -221,28 +221,26 @@ def _truth(value: Any) -> bool | None:
     raise EvaluationError(f"{value!r} is not a boolean")
 
 
-def _and(left: Node, right: Node) -> Node:
+def _junction(left: Node, right: Node, decisive: bool) -> Node:
+    """SQL's three-valued AND (decisive False) and OR (decisive True): one decisive side settles it, and the
+    right side is not evaluated after a decisive left; otherwise an unknown side leaves it unknown."""
     def run(m):
         a = left(m)
-        if a is False:
-            return False
+        if a is decisive:
+            return decisive
         b = right(m)
-        if b is False:
-            return False
-        return None if a is None or b is None else True
+        if b is decisive:
+            return decisive
+        return None if a is None or b is None else not decisive
     return run
+
+
+def _and(left: Node, right: Node) -> Node:
+    return _junction(left, right, False)
 
 
 def _or(left: Node, right: Node) -> Node:
-    def run(m):
-        a = left(m)
-        if a is True:
-            return True
-        b = right(m)
-        if b is True:
-            return True
-        return None if a is None or b is None else False
-    return run
+    return _junction(left, right, True)
 
 
 def _not_if(negate: bool, node: Node) -> Node:

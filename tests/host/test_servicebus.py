@@ -22,6 +22,16 @@ def queue_is_empty(connection: str, queue: str) -> bool:
         return not receiver.peek_messages(max_message_count=10)
 
 
+
+def peak_running(records: list[dict]) -> int:
+    """The most invocations that ran at once, from their start and end times."""
+    events = sorted([(r["start"], 1) for r in records] + [(r["end"], -1) for r in records])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
 def test_message_reaches_function_as_worker_payload_and_is_completed(app_dir, start_host, records,
                                                                       host_servicebus):
     conn = host_servicebus.connection_string
@@ -74,12 +84,7 @@ def test_lock_is_renewed_and_max_concurrent_calls_is_honoured(app_dir, start_hos
                       timeout=30, what="3 slow invocations")
     assert sorted(r["message_id"] for r in done) == sorted(ids)
     assert all(r["delivery_count"] == 1 for r in done), "a lock expired: renewal did not keep it"
-    events = sorted([(r["start"], 1) for r in done] + [(r["end"], -1) for r in done])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    assert peak == 2
+    assert peak_running(done) == 2
     wait_until(lambda: queue_is_empty(conn, "host-slow"), timeout=10, what="slow messages completed")
 
 
@@ -113,12 +118,7 @@ def test_invocations_outliving_the_lock_four_at_a_time_run_once_each(make_app, s
                       and read_records(records, "outlives_lock"), timeout=60, what="8 invocations")
     assert sorted(r["message_id"] for r in done) == sorted(ids), "a message was invoked twice"
     assert all(r["delivery_count"] == 1 for r in done), "a lock expired: the message came back"
-    events = sorted([(r["start"], 1) for r in done] + [(r["end"], -1) for r in done])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    assert peak == 4
+    assert peak_running(done) == 4
     wait_until(lambda: queue_is_empty(conn, "host-renew"), timeout=10, what="messages completed")
     time.sleep(6)  # past another lock duration: nothing comes back
     assert len(read_records(records, "outlives_lock")) == 8

@@ -8,6 +8,8 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
 from azure.servicebus.exceptions import MessageLockLostError
 
+from tests.fixtures.servicebus import receive_count
+
 WAIT = 5  # seconds a receive call may block waiting for a message
 
 
@@ -126,11 +128,7 @@ def test_renew_lock_keeps_message_locked(client):
 def test_receive_and_delete(client):
     send(client, "receivedelete", "once", "twice")
     with client.get_queue_receiver("receivedelete", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as rd:
-        got = []
-        while len(got) < 2:
-            batch = rd.receive_messages(max_message_count=2, max_wait_time=WAIT)
-            assert batch, "messages missing"
-            got += [str(m) for m in batch]
+        got = [str(m) for m in receive_count(rd, 2, WAIT)]
         assert sorted(got) == ["once", "twice"]
     with client.get_queue_receiver("receivedelete") as receiver:
         assert receiver.receive_messages(max_message_count=1, max_wait_time=1) == []

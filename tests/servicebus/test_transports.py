@@ -12,6 +12,8 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, TransportType
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 
+from tests.fixtures.servicebus import receive_count
+
 
 def _ws_options(servicebus) -> dict:
     # With UseDevelopmentEmulator the SDK drops the port from its WebSocket URL (sync goes to 80, async
@@ -26,11 +28,7 @@ def test_websocket_send_receive_settle_sync(servicebus):
             sender.send_messages([ServiceBusMessage(f"ws-{i}") for i in range(3)])
             sender.send_messages(ServiceBusMessage(b"x" * 200_000))  # several WebSocket frames
         with client.get_queue_receiver("websocket") as receiver:
-            got = []
-            while len(got) < 4:
-                batch = receiver.receive_messages(max_message_count=4, max_wait_time=5)
-                assert batch
-                got += batch
+            got = receive_count(receiver, 4)
             receiver.abandon_message(got[0])
             for message in got[1:]:
                 receiver.complete_message(message)

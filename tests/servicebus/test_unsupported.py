@@ -13,6 +13,7 @@ from proton import Message
 from proton.utils import BlockingConnection
 
 from local.servicebus.config import ConfigError, queue_from_dict
+from tests.fixtures.servicebus import receive_count
 from tests.servicebus.test_errors import _sas
 
 
@@ -27,11 +28,7 @@ def test_session_receiver_is_refused_with_service_bus_error(servicebus, session)
         assert type(caught.value) is ServiceBusError and "Error condition: amqp:not-allowed" in str(caught.value)
         # The messages are untouched, and a plain receiver gets both (with their session ids).
         with client.get_queue_receiver("sessions") as receiver:
-            got = []
-            while len(got) < 2:
-                batch = receiver.receive_messages(max_message_count=2, max_wait_time=5)
-                assert batch
-                got += batch
+            got = receive_count(receiver, 2)
             for message in got:
                 receiver.complete_message(message)
     assert sorted((str(m), m.session_id) for m in got) == [("for A", "A"), ("for B", "B")]
